@@ -1,0 +1,385 @@
+"""Configuration: built-in defaults < TOML file < environment variables < CLI flags.
+
+Everything the server needs is resolved here, once, into frozen dataclasses. Invalid input fails at start-up with
+a ConfigError that names the key and the file, never later in the middle of a request.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_PORT = 8787
+DEFAULT_UPSTREAM = "deepseek"
+DEFAULT_BASE_URL = "https://api.deepseek.com"
+MB = 1024 * 1024
+
+# Codex's reasoning efforts → DeepSeek's. DeepSeek V4 knows thinking on/off and effort low/high/max.
+DEFAULT_EFFORT_MAP = {
+    "none": "disabled",
+    "minimal": "low",
+    "low": "low",
+    "medium": "high",
+    "high": "high",
+    "xhigh": "max",
+    "max": "max",
+}
+UPSTREAM_EFFORTS = {"disabled", "low", "high", "max"}
+PROFILES = {"deepseek", "openai"}
+KEY_SOURCE_HINT = 'one of "env:VARIABLE", "pass:ENTRY", "client" or "none"'
+
+
+class ConfigError(Exception):
+    """A configuration problem, phrased for the person who has to fix it."""
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    host: str = DEFAULT_HOST
+    port: int = DEFAULT_PORT
+    workers: int = 1
+    worker_connections: int = 2000
+    max_body_bytes: int = 64 * MB
+    log_level: str = "info"
+    # Keys the proxy accepts from its own clients; empty means it asks for none (a local, loopback service).
+    client_keys: tuple[str, ...] = ()
+    # Authenticates the reasoning that rides in `encrypted_content`. Shared by every worker and kept across
+    # restarts (see _reasoning_secret), so a conversation survives a redeploy.
+    reasoning_secret: bytes = b""
+    # Seconds to advertise in `retry-after` when the upstream rate-limits without one (DeepSeek never sends it,
+    # and Codex retries a 429 only when the header is there).
+    retry_after_seconds: int = 2
+
+
+@dataclass(frozen=True)
+class UpstreamConfig:
+    name: str
+    base_url: str
+    api_key: str = "env:DEEPSEEK_API_KEY"  # key source, see KEY_SOURCE_HINT
+    profile: str = "deepseek"
+    connect_timeout: float = 10.0
+    read_timeout: float = 900.0  # DeepSeek closes a request that has not started within ~10 min
+    pool_size: int = 100
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    id: str  # the name clients use
+    upstream: str = DEFAULT_UPSTREAM
+    upstream_model: str = ""
+    thinking: bool = True  # the upstream has a thinking mode (and replays reasoning_content)
+    images: bool = False  # the upstream accepts image parts
+    stream: bool = True  # the upstream streams; False → one blocking call, replayed as SSE
+    context_window: int = 1_000_000
+    max_output_tokens: int = 393_216
+    effort_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_EFFORT_MAP))
+    display_name: str = ""
+
+
+@dataclass(frozen=True)
+class CodexConfig:
+    catalog: str = "url"  # "url": Codex fetches the catalog from the proxy; "file": written by `codex setup`
+
+
+@dataclass(frozen=True)
+class Config:
+    server: ServerConfig
+    upstreams: Mapping[str, UpstreamConfig]
+    models: Mapping[str, ModelConfig]
+    codex: CodexConfig = CodexConfig()
+    path: Path | None = None
+
+    def public_base_url(self) -> str:
+        host = self.server.host
+        if host in ("0.0.0.0", "::", ""):
+            host = "127.0.0.1"
+        if ":" in host:
+            host = f"[{host}]"
+        return f"http://{host}:{self.server.port}/v1"
+
+    def model(self, name: str) -> ModelConfig | None:
+        return self.models.get(name)
+
+
+def default_models() -> dict[str, ModelConfig]:
+    return {
+        "deepseek-v4-pro": ModelConfig(
+            id="deepseek-v4-pro", upstream_model="deepseek-v4-pro", display_name="DeepSeek V4 Pro"
+        ),
+        "deepseek-v4-flash": ModelConfig(
+            id="deepseek-v4-flash", upstream_model="deepseek-v4-flash", display_name="DeepSeek V4 Flash"
+        ),
+    }
+
+
+def default_config_path(env: Mapping[str, str] = os.environ) -> Path:
+    base = env.get("XDG_CONFIG_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".config")
+    return Path(base) / "deepseek-proxy" / "config.toml"
+
+
+def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
+    base = env.get("XDG_STATE_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "state")
+    return Path(base) / "deepseek-proxy"
+
+
+def load_config(
+    path: str | Path | None = None,
+    *,
+    env: Mapping[str, str] = os.environ,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the Config. `path` None means $DEEPSEEK_PROXY_CONFIG or the default file, either optional.
+
+    `overrides` are the CLI flags: {"host": ..., "port": ..., "workers": ..., "log_level": ...}.
+    """
+    explicit = path is not None or bool(env.get("DEEPSEEK_PROXY_CONFIG"))
+    file_path = Path(path if path is not None else env.get("DEEPSEEK_PROXY_CONFIG") or default_config_path(env))
+    raw = _read_toml(file_path, required=explicit)
+    where = str(file_path) if raw is not None else "built-in defaults"
+    reader = _Reader(raw or {}, where)
+    reader.only_keys("", {"server", "upstreams", "models", "codex"})
+
+    server = _server_from(reader, env, overrides or {})
+    upstreams = _upstreams_from(reader, env)
+    models = _models_from(reader, upstreams)
+    codex = _codex_from(reader)
+    return Config(
+        server=server,
+        upstreams=upstreams,
+        models=models,
+        codex=codex,
+        path=file_path if raw is not None else None,
+    )
+
+
+def _read_toml(path: Path, *, required: bool) -> dict | None:
+    if str(path) == os.devnull:
+        return {}
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except FileNotFoundError:
+        if required:
+            raise ConfigError(f"config file {path} does not exist") from None
+        return None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path} cannot be read: {exc}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+
+
+class _Reader:
+    """Typed access to the parsed TOML that names the offending key and file in every error."""
+
+    def __init__(self, data: Mapping[str, Any], where: str):
+        self.data = data
+        self.where = where
+
+    def fail(self, key: str, problem: str) -> ConfigError:
+        return ConfigError(f"{self.where}: `{key}` {problem}")
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        node: Any = self.data
+        for part in key.split(".") if key else []:
+            node = node.get(part, {}) if isinstance(node, Mapping) else None
+            if not isinstance(node, Mapping):
+                raise self.fail(key, "must be a table")
+        return node
+
+    def only_keys(self, key: str, allowed: set[str]) -> None:
+        unknown = sorted(set(self.table(key)) - allowed)
+        if unknown:
+            dotted = f"{key}.{unknown[0]}" if key else unknown[0]
+            raise self.fail(dotted, f"is not a known setting (known here: {', '.join(sorted(allowed))})")
+
+    def get(self, table: str, name: str, kind: type | tuple[type, ...], default: Any) -> Any:
+        value = self.table(table).get(name, default)
+        if value is default:
+            return value
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # bool is an int in Python; a port of `true` is a mistake, not 1.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.fail(f"{table}.{name}", f"must be {_kind_name(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.fail(f"{table}.{name}", f"must be {_kind_name(kinds)}, got {value!r}")
+        return value
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
+    return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str, Any]) -> ServerConfig:
+    t = "server"
+    reader.only_keys(
+        t,
+        {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
+         "reasoning_secret", "retry_after_seconds"},
+    )
+    d = ServerConfig()
+    host = reader.get(t, "host", str, d.host)
+    port = reader.get(t, "port", int, d.port)
+    workers = reader.get(t, "workers", int, d.workers)
+    log_level = reader.get(t, "log_level", str, d.log_level)
+    max_body_mb = reader.get(t, "max_body_mb", (int, float), d.max_body_bytes / MB)
+    client_keys = reader.get(t, "client_keys", list, list(d.client_keys))
+    if not all(isinstance(k, str) and k for k in client_keys):
+        raise reader.fail("server.client_keys", "must be a list of non-empty strings")
+    secret = reader.get(t, "reasoning_secret", str, "")
+
+    # Environment, then CLI flags.
+    host = env.get("DEEPSEEK_PROXY_HOST", host)
+    port = _int_from_env(env, "DEEPSEEK_PROXY_PORT", port)
+    workers = _int_from_env(env, "DEEPSEEK_PROXY_WORKERS", workers)
+    log_level = env.get("DEEPSEEK_PROXY_LOG_LEVEL", log_level)
+    secret = env.get("DEEPSEEK_PROXY_SECRET", secret)
+    if env.get("DEEPSEEK_PROXY_CLIENT_KEYS"):
+        client_keys = [k.strip() for k in env["DEEPSEEK_PROXY_CLIENT_KEYS"].split(",") if k.strip()]
+    host = overrides.get("host") or host
+    port = overrides.get("port") if overrides.get("port") is not None else port
+    workers = overrides.get("workers") or workers
+    log_level = overrides.get("log_level") or log_level
+
+    if not 0 <= port <= 65535:
+        raise reader.fail("server.port", f"must be between 0 and 65535, got {port}")
+    if workers < 1:
+        raise reader.fail("server.workers", f"must be at least 1, got {workers}")
+    if max_body_mb <= 0:
+        raise reader.fail("server.max_body_mb", "must be positive")
+    if log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
+        raise reader.fail("server.log_level", f"must be debug, info, warning, error or critical, got {log_level!r}")
+    return ServerConfig(
+        host=host,
+        port=port,
+        workers=workers,
+        worker_connections=reader.get(t, "worker_connections", int, d.worker_connections),
+        max_body_bytes=int(max_body_mb * MB),
+        log_level=log_level.lower(),
+        client_keys=tuple(client_keys),
+        reasoning_secret=secret.encode() if secret else _reasoning_secret(env),
+        retry_after_seconds=reader.get(t, "retry_after_seconds", int, d.retry_after_seconds),
+    )
+
+
+def _int_from_env(env: Mapping[str, str], name: str, default: int) -> int:
+    if name not in env:
+        return default
+    try:
+        return int(env[name])
+    except ValueError:
+        raise ConfigError(f"environment variable {name} must be an integer, got {env[name]!r}") from None
+
+
+def _reasoning_secret(env: Mapping[str, str]) -> bytes:
+    """A per-installation secret kept in the state directory, created once (O_EXCL, so concurrent workers agree)."""
+    path = default_state_dir(env) / "reasoning.key"
+    try:
+        return bytes.fromhex(path.read_text().strip())
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError):
+        raise ConfigError(f"{path} is not a readable hex secret; delete it to have a new one made") from None
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:  # another worker won the race: use its secret
+        return bytes.fromhex(path.read_text().strip())
+    with os.fdopen(fd, "w") as fh:
+        key = secrets.token_bytes(32)
+        fh.write(key.hex())
+    return key
+
+
+def _upstreams_from(reader: _Reader, env: Mapping[str, str]) -> dict[str, UpstreamConfig]:
+    upstreams = {DEFAULT_UPSTREAM: UpstreamConfig(name=DEFAULT_UPSTREAM, base_url=DEFAULT_BASE_URL)}
+    for name in reader.table("upstreams"):
+        t = f"upstreams.{name}"
+        reader.table(t)
+        reader.only_keys(t, {"base_url", "api_key", "profile", "connect_timeout", "read_timeout", "pool_size"})
+        base = upstreams.get(name) or UpstreamConfig(name=name, base_url="", profile="openai", api_key="none")
+        base_url = reader.get(t, "base_url", str, base.base_url)
+        if not base_url:
+            raise reader.fail(f"{t}.base_url", "is required")
+        upstreams[name] = UpstreamConfig(
+            name=name,
+            base_url=base_url,
+            api_key=reader.get(t, "api_key", str, base.api_key),
+            profile=reader.get(t, "profile", str, base.profile),
+            connect_timeout=float(reader.get(t, "connect_timeout", (int, float), base.connect_timeout)),
+            read_timeout=float(reader.get(t, "read_timeout", (int, float), base.read_timeout)),
+            pool_size=reader.get(t, "pool_size", int, base.pool_size),
+        )
+    if env.get("DEEPSEEK_BASE_URL"):
+        d = upstreams[DEFAULT_UPSTREAM]
+        upstreams[DEFAULT_UPSTREAM] = UpstreamConfig(**{**d.__dict__, "base_url": env["DEEPSEEK_BASE_URL"]})
+
+    for name, up in upstreams.items():
+        where = f"upstreams.{name}"
+        if not up.base_url.startswith(("http://", "https://")):
+            raise reader.fail(f"{where}.base_url", f"must start with http:// or https://, got {up.base_url!r}")
+        if up.profile not in PROFILES:
+            raise reader.fail(f"{where}.profile", f"must be one of {', '.join(sorted(PROFILES))}, got {up.profile!r}")
+        kind, _, arg = up.api_key.partition(":")
+        if not ((kind in ("env", "pass") and arg) or up.api_key in ("client", "none")):
+            raise reader.fail(f"{where}.api_key", f"must be {KEY_SOURCE_HINT}, got {up.api_key!r}")
+    return upstreams
+
+
+def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> dict[str, ModelConfig]:
+    table = reader.table("models")
+    if not table:
+        return default_models()
+    models = {}
+    defaults = default_models()
+    for model_id in table:
+        t = f"models.{model_id}"
+        reader.table(t)
+        reader.only_keys(
+            t,
+            {"upstream", "upstream_model", "thinking", "images", "stream", "context_window", "max_output_tokens",
+             "effort_map", "display_name"},
+        )
+        base = defaults.get(model_id) or ModelConfig(id=model_id, upstream_model=model_id)
+        effort_map = dict(base.effort_map)
+        for effort, target in reader.table(f"{t}.effort_map").items():
+            if target not in UPSTREAM_EFFORTS:
+                raise reader.fail(
+                    f"{t}.effort_map.{effort}", f"must be one of {', '.join(sorted(UPSTREAM_EFFORTS))}"
+                )
+            effort_map[effort] = target
+        upstream = reader.get(t, "upstream", str, base.upstream)
+        if upstream not in upstreams:
+            raise reader.fail(f"{t}.upstream", f"names no configured upstream ({', '.join(upstreams)})")
+        models[model_id] = ModelConfig(
+            id=model_id,
+            upstream=upstream,
+            upstream_model=reader.get(t, "upstream_model", str, base.upstream_model),
+            thinking=reader.get(t, "thinking", bool, base.thinking),
+            images=reader.get(t, "images", bool, base.images),
+            stream=reader.get(t, "stream", bool, base.stream),
+            context_window=reader.get(t, "context_window", int, base.context_window),
+            max_output_tokens=reader.get(t, "max_output_tokens", int, base.max_output_tokens),
+            effort_map=effort_map,
+            display_name=reader.get(t, "display_name", str, base.display_name or model_id),
+        )
+    return models
+
+
+def _codex_from(reader: _Reader) -> CodexConfig:
+    reader.only_keys("codex", {"catalog"})
+    catalog = reader.get("codex", "catalog", str, CodexConfig.catalog)
+    if catalog not in ("url", "file"):
+        raise reader.fail("codex.catalog", f'must be "url" or "file", got {catalog!r}')
+    return CodexConfig(catalog=catalog)

@@ -1,0 +1,40 @@
+"""GET /v1/models and /v1/models/<id>: the models this proxy serves, in OpenAI's list format."""
+
+from __future__ import annotations
+
+from flask import Blueprint, Response
+
+from ..config import ModelConfig
+from ..jsonfast import dumps
+from .common import check_client_key, gateway, openai_error
+
+bp = Blueprint("models", __name__)
+
+
+def _model_object(model: ModelConfig) -> dict:
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.upstream}
+
+
+@bp.get("/v1/models")
+@bp.get("/models")
+def list_models() -> Response:
+    gw = gateway()
+    denied = check_client_key(gw.config)
+    if denied is not None:
+        return denied
+    data = [_model_object(m) for m in gw.config.models.values()]
+    return Response(dumps({"object": "list", "data": data}), mimetype="application/json")
+
+
+@bp.get("/v1/models/<path:model_id>")
+@bp.get("/models/<path:model_id>")
+def get_model(model_id: str) -> Response:
+    gw = gateway()
+    denied = check_client_key(gw.config)
+    if denied is not None:
+        return denied
+    model = gw.config.model(model_id)
+    if model is None:
+        return openai_error(404, f"The model `{model_id}` does not exist or you do not have access to it.",
+                            code="model_not_found", param="model")
+    return Response(dumps(_model_object(model)), mimetype="application/json")

@@ -1,0 +1,185 @@
+"""The Responses API front door: POST /v1/responses (and /responses), streamed or not.
+
+Data flows one way: body → translate_request → upstream client → ResponseStream → SSE out. Every upstream delta
+is written to the client as soon as its read returns; events from one network read leave in one write.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Iterator
+
+import requests
+from flask import Blueprint, Response
+
+from ..jsonfast import JSONDecodeError, dumps, loads
+from ..translate.errors import RequestError
+from ..translate.responses_request import ChatRequest, translate_request
+from ..translate.responses_stream import ResponseStream, completion_as_chunks
+from ..upstream.client import UpstreamClient, UpstreamError
+from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
+from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, openai_error,
+                     request_error_response, upstream_error_response)
+
+log = logging.getLogger("deepseek_proxy.responses")
+bp = Blueprint("responses", __name__)
+
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+KEEPALIVE_EVERY_S = 5.0  # at most one idle-timer refresh per this many seconds of upstream keep-alives
+
+
+@bp.post("/v1/responses")
+@bp.post("/responses")
+def create_response() -> Response:
+    gw = gateway()
+    denied = check_client_key(gw.config)
+    if denied is not None:
+        return denied
+    try:
+        body = json_body()
+        model = gw.config.model(body.get("model")) if isinstance(body, dict) else None
+        if isinstance(body, dict) and model is None:
+            name = body.get("model")
+            if not isinstance(name, str):
+                raise RequestError("`model` is required and must be a string", param="model")
+            return openai_error(404, f"The model `{name}` does not exist or you do not have access to it. "
+                                     f"Models served here: {', '.join(gw.config.models)}.",
+                                code="model_not_found", param="model")
+        client = gw.client_for(model)
+        stream = bool(body.get("stream", False))
+        # A non-streaming client gets a blocking upstream call: one JSON parse, not one per token.
+        chat = translate_request(body, model, client.profile, gw.codec, gw.reasoning_cache,
+                                 upstream_stream=model.stream and stream)
+    except RequestError as exc:
+        return request_error_response(exc)
+
+    translator = ResponseStream(model=body["model"], tool_map=chat.tool_map, codec=gw.codec,
+                                response_fields=_echo_fields(body, chat))
+    try:
+        upstream = client.post_chat(chat.body, client_key=bearer_token())
+    except UpstreamError as exc:
+        log.info("response %s: upstream refused: %s", translator.response_id, exc.code)
+        return upstream_error_response(exc)
+
+    if not stream:
+        return _blocking(gw, client, upstream, translator)
+    events = _stream_events(gw, upstream, translator) if chat.body["stream"] else \
+        _replayed_events(gw, client, upstream, translator)
+    return Response(events, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+
+
+def _echo_fields(body: dict, chat: ChatRequest) -> dict:
+    """Request settings the Response object repeats back (the openai SDK's Response model requires several)."""
+    return {
+        "instructions": body.get("instructions"),
+        "max_output_tokens": body.get("max_output_tokens"),
+        "metadata": body.get("metadata") or {},
+        "parallel_tool_calls": body.get("parallel_tool_calls", True),
+        "previous_response_id": None,
+        "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
+        "store": body.get("store", False),
+        "temperature": body.get("temperature"),
+        "text": body.get("text") or {"format": {"type": "text"}},
+        "tool_choice": body.get("tool_choice", "auto"),
+        "tools": body.get("tools") or [],
+        "top_p": body.get("top_p"),
+        "truncation": body.get("truncation", "disabled"),
+    }
+
+
+def _stream_events(gw: Gateway, upstream: requests.Response, translator: ResponseStream) -> Iterator[bytes]:
+    """Relay the upstream stream. Closing this generator (the client went away) closes the upstream at once."""
+    decoder = SSEDecoder()
+    saw_done = False
+    last_keepalive = 0.0
+    try:
+        yield encode_events(translator.start())
+        for raw in upstream.iter_content(chunk_size=None):
+            events: list = []
+            for payload in decoder.feed(raw):
+                if payload is KEEPALIVE:
+                    now = time.monotonic()
+                    if now - last_keepalive >= KEEPALIVE_EVERY_S:
+                        last_keepalive = now
+                        events += translator.keepalive()
+                elif payload == DONE:
+                    saw_done = True
+                else:
+                    chunk = loads(payload)
+                    error = chunk.get("error")
+                    if error:
+                        yield encode_events(events + translator.fail(*_mid_stream_error(error)))
+                        return
+                    events += translator.feed(chunk)
+            if events:
+                yield encode_events(events)
+        if saw_done or translator._finish_reason:
+            yield encode_events(translator.finish())
+        else:
+            yield encode_events(translator.fail(
+                "server_error", "The upstream closed the stream before the reply was complete."))
+    except JSONDecodeError:
+        yield encode_events(translator.fail("server_error", "The upstream sent a malformed stream chunk."))
+    except requests.RequestException as exc:
+        log.warning("response %s: upstream stream broke: %s", translator.response_id, exc.__class__.__name__)
+        yield encode_events(translator.fail("server_error", "The upstream connection broke mid-reply."))
+    finally:
+        upstream.close()
+        _remember_reasoning(gw, translator)
+
+
+def _replayed_events(gw: Gateway, client: UpstreamClient, upstream: requests.Response,
+                     translator: ResponseStream) -> Iterator[bytes]:
+    """An upstream configured as non-streaming: its complete reply, replayed as the same event sequence."""
+    try:
+        completion = _read_completion(upstream)
+    except UpstreamError as exc:
+        yield encode_events(translator.start() + translator.fail(exc.code or "server_error", exc.message))
+        return
+    events = translator.start()
+    for chunk in completion_as_chunks(completion):
+        events += translator.feed(chunk)
+    yield encode_events(events + translator.finish())
+    _remember_reasoning(gw, translator)
+
+
+def _blocking(gw: Gateway, client: UpstreamClient, upstream: requests.Response, translator: ResponseStream) -> Response:
+    try:
+        completion = _read_completion(upstream)
+    except UpstreamError as exc:
+        return upstream_error_response(exc)
+    translator.start()
+    for chunk in completion_as_chunks(completion):
+        translator.feed(chunk)
+    translator.finish()
+    _remember_reasoning(gw, translator)
+    return Response(dumps(translator.response), status=200, mimetype="application/json")
+
+
+def _read_completion(upstream: requests.Response) -> dict:
+    try:
+        completion = loads(upstream.content)
+    except (JSONDecodeError, requests.RequestException):
+        raise UpstreamError(502, "The upstream sent an unreadable reply.", "server_error", "server_error") from None
+    finally:
+        upstream.close()
+    if not isinstance(completion, dict) or "choices" not in completion:
+        raise UpstreamError(502, "The upstream reply is not a chat completion.", "server_error", "server_error")
+    return completion
+
+
+def _mid_stream_error(error) -> tuple[str, str]:
+    if isinstance(error, dict):
+        message = str(error.get("message") or "The upstream failed mid-reply.")
+        code = error.get("code") if isinstance(error.get("code"), str) else None
+    else:
+        message, code = str(error), None
+    if "context length" in message.lower():
+        code = "context_length_exceeded"
+    return code or "server_error", message
+
+
+def _remember_reasoning(gw: Gateway, translator: ResponseStream) -> None:
+    for call_id, reasoning in translator.calls_with_reasoning():
+        gw.reasoning_cache.put(call_id, reasoning)

@@ -1,0 +1,46 @@
+"""Gunicorn settings for the proxy, shipped inside the package so `deepseek-proxy serve` works from a plain
+`pip install`. deploy/gunicorn.conf.py imports the same settings for deployments that call gunicorn directly.
+
+gevent workers: one OS process holds thousands of open streams, each a greenlet waiting on its upstream socket.
+The app is created inside each worker, after gevent has patched the standard library, so every socket the
+upstream Session opens is cooperative.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+
+from .config import Config
+
+LOG_FORMAT = "%(asctime)s %(levelname)s %(name)s [%(process)d] %(message)s"
+
+
+def configure_logging(level: str) -> None:
+    root = logging.getLogger("deepseek_proxy")
+    if not root.handlers:
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(LOG_FORMAT))
+        root.addHandler(handler)
+    root.setLevel(level.upper())
+    root.propagate = False
+
+
+def gunicorn_settings(config: Config) -> dict:
+    return {
+        "bind": [f"[{config.server.host}]:{config.server.port}" if ":" in config.server.host
+                 else f"{config.server.host}:{config.server.port}"],
+        "worker_class": "gevent",
+        "workers": config.server.workers,
+        "worker_connections": config.server.worker_connections,
+        # For async workers `timeout` is a heartbeat, not a request limit: long streams are fine.
+        "timeout": 120,
+        "graceful_timeout": 30,
+        "keepalive": 75,  # longer than nginx's upstream keepalive_timeout default (60 s)
+        "loglevel": config.server.log_level,
+        "accesslog": None,  # the proxy logs one line per request itself, and never a header
+        "errorlog": "-",
+        "proc_name": "deepseek-proxy",
+        # Request bodies are read by Flask with MAX_CONTENT_LENGTH; gunicorn only limits the head.
+        "limit_request_field_size": 16384,
+    }

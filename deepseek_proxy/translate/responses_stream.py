@@ -1,0 +1,333 @@
+"""Chat Completions chunks → Responses API stream events. A small state machine; no I/O.
+
+Feed it the parsed upstream chunks in order; each call returns the events that chunk produced, ready to send.
+The item lifecycle is what Codex and the openai SDK need:
+
+    response.created, response.in_progress
+    per item: output_item.added → (content_part.added) → deltas → *.done → (content_part.done) → output_item.done
+    response.completed | response.incomplete | response.failed   (with id, output and usage)
+
+Codex takes items ONLY from `response.output_item.done`, so every item gets one, and a delta is never sent for
+an item that was not `added` first. Reasoning (`delta.reasoning_content`) opens a reasoning item whose full text
+also rides, encoded, in `encrypted_content` so it can be replayed to the upstream on the next turn.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from typing import Any, Callable, Iterable
+
+from ..jsonfast import JSONDecodeError, loads
+from .partial_json import StringFieldStream
+from .reasoning import ReasoningCodec
+from .tools import CUSTOM_INPUT_ARG, ToolMap
+
+Event = dict[str, Any]
+
+# finish_reason → (final event, incomplete reason or failure code)
+_INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
+_FAILED = {"insufficient_system_resource": ("server_is_overloaded", "The upstream ran out of capacity (insufficient_system_resource); try again.")}
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}_{uuid.uuid4().hex}"
+
+
+class _Item:
+    """One output item being streamed."""
+
+    __slots__ = ("id", "index", "kind", "text", "call_id", "name", "namespace", "input_stream", "done")
+
+    def __init__(self, item_id: str, index: int, kind: str):
+        self.id = item_id
+        self.index = index
+        self.kind = kind  # reasoning | message | function_call | custom_tool_call
+        self.text: list[str] = []  # reasoning text, message text, or call arguments
+        self.call_id = ""
+        self.name = ""
+        self.namespace: str | None = None
+        self.input_stream: StringFieldStream | None = None
+        self.done = False
+
+
+class ResponseStream:
+    def __init__(
+        self,
+        *,
+        model: str,
+        tool_map: ToolMap,
+        codec: ReasoningCodec,
+        response_fields: dict[str, Any] | None = None,
+        response_id: str | None = None,
+        created_at: int | None = None,
+        make_id: Callable[[str], str] = new_id,
+    ):
+        self.tool_map = tool_map
+        self.codec = codec
+        self.make_id = make_id
+        self.response_id = response_id or make_id("resp")
+        self._base = {
+            "id": self.response_id,
+            "object": "response",
+            "created_at": created_at if created_at is not None else int(time.time()),
+            "model": model,
+            **(response_fields or {}),
+        }
+        self._seq = 0
+        self._items: list[_Item] = []  # in output_index order
+        self._reasoning: _Item | None = None
+        self._message: _Item | None = None
+        self._calls: dict[int, _Item] = {}  # upstream tool_call index → item
+        self._output: list[tuple[int, dict]] = []  # (output_index, finished item)
+        self._finish_reason: str | None = None
+        self._usage: dict | None = None
+        self.finished = False
+
+    # ---- public API --------------------------------------------------------------------------------------
+    def start(self) -> list[Event]:
+        return [self._event("response.created", response=self._snapshot("in_progress")),
+                self._event("response.in_progress", response=self._snapshot("in_progress"))]
+
+    def feed(self, chunk: dict) -> list[Event]:
+        out: list[Event] = []
+        usage = chunk.get("usage")
+        if usage:
+            self._usage = usage
+        for choice in chunk.get("choices") or ():
+            if choice.get("index", 0) != 0:
+                continue  # n > 1 is never requested
+            delta = choice.get("delta") or choice.get("message") or {}
+            reasoning = delta.get("reasoning_content")
+            if reasoning:
+                self._reasoning_delta(reasoning, out)
+            content = delta.get("content")
+            if content:
+                self._text_delta(content, out)
+            for call in delta.get("tool_calls") or ():
+                self._tool_call_delta(call, out)
+            if choice.get("finish_reason"):
+                self._finish_reason = choice["finish_reason"]
+        return out
+
+    def keepalive(self) -> list[Event]:
+        """Something Codex's idle timer counts (SSE comments do not reset it): a repeat of response.in_progress."""
+        return [self._event("response.in_progress", response=self._snapshot("in_progress"))]
+
+    def finish(self) -> list[Event]:
+        """The upstream ended the reply normally: close what is open, then the terminal event."""
+        out: list[Event] = []
+        self._close_all(out)
+        reason = self._finish_reason
+        if reason in _FAILED:
+            code, message = _FAILED[reason]
+            out.append(self._terminal("response.failed", "failed", error={"code": code, "message": message}))
+        elif reason in _INCOMPLETE:
+            out.append(self._terminal("response.incomplete", "incomplete", incomplete_details={"reason": _INCOMPLETE[reason]}))
+        else:
+            out.append(self._terminal("response.completed", "completed"))
+        return out
+
+    def fail(self, code: str, message: str) -> list[Event]:
+        """The upstream broke mid-reply. Items already done stay done (Codex keeps them); open ones are dropped."""
+        return [self._terminal("response.failed", "failed", error={"code": code, "message": message})]
+
+    @property
+    def response(self) -> dict:
+        """The final Response object (after finish() or fail())."""
+        return self._final
+
+    def calls_with_reasoning(self) -> Iterable[tuple[str, str]]:
+        """(call_id, reasoning text) for each tool call of this reply, for the reasoning fallback cache."""
+        reasoning = "".join(self._reasoning_text_of_reply())
+        return [(item.call_id, reasoning) for item in self._items if item.call_id]
+
+    # ---- deltas ------------------------------------------------------------------------------------------
+    def _reasoning_delta(self, text: str, out: list[Event]) -> None:
+        item = self._reasoning
+        if item is None:
+            self._close_message(out)
+            item = self._reasoning = self._open("reasoning", "rs", out, {"summary": [], "content": []})
+            out.append(self._event("response.content_part.added", item_id=item.id, output_index=item.index,
+                                   content_index=0, part={"type": "reasoning_text", "text": ""}))
+        item.text.append(text)
+        out.append(self._event("response.reasoning_text.delta", item_id=item.id, output_index=item.index,
+                               content_index=0, delta=text))
+
+    def _text_delta(self, text: str, out: list[Event]) -> None:
+        item = self._message
+        if item is None:
+            self._close_reasoning(out)
+            item = self._message = self._open("message", "msg", out,
+                                              {"status": "in_progress", "role": "assistant", "content": []})
+            out.append(self._event("response.content_part.added", item_id=item.id, output_index=item.index,
+                                   content_index=0, part={"type": "output_text", "text": "", "annotations": []}))
+        item.text.append(text)
+        out.append(self._event("response.output_text.delta", item_id=item.id, output_index=item.index,
+                               content_index=0, delta=text, logprobs=[]))
+
+    def _tool_call_delta(self, call: dict, out: list[Event]) -> None:
+        index = call.get("index", len(self._calls))
+        function = call.get("function") or {}
+        item = self._calls.get(index)
+        if item is None:
+            self._close_reasoning(out)
+            self._close_message(out)
+            origin = self.tool_map.origin(function.get("name") or "")
+            kind = "custom_tool_call" if origin.kind == "custom" else "function_call"
+            fields: dict[str, Any] = {"status": "in_progress", "call_id": call.get("id") or self.make_id("call"),
+                                      "name": origin.name}
+            if origin.namespace:
+                fields["namespace"] = origin.namespace
+            fields["input" if kind == "custom_tool_call" else "arguments"] = ""
+            item = self._calls[index] = self._open(kind, "ctc" if kind == "custom_tool_call" else "fc", out, fields)
+            item.call_id, item.name, item.namespace = fields["call_id"], origin.name, origin.namespace
+            if kind == "custom_tool_call":
+                item.input_stream = StringFieldStream(CUSTOM_INPUT_ARG)
+        fragment = function.get("arguments")
+        if not fragment:
+            return
+        item.text.append(fragment)
+        if item.input_stream is not None:
+            decoded = item.input_stream.feed(fragment)
+            if decoded:
+                out.append(self._event("response.custom_tool_call_input.delta", item_id=item.id,
+                                       output_index=item.index, delta=decoded))
+        else:
+            out.append(self._event("response.function_call_arguments.delta", item_id=item.id,
+                                   output_index=item.index, delta=fragment))
+
+    # ---- item lifecycle ----------------------------------------------------------------------------------
+    def _open(self, kind: str, prefix: str, out: list[Event], fields: dict) -> _Item:
+        item = _Item(self.make_id(prefix), len(self._items), kind)
+        self._items.append(item)
+        out.append(self._event("response.output_item.added", output_index=item.index,
+                               item={"id": item.id, "type": kind, **fields}))
+        return item
+
+    def _close_reasoning(self, out: list[Event]) -> None:
+        item = self._reasoning
+        if item is None or item.done:
+            return
+        text = "".join(item.text)
+        out.append(self._event("response.reasoning_text.done", item_id=item.id, output_index=item.index,
+                               content_index=0, text=text))
+        part = {"type": "reasoning_text", "text": text}
+        out.append(self._event("response.content_part.done", item_id=item.id, output_index=item.index,
+                               content_index=0, part=part))
+        self._done(item, out, {"summary": [], "content": [part], "encrypted_content": self.codec.encode(text)})
+        self._reasoning = None  # a later reasoning burst (after a tool call) opens a new item
+
+    def _close_message(self, out: list[Event]) -> None:
+        item = self._message
+        if item is None or item.done:
+            return
+        text = "".join(item.text)
+        out.append(self._event("response.output_text.done", item_id=item.id, output_index=item.index,
+                               content_index=0, text=text, logprobs=[]))
+        part = {"type": "output_text", "text": text, "annotations": [], "logprobs": []}
+        out.append(self._event("response.content_part.done", item_id=item.id, output_index=item.index,
+                               content_index=0, part=part))
+        self._done(item, out, {"status": "completed", "role": "assistant", "content": [part]})
+        self._message = None
+
+    def _close_call(self, item: _Item, out: list[Event]) -> None:
+        arguments = "".join(item.text)
+        fields: dict[str, Any] = {"status": "completed", "call_id": item.call_id, "name": item.name}
+        if item.namespace:
+            fields["namespace"] = item.namespace
+        if item.kind == "custom_tool_call":
+            fields["input"] = raw_input = _custom_input(arguments)
+            out.append(self._event("response.custom_tool_call_input.done", item_id=item.id,
+                                   output_index=item.index, input=raw_input))
+        else:
+            fields["arguments"] = arguments
+            out.append(self._event("response.function_call_arguments.done", item_id=item.id,
+                                   output_index=item.index, name=item.name, arguments=arguments))
+        self._done(item, out, fields)
+
+    def _close_all(self, out: list[Event]) -> None:
+        self._close_reasoning(out)
+        self._close_message(out)
+        for index in sorted(self._calls):
+            if not self._calls[index].done:
+                self._close_call(self._calls[index], out)
+
+    def _done(self, item: _Item, out: list[Event], fields: dict) -> None:
+        item.done = True
+        final = {"id": item.id, "type": item.kind, **fields}
+        self._output.append((item.index, final))
+        out.append(self._event("response.output_item.done", output_index=item.index, item=final))
+
+    # ---- response objects --------------------------------------------------------------------------------
+    def _event(self, kind: str, **fields: Any) -> Event:
+        event = {"type": kind, "sequence_number": self._seq, **fields}
+        self._seq += 1
+        return event
+
+    def _snapshot(self, status: str, **extra: Any) -> dict:
+        return {**self._base, "status": status, "output": [], "usage": None, "error": None,
+                "incomplete_details": None, **extra}
+
+    def _terminal(self, kind: str, status: str, **extra: Any) -> Event:
+        self.finished = True
+        extra.setdefault("error", None)
+        extra.setdefault("incomplete_details", None)
+        self._final = {**self._base, "status": status, "output": [item for _, item in sorted(self._output, key=lambda pair: pair[0])],
+                       "usage": responses_usage(self._usage), **extra}
+        return self._event(kind, response=self._final)
+
+    def _reasoning_text_of_reply(self) -> list[str]:
+        return [t for item in self._items if item.kind == "reasoning" for t in item.text]
+
+
+def _custom_input(arguments: str) -> str:
+    """The raw input of a freeform tool from the function arguments the upstream produced."""
+    try:
+        parsed = loads(arguments)
+    except JSONDecodeError:
+        return arguments  # the model wrote the raw text itself: pass it on as it is
+    if isinstance(parsed, dict) and isinstance(parsed.get(CUSTOM_INPUT_ARG), str):
+        return parsed[CUSTOM_INPUT_ARG]
+    if isinstance(parsed, dict) and len(parsed) == 1 and isinstance(next(iter(parsed.values())), str):
+        return next(iter(parsed.values()))  # the right shape under another name
+    return arguments
+
+
+def responses_usage(usage: dict | None) -> dict | None:
+    """Chat usage → Responses usage (cached and reasoning tokens included)."""
+    if not usage:
+        return None
+    prompt = usage.get("prompt_tokens") or 0
+    completion = usage.get("completion_tokens") or 0
+    cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+    if cached is None:
+        cached = usage.get("prompt_cache_hit_tokens") or 0
+    reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
+    return {
+        "input_tokens": prompt,
+        "input_tokens_details": {"cached_tokens": cached},
+        "output_tokens": completion,
+        "output_tokens_details": {"reasoning_tokens": reasoning},
+        "total_tokens": usage.get("total_tokens") or prompt + completion,
+    }
+
+
+def completion_as_chunks(completion: dict) -> list[dict]:
+    """A complete (non-streamed) chat.completion as the chunks a stream would have carried, so one state machine
+    serves both paths: the same events, the same final Response."""
+    chunks = []
+    for choice in completion.get("choices") or ():
+        message = choice.get("message") or {}
+        delta: dict[str, Any] = {}
+        if message.get("reasoning_content"):
+            delta["reasoning_content"] = message["reasoning_content"]
+        if message.get("content"):
+            delta["content"] = message["content"]
+        if message.get("tool_calls"):
+            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(message["tool_calls"])]
+        chunks.append({"choices": [{"index": choice.get("index", 0), "delta": delta,
+                                    "finish_reason": choice.get("finish_reason")}]})
+    if completion.get("usage"):
+        chunks.append({"choices": [], "usage": completion["usage"]})
+    return chunks

@@ -1,0 +1,146 @@
+"""The HTTP client for one Chat Completions upstream: a pooled requests.Session, key resolution, error mapping.
+
+Connections are reused across requests (TLS set-up is paid once per connection, not per request). Response
+bodies are read with iter_content(chunk_size=None), which hands over whatever bytes arrived, as they arrive.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import subprocess
+from dataclasses import dataclass
+from typing import Iterator, Mapping
+
+import requests
+from requests.adapters import HTTPAdapter
+
+from ..config import UpstreamConfig
+from ..jsonfast import JSONDecodeError, dumps, loads
+from .profiles import profile_named
+
+log = logging.getLogger("deepseek_proxy.upstream")
+
+
+class KeyUnavailable(Exception):
+    """The configured key source gave no key."""
+
+
+@dataclass
+class UpstreamError(Exception):
+    """The upstream refused or failed a request before any reply byte: relayed with its status."""
+
+    status: int
+    message: str
+    code: str | None
+    type: str
+    param: str | None = None
+    retry_after: int | None = None
+
+    def __str__(self) -> str:
+        return f"{self.status} {self.code}: {self.message}"
+
+
+def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """The upstream key for a key source; None for "client" (the caller's own) and "none"."""
+    kind, _, arg = source.partition(":")
+    if kind == "env":
+        value = env.get(arg, "").strip()
+        if not value:
+            raise KeyUnavailable(f"environment variable {arg} is not set")
+        return value
+    if kind == "pass":
+        try:
+            result = subprocess.run(["pass", "show", arg], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KeyUnavailable(f"`pass show {arg}` could not run: {exc}") from None
+        first_line = result.stdout.splitlines()[0].strip() if result.stdout else ""
+        if result.returncode != 0 or not first_line:
+            raise KeyUnavailable(f"`pass show {arg}` gave no key (exit {result.returncode})")
+        return first_line
+    return None
+
+
+class UpstreamClient:
+    def __init__(self, config: UpstreamConfig, *, env: Mapping[str, str] = os.environ, retry_after: int = 2):
+        self.config = config
+        self.profile = profile_named(config.profile)
+        self.chat_url = config.base_url.rstrip("/") + "/chat/completions"
+        self.models_url = config.base_url.rstrip("/") + "/models"
+        self.retry_after = retry_after
+        self.session = requests.Session()
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
+        self.session.mount("http://", adapter)
+        self.session.mount("https://", adapter)
+        self.session.headers.update({"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+        self.key_error: str | None = None
+        try:
+            self._key = resolve_key(config.api_key, env)
+        except KeyUnavailable as exc:
+            self._key, self.key_error = None, str(exc)
+
+    @property
+    def passes_client_key(self) -> bool:
+        return self.config.api_key == "client"
+
+    def _headers(self, client_key: str | None) -> dict[str, str]:
+        key = client_key if self.passes_client_key else self._key
+        if key is None and not self.passes_client_key and self.config.api_key != "none":
+            raise UpstreamError(500, f"no upstream API key: {self.key_error}", "upstream_key_missing", "server_error")
+        return {"Authorization": f"Bearer {key}"} if key else {}
+
+    def post_chat(self, body: dict, *, client_key: str | None = None) -> requests.Response:
+        """Send a chat completion request. Returns the open response (status 2xx) or raises UpstreamError."""
+        stream = bool(body.get("stream"))
+        try:
+            response = self.session.post(
+                self.chat_url,
+                data=dumps(body),
+                headers=self._headers(client_key),
+                stream=stream,
+                timeout=(self.config.connect_timeout, self.config.read_timeout),
+            )
+        except requests.Timeout:
+            raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
+        except requests.ConnectionError as exc:
+            log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
+            raise UpstreamError(502, f"the upstream ({self.config.name}) is unreachable", "upstream_unreachable",
+                                "server_error") from None
+        if response.status_code >= 400:
+            try:
+                raise self._error_from(response)
+            finally:
+                response.close()
+        return response
+
+    def iter_body(self, response: requests.Response) -> Iterator[bytes]:
+        return response.iter_content(chunk_size=None)
+
+    def list_models(self, *, client_key: str | None = None) -> dict:
+        response = self.session.get(self.models_url, headers=self._headers(client_key),
+                                    timeout=(self.config.connect_timeout, 30))
+        if response.status_code >= 400:
+            raise self._error_from(response)
+        return response.json()
+
+    def _error_from(self, response: requests.Response) -> UpstreamError:
+        raw = response.content[:65536]
+        message, upstream_code, param = raw.decode("utf-8", "replace").strip() or response.reason, None, None
+        try:
+            error = loads(raw).get("error")
+            if isinstance(error, dict):
+                message = error.get("message") or message
+                upstream_code = error.get("code") if isinstance(error.get("code"), str) else None
+                param = error.get("param")
+            elif isinstance(error, str):
+                message = error
+        except (JSONDecodeError, AttributeError):
+            pass
+        status = response.status_code
+        klass = self.profile.classify_error(status, message, upstream_code)
+        retry_after = None
+        if status == 429 or status == 503:
+            header = response.headers.get("retry-after")
+            retry_after = int(header) if header and header.isdigit() else self.retry_after
+        log.info("upstream %s answered %s (%s)", self.config.name, status, klass.code)
+        return UpstreamError(status, message, klass.code, klass.type, param, retry_after)
