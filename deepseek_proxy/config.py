@@ -59,6 +59,9 @@ class ServerConfig:
     # Seconds to advertise in `retry-after` when the upstream rate-limits without one (DeepSeek never sends it,
     # and Codex retries a 429 only when the header is there).
     retry_after_seconds: int = 2
+    # While the upstream only sends keep-alive comments (a queued DeepSeek request), send the client a
+    # `response.in_progress` at most this often: Codex's idle timer ignores SSE comments.
+    keepalive_interval: float = 5.0
 
 
 @dataclass(frozen=True)
@@ -226,7 +229,7 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
     reader.only_keys(
         t,
         {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
-         "reasoning_secret", "retry_after_seconds"},
+         "reasoning_secret", "retry_after_seconds", "keepalive_interval"},
     )
     d = ServerConfig()
     host = reader.get(t, "host", str, d.host)
@@ -270,6 +273,7 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         client_keys=tuple(client_keys),
         reasoning_secret=secret.encode() if secret else _reasoning_secret(env),
         retry_after_seconds=reader.get(t, "retry_after_seconds", int, d.retry_after_seconds),
+        keepalive_interval=float(reader.get(t, "keepalive_interval", (int, float), d.keepalive_interval)),
     )
 
 
@@ -354,7 +358,7 @@ def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> di
         base = defaults.get(model_id) or ModelConfig(id=model_id, upstream_model=model_id)
         effort_map = dict(base.effort_map)
         for effort, target in reader.table(f"{t}.effort_map").items():
-            if target not in UPSTREAM_EFFORTS:
+            if not isinstance(target, str) or target not in UPSTREAM_EFFORTS:
                 raise reader.fail(
                     f"{t}.effort_map.{effort}", f"must be one of {', '.join(sorted(UPSTREAM_EFFORTS))}"
                 )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -84,7 +85,7 @@ class ProxyProcess:
 
     def stop(self) -> None:
         if self.process.poll() is None:
-            self.process.terminate()
+            self.process.send_signal(signal.SIGINT)  # gunicorn's quick shutdown; SIGTERM waits for idle keep-alives
             try:
                 self.process.wait(timeout=15)
             except subprocess.TimeoutExpired:

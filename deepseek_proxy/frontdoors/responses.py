@@ -26,7 +26,6 @@ log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
-KEEPALIVE_EVERY_S = 5.0  # at most one idle-timer refresh per this many seconds of upstream keep-alives
 
 
 @bp.post("/v1/responses")
@@ -78,7 +77,6 @@ def _echo_fields(body: dict, chat: ChatRequest) -> dict:
         "parallel_tool_calls": body.get("parallel_tool_calls", True),
         "previous_response_id": None,
         "reasoning": body.get("reasoning") or {"effort": None, "summary": None},
-        "store": body.get("store", False),
         "temperature": body.get("temperature"),
         "text": body.get("text") or {"format": {"type": "text"}},
         "tool_choice": body.get("tool_choice", "auto"),
@@ -100,7 +98,7 @@ def _stream_events(gw: Gateway, upstream: requests.Response, translator: Respons
             for payload in decoder.feed(raw):
                 if payload is KEEPALIVE:
                     now = time.monotonic()
-                    if now - last_keepalive >= KEEPALIVE_EVERY_S:
+                    if now - last_keepalive >= gw.config.server.keepalive_interval:
                         last_keepalive = now
                         events += translator.keepalive()
                 elif payload == DONE:
@@ -114,7 +112,7 @@ def _stream_events(gw: Gateway, upstream: requests.Response, translator: Respons
                     events += translator.feed(chunk)
             if events:
                 yield encode_events(events)
-        if saw_done or translator._finish_reason:
+        if saw_done or translator.finish_reason:
             yield encode_events(translator.finish())
         else:
             yield encode_events(translator.fail(

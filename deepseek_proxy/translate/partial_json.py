@@ -30,7 +30,8 @@ class StringFieldStream:
             match = self._opening.match(self._buffer)
             if match is None:
                 # Keep waiting while the opening may still be arriving; give up on anything else.
-                if not self._buffer.lstrip().startswith("{") or len(self._buffer) > _MAX_OPENING:
+                start = self._buffer.lstrip()[:1]  # "" (nothing but whitespace yet) may still become "{"
+                if start not in ("", "{") or len(self._buffer) > _MAX_OPENING:
                     self._state = "off"
                 return ""
             self._buffer = self._buffer[match.end():]
@@ -44,6 +45,7 @@ class StringFieldStream:
         while i < len(buf):
             ch = buf[i]
             if ch == '"':
+                out.append(self._flush_surrogate())  # a high surrogate left alone at the end
                 self._state = "done"
                 i = len(buf)
                 break
@@ -70,12 +72,17 @@ class StringFieldStream:
         return "".join(out)
 
     def _unicode_escape(self, unit: str) -> str:
-        value = int(unit[2:], 16)
+        try:
+            value = int(unit[2:], 16)
+        except ValueError:  # not JSON (e.g. "\\uZZZZ"): pass the text on rather than fail the stream
+            return self._flush_surrogate() + unit
         if 0xD800 <= value < 0xDC00:
             lone = self._flush_surrogate()
             self._high_surrogate = unit
             return lone
-        if 0xDC00 <= value < 0xE000 and self._high_surrogate:
+        if 0xDC00 <= value < 0xE000:
+            if not self._high_surrogate:
+                return "\ufffd"  # a lone low surrogate cannot be encoded as UTF-8 later
             pair, self._high_surrogate = self._high_surrogate + unit, ""
             return json.loads(f'"{pair}"')
         return self._flush_surrogate() + chr(value)

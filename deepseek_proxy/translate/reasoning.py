@@ -78,7 +78,10 @@ class ReasoningCache:
 
     def get(self, call_id: str) -> str | None:
         with self._lock:
-            return self._data.get(call_id)
+            reasoning = self._data.get(call_id)
+            if reasoning is not None:
+                self._data.move_to_end(call_id)  # least *recently used* is evicted first
+            return reasoning
 
     def __len__(self) -> int:
         return len(self._data)

@@ -26,6 +26,7 @@ KNOWN_FIELDS = frozenset({
 })
 
 IMAGE_PLACEHOLDER = "[image omitted: this model does not accept image input]"
+IMAGE_FOLLOWS = "[image: attached in the next user message]"
 FILE_PLACEHOLDER = "[file omitted: this model does not accept file input]"
 NO_TOOL_OUTPUT = "[no output was recorded for this tool call]"
 JSON_SCHEMA_INSTRUCTION = (
@@ -250,7 +251,13 @@ class _MessageBuilder:
         call_id = item.get("call_id")
         if not isinstance(call_id, str):
             raise RequestError(f"{where}.call_id must be a string", param=f"{where}.call_id")
-        self._append({"role": "tool", "tool_call_id": call_id, "content": self._tool_output(item.get("output"), where)})
+        output = item.get("output")
+        message = {"role": "tool", "tool_call_id": call_id, "content": self._tool_output(output, where)}
+        if self.model.images and not isinstance(output, str):
+            images = [self._image_part(p) for p in self._parts(output, where) if p.get("type") == "input_image"]
+            if images:
+                message[_TOOL_IMAGES] = images  # moved into a user message by _answer_every_tool_call
+        self._append(message)
 
     # ---- content -----------------------------------------------------------------------------------------
     def _parts(self, content: Any, where: str) -> list[dict]:
@@ -285,22 +292,30 @@ class _MessageBuilder:
         chat_parts = []
         for part in parts:
             if part.get("type") == "input_image":
-                url = part.get("image_url") or part.get("file_id") or ""
-                image: dict[str, Any] = {"url": url}
-                if part.get("detail") in ("low", "high", "auto"):
-                    image["detail"] = part["detail"]
-                chat_parts.append({"type": "image_url", "image_url": image})
+                chat_parts.append(self._image_part(part))
             else:
                 text = self._part_text(part)
                 if text is not None:
                     chat_parts.append({"type": "text", "text": text})
         return chat_parts
 
+    @staticmethod
+    def _image_part(part: dict) -> dict:
+        url = part.get("image_url") or part.get("file_id") or ""
+        image: dict[str, Any] = {"url": url}
+        if part.get("detail") in ("low", "high", "auto"):
+            image["detail"] = part["detail"]
+        return {"type": "image_url", "image_url": image}
+
     def _tool_output(self, output: Any, where: str) -> str:
-        # Chat `tool` messages carry text only; an image in a tool output becomes a placeholder.
+        # Chat `tool` messages carry text only: an image becomes a placeholder, or, for a model that accepts
+        # images, a pointer to the user message that carries it (see _answer_every_tool_call).
         if isinstance(output, str):
             return output
-        return self._text_content(output, where)
+        if not self.model.images:
+            return self._text_content(output, where)
+        texts = [IMAGE_FOLLOWS if p.get("type") == "input_image" else self._part_text(p) for p in self._parts(output, where)]
+        return "\n".join(t for t in texts if t is not None)
 
     # ---- assembly ----------------------------------------------------------------------------------------
     def _append(self, message: dict) -> None:
@@ -325,7 +340,7 @@ class _MessageBuilder:
             message = messages[i]
             i += 1
             if message["role"] == "tool":
-                out.append({"role": "user", "content": f"Output of tool call {message['tool_call_id']}:\n{message['content']}"})
+                out.append(_stray_output(message))
                 continue
             out.append(message)
             calls = message.get("tool_calls")
@@ -341,8 +356,27 @@ class _MessageBuilder:
                     answers[answer["tool_call_id"]] = answer
                 else:
                     strays.append(answer)
+            images: list[dict] = []
             for call in calls:
-                out.append(answers.get(call["id"]) or {"role": "tool", "tool_call_id": call["id"], "content": NO_TOOL_OUTPUT})
+                answer = answers.get(call["id"]) or {"role": "tool", "tool_call_id": call["id"], "content": NO_TOOL_OUTPUT}
+                if _TOOL_IMAGES in answer:
+                    answer = dict(answer)
+                    images += [{"type": "text", "text": f"Image output of tool call {call['id']}:"},
+                               *answer.pop(_TOOL_IMAGES)]
+                out.append(answer)
+            if images:  # tool messages cannot carry images: they follow the answers as a user message
+                out.append({"role": "user", "content": images})
             for stray in strays:
-                out.append({"role": "user", "content": f"Output of tool call {stray['tool_call_id']}:\n{stray['content']}"})
+                out.append(_stray_output(stray))
         return out
+
+
+_TOOL_IMAGES = "_images"  # internal key on a tool message, never sent
+
+
+def _stray_output(message: dict) -> dict:
+    """A tool output whose call is not in the preceding assistant message, as user text (plus its images)."""
+    text = f"Output of tool call {message['tool_call_id']}:\n{message['content']}"
+    if _TOOL_IMAGES not in message:
+        return {"role": "user", "content": text}
+    return {"role": "user", "content": [{"type": "text", "text": text}, *message[_TOOL_IMAGES]]}

@@ -133,6 +133,11 @@ class ResponseStream:
         return [self._terminal("response.failed", "failed", error={"code": code, "message": message})]
 
     @property
+    def finish_reason(self) -> str | None:
+        """The upstream's finish_reason, once it has sent one."""
+        return self._finish_reason
+
+    @property
     def response(self) -> dict:
         """The final Response object (after finish() or fail())."""
         return self._final
@@ -175,8 +180,9 @@ class ResponseStream:
             self._close_message(out)
             origin = self.tool_map.origin(function.get("name") or "")
             kind = "custom_tool_call" if origin.kind == "custom" else "function_call"
-            fields: dict[str, Any] = {"status": "in_progress", "call_id": call.get("id") or self.make_id("call"),
-                                      "name": origin.name}
+            # The SDK's ResponseCustomToolCall has no `status` (and Codex does not need one): function calls only.
+            fields: dict[str, Any] = {"status": "in_progress"} if kind == "function_call" else {}
+            fields.update(call_id=call.get("id") or self.make_id("call"), name=origin.name)
             if origin.namespace:
                 fields["namespace"] = origin.namespace
             fields["input" if kind == "custom_tool_call" else "arguments"] = ""
@@ -233,7 +239,8 @@ class ResponseStream:
 
     def _close_call(self, item: _Item, out: list[Event]) -> None:
         arguments = "".join(item.text)
-        fields: dict[str, Any] = {"status": "completed", "call_id": item.call_id, "name": item.name}
+        fields: dict[str, Any] = {"status": "completed"} if item.kind == "function_call" else {}
+        fields.update(call_id=item.call_id, name=item.name)
         if item.namespace:
             fields["namespace"] = item.namespace
         if item.kind == "custom_tool_call":
@@ -243,7 +250,7 @@ class ResponseStream:
         else:
             fields["arguments"] = arguments
             out.append(self._event("response.function_call_arguments.done", item_id=item.id,
-                                   output_index=item.index, name=item.name, arguments=arguments))
+                                   output_index=item.index, arguments=arguments))
         self._done(item, out, fields)
 
     def _close_all(self, out: list[Event]) -> None:
@@ -306,7 +313,8 @@ def responses_usage(usage: dict | None) -> dict | None:
     reasoning = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
     return {
         "input_tokens": prompt,
-        "input_tokens_details": {"cached_tokens": cached},
+        # cache_write_tokens is required by the SDK's model; DeepSeek bills no cache writes, so 0.
+        "input_tokens_details": {"cached_tokens": cached, "cache_write_tokens": 0},
         "output_tokens": completion,
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": usage.get("total_tokens") or prompt + completion,

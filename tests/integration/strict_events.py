@@ -1,0 +1,45 @@
+"""Validate what the proxy sends against the openai SDK's own typed models, rejecting unknown fields."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from openai.types.responses import Response, ResponseStreamEvent
+from pydantic import BaseModel, Field, TypeAdapter
+
+_EVENT = TypeAdapter(Annotated[ResponseStreamEvent, Field(discriminator="type")])
+
+
+def _no_extra(model: Any, path: str) -> None:
+    if isinstance(model, BaseModel):
+        extra = model.model_extra or {}
+        assert not extra, f"{path} has fields the SDK does not know: {sorted(extra)}"
+        for name in type(model).model_fields:
+            _no_extra(getattr(model, name), f"{path}.{name}")
+    elif isinstance(model, (list, tuple)):
+        for i, value in enumerate(model):
+            _no_extra(value, f"{path}[{i}]")
+    elif isinstance(model, dict):
+        for key, value in model.items():
+            _no_extra(value, f"{path}.{key}")
+
+
+# Error codes Codex acts on in `response.failed` that the SDK's (narrower) literal does not list: Codex stops at
+# once on context_length_exceeded and retries server_is_overloaded. They are checked here by name, the rest of the
+# event by the SDK's model.
+CODEX_FAILURE_CODES = {"context_length_exceeded", "server_is_overloaded", "insufficient_quota"}
+
+
+def validate_event(data: dict) -> Any:
+    error = (data.get("response") or {}).get("error") if isinstance(data.get("response"), dict) else None
+    if data.get("type") == "response.failed" and error and error.get("code") in CODEX_FAILURE_CODES:
+        data = {**data, "response": {**data["response"], "error": {**error, "code": "server_error"}}}
+    event = _EVENT.validate_python(data)
+    _no_extra(event, data.get("type", "event"))
+    return event
+
+
+def validate_response(data: dict) -> Response:
+    response = Response.model_validate(data)
+    _no_extra(response, "response")
+    return response
