@@ -31,6 +31,7 @@ DEFAULT_EFFORT_MAP = {
     "low": "low",
     "medium": "high",
     "high": "high",
+    # Codex has no "max" effort: its highest, xhigh, is the only way a Codex user can reach DeepSeek's max.
     "xhigh": "max",
     "max": "max",
 }
@@ -355,7 +356,9 @@ def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> di
             {"upstream", "upstream_model", "thinking", "images", "stream", "context_window", "max_output_tokens",
              "effort_map", "display_name"},
         )
-        base = defaults.get(model_id) or ModelConfig(id=model_id, upstream_model=model_id)
+        # A model of our own defaults keeps them; any other starts without a thinking mode, since a plain
+        # Chat Completions upstream may reject `reasoning_content` on assistant messages.
+        base = defaults.get(model_id) or ModelConfig(id=model_id, upstream_model=model_id, thinking=False)
         effort_map = dict(base.effort_map)
         for effort, target in reader.table(f"{t}.effort_map").items():
             if not isinstance(target, str) or target not in UPSTREAM_EFFORTS:

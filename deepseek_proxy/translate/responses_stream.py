@@ -37,7 +37,7 @@ def new_id(prefix: str) -> str:
 class _Item:
     """One output item being streamed."""
 
-    __slots__ = ("id", "index", "kind", "text", "call_id", "name", "namespace", "input_stream", "done")
+    __slots__ = ("id", "index", "kind", "text", "call_id", "name", "namespace", "input_stream", "streamed", "done")
 
     def __init__(self, item_id: str, index: int, kind: str):
         self.id = item_id
@@ -48,6 +48,7 @@ class _Item:
         self.name = ""
         self.namespace: str | None = None
         self.input_stream: StringFieldStream | None = None
+        self.streamed = ""  # the custom tool input already sent as deltas
         self.done = False
 
 
@@ -197,6 +198,7 @@ class ResponseStream:
         if item.input_stream is not None:
             decoded = item.input_stream.feed(fragment)
             if decoded:
+                item.streamed += decoded
                 out.append(self._event("response.custom_tool_call_input.delta", item_id=item.id,
                                        output_index=item.index, delta=decoded))
         else:
@@ -245,6 +247,11 @@ class ResponseStream:
             fields["namespace"] = item.namespace
         if item.kind == "custom_tool_call":
             fields["input"] = raw_input = _custom_input(arguments)
+            if len(raw_input) > len(item.streamed) and raw_input.startswith(item.streamed):
+                # arguments that could not be decoded as they came (raw text, another key): the deltas must
+                # still add up to the input
+                out.append(self._event("response.custom_tool_call_input.delta", item_id=item.id,
+                                       output_index=item.index, delta=raw_input[len(item.streamed):]))
             out.append(self._event("response.custom_tool_call_input.done", item_id=item.id,
                                    output_index=item.index, input=raw_input))
         else:
