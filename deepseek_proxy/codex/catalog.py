@@ -222,12 +222,13 @@ def codex_missing_message(env: Mapping[str, str] = os.environ) -> str:
 
 def run_codex(codex: Path, args: list[str], *, env: Mapping[str, str] = os.environ,
               codex_home: Path | None = None, timeout: float = 60) -> subprocess.CompletedProcess:
-    """Run `codex ARGS`. Without `codex_home`, CODEX_HOME is a directory that does not exist: for the read-only
-    commands used here (--version, debug models) Codex then only warns on stderr, while with a real CODEX_HOME it
-    sets up helper files there, which `setup --dry-run` and `doctor` must not do."""
+    """Run `codex ARGS`. Without `codex_home`, CODEX_HOME is an empty scratch directory, removed afterwards:
+    the commands used here (--version, debug models) do not need the user's config, and Codex sets up helper
+    files in its home at every start, which `setup --dry-run` and `doctor` must not do to the user's. (Under a
+    temp dir Codex skips those helpers with a warning on stderr.)"""
     child_env = dict(env)
     with tempfile.TemporaryDirectory(prefix="deepseek-proxy-codex-") as scratch:
-        child_env["CODEX_HOME"] = str(codex_home or Path(scratch) / "absent")
+        child_env["CODEX_HOME"] = str(codex_home or scratch)
         return subprocess.run([str(codex), *args], env=child_env, stdin=subprocess.DEVNULL, capture_output=True,
                               text=True, timeout=timeout, check=False)
 

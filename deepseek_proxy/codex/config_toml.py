@@ -44,6 +44,7 @@ PROVIDER_ID = "deepseek-proxy"
 PROVIDER_NAME = "DeepSeek proxy"
 CATALOG_PATH = "/codex/models.json"  # under the proxy's public base URL (…/v1)
 CATALOG_DIR = "deepseek-proxy"  # inside CODEX_HOME, holds the catalog file
+NO_KEY_TOKEN = "no-key-needed"  # what Codex sends when the proxy needs no key (see provider_settings)
 HEADER = (
     "Written by `deepseek-proxy codex setup`; re-run it after changing the proxy's config.",
     "The keys it manages are rewritten; anything else you add here is kept.",
@@ -80,11 +81,15 @@ def key_choice(config: Config) -> KeyChoice:
 
 
 def resolve_codex_home(codex_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
+    """--codex-home, else $CODEX_HOME, else ~/.codex; absolute, because the catalog path written into the
+    profile files must not depend on the directory Codex is started from."""
     if codex_home:
-        return Path(codex_home).expanduser()
-    if env.get("CODEX_HOME"):
-        return Path(env["CODEX_HOME"]).expanduser()
-    return Path(env.get("HOME") or Path.home()).expanduser() / ".codex"
+        path = Path(codex_home)
+    elif env.get("CODEX_HOME"):
+        path = Path(env["CODEX_HOME"])
+    else:
+        path = Path(env.get("HOME") or Path.home()) / ".codex"
+    return path.expanduser().absolute()
 
 
 def catalog_url(config: Config) -> str:
@@ -116,8 +121,14 @@ def provider_settings(config: Config) -> tuple[dict[str, Any], set[str]]:
     if key.env_key:
         settings["env_key"] = key.env_key
         settings["env_key_instructions"] = key.instructions
+        remove.add("experimental_bearer_token")
     else:
-        remove |= {"env_key", "env_key_instructions"}
+        remove |= {"env_key", "env_key_instructions", "experimental_bearer_token"}
+        if config.codex.catalog == "url":
+            # Codex fetches model_catalog_url only for a provider with some credential; with none it silently
+            # skips the catalog. The proxy asks for no key here, so any fixed token does.
+            settings["experimental_bearer_token"] = NO_KEY_TOKEN
+            remove.discard("experimental_bearer_token")
     if config.codex.catalog == "url":
         # Only honoured inside the provider table (top level and profile files ignore it).
         settings["model_catalog_url"] = catalog_url(config)

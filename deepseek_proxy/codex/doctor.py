@@ -32,6 +32,7 @@ from .config_toml import (
     parse_toml,
     profile_file,
     profile_name,
+    provider_settings,
     read_text,
     resolve_codex_home,
 )
@@ -62,7 +63,7 @@ def proxy_root(config: Config) -> str:
 def _client_bearer(config: Config, env: Mapping[str, str]) -> dict[str, str]:
     """The Authorization header Codex would send (its env_key variable, read from this environment)."""
     key = key_choice(config).env_key
-    value = env.get(key, "").strip() if key else ""
+    value = env.get(key, "").strip() if key else provider_settings(config)[0].get("experimental_bearer_token", "")
     return {"Authorization": f"Bearer {value}"} if value else {}
 
 
@@ -256,9 +257,12 @@ def check_codex_config(config: Config, home: Path, env: Mapping[str, str]) -> It
         expected_key = key_choice(config).env_key
         if ours.get("env_key") != expected_key:
             problems.append(f"env_key is {ours.get('env_key')!r}, the proxy expects {expected_key!r}")
-        if config.codex.catalog == "url" and ours.get("model_catalog_url") != catalog_url(config):
-            problems.append(f"model_catalog_url is {ours.get('model_catalog_url')!r}, expected "
-                            f"{catalog_url(config)!r}")
+        if config.codex.catalog == "url":
+            if ours.get("model_catalog_url") != catalog_url(config):
+                problems.append(f"model_catalog_url is {ours.get('model_catalog_url')!r}, expected "
+                                f"{catalog_url(config)!r}")
+            if not expected_key and not ours.get("experimental_bearer_token"):
+                problems.append("it has no credential, so Codex skips model_catalog_url")
         if problems:
             yield Check("config.toml", False, f"[model_providers.{PROVIDER_ID}]: " + "; ".join(problems) + ".", setup)
         else:
@@ -346,14 +350,24 @@ def check_catalog(config: Config, home: Path, codex: Path | None, installed_vers
                     _cmd(config, "serve"))
         return
     if response.status_code != 200:
-        detail = response.text.strip()[:300]
-        yield Check("catalog", False, f"{url} answered HTTP {response.status_code}: {detail}",
-                    f"see the message; for a missing Codex there: {catalog_mod.INSTALL_HINT}, or run {setup}")
+        yield Check("catalog", False, f"{url} answered HTTP {response.status_code}: {_error_text(response)}",
+                    "follow the message above" if response.status_code == 503 else setup)
         return
     with tempfile.TemporaryDirectory(prefix="deepseek-proxy-doctor-") as scratch:
         path = Path(scratch) / "catalog.json"
         path.write_bytes(response.content)
         yield from _parse_check(config, codex, path, url, setup, env)
+
+
+def _error_text(response: requests.Response) -> str:
+    """The message of an OpenAI-style error body, else the start of the body."""
+    try:
+        message = response.json()["error"]["message"]
+        if isinstance(message, str):
+            return message
+    except (ValueError, KeyError, TypeError):
+        pass
+    return response.text.strip()[:300]
 
 
 def _parse_check(config: Config, codex: Path | None, path: Path, source: str, setup: str,

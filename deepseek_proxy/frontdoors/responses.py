@@ -15,12 +15,13 @@ from flask import Blueprint, Response
 
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..translate.errors import RequestError
-from ..translate.responses_request import ChatRequest, translate_request
+from ..config import ModelConfig
+from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream, completion_as_chunks
-from ..upstream.client import UpstreamClient, UpstreamError
+from ..upstream.client import UpstreamError
 from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
-from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, openai_error,
-                     request_error_response, upstream_error_response)
+from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, request_error_response,
+                     upstream_error_response)
 
 log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
@@ -35,16 +36,10 @@ def create_response() -> Response:
     denied = check_client_key(gw.config)
     if denied is not None:
         return denied
+    started = time.monotonic()
     try:
         body = json_body()
-        model = gw.config.model(body.get("model")) if isinstance(body, dict) else None
-        if isinstance(body, dict) and model is None:
-            name = body.get("model")
-            if not isinstance(name, str):
-                raise RequestError("`model` is required and must be a string", param="model")
-            return openai_error(404, f"The model `{name}` does not exist or you do not have access to it. "
-                                     f"Models served here: {', '.join(gw.config.models)}.",
-                                code="model_not_found", param="model")
+        model = _model_of(gw, body)
         client = gw.client_for(model)
         stream = bool(body.get("stream", False))
         # A non-streaming client gets a blocking upstream call: one JSON parse, not one per token.
@@ -52,23 +47,61 @@ def create_response() -> Response:
                                  upstream_stream=model.stream and stream)
     except RequestError as exc:
         return request_error_response(exc)
+    if chat.tool_map.dropped:
+        log.info("dropped hosted tools the upstream cannot run: %s", ", ".join(chat.tool_map.dropped))
 
-    translator = ResponseStream(model=body["model"], tool_map=chat.tool_map, codec=gw.codec,
-                                response_fields=_echo_fields(body, chat))
+    translator = ResponseStream(model=model.id, tool_map=chat.tool_map, codec=gw.codec,
+                                response_fields=_echo_fields(body))
+    done = _Completion(gw, translator, started, stream)
     try:
         upstream = client.post_chat(chat.body, client_key=bearer_token())
     except UpstreamError as exc:
-        log.info("response %s: upstream refused: %s", translator.response_id, exc.code)
+        done.log(exc.status, f"upstream refused: {exc.code}")
         return upstream_error_response(exc)
 
     if not stream:
-        return _blocking(gw, client, upstream, translator)
-    events = _stream_events(gw, upstream, translator) if chat.body["stream"] else \
-        _replayed_events(gw, client, upstream, translator)
-    return Response(events, status=200, mimetype="text/event-stream", headers=SSE_HEADERS)
+        return _blocking(upstream, translator, done)
+    relay = _relay_stream if chat.body["stream"] else _replay_completion
+    return Response(relay(upstream, translator, done), status=200, mimetype="text/event-stream",
+                    headers=SSE_HEADERS)
 
 
-def _echo_fields(body: dict, chat: ChatRequest) -> dict:
+def _model_of(gw: Gateway, body) -> ModelConfig:
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    name = body.get("model")
+    if not isinstance(name, str):
+        raise RequestError("`model` is required and must be a string", param="model")
+    model = gw.config.model(name)
+    if model is None:
+        raise RequestError(f"The model `{name}` does not exist or you do not have access to it. "
+                           f"Models served here: {', '.join(gw.config.models)}.",
+                           param="model", code="model_not_found", status=404)
+    return model
+
+
+class _Completion:
+    """What happens once a reply is over, however it ended: the reasoning fallback cache and one log line."""
+
+    def __init__(self, gw: Gateway, translator: ResponseStream, started: float, stream: bool):
+        self.gw, self.translator, self.started, self.stream = gw, translator, started, stream
+
+    def __call__(self) -> None:
+        translator = self.translator
+        for call_id, reasoning in translator.calls_with_reasoning():
+            self.gw.reasoning_cache.put(call_id, reasoning)
+        final = translator.response if translator.finished else {"status": "disconnected", "usage": None}
+        usage = final.get("usage") or {}
+        self.log(200, f"{final['status']} in={usage.get('input_tokens', '-')} "
+                      f"cached={(usage.get('input_tokens_details') or {}).get('cached_tokens', '-')} "
+                      f"out={usage.get('output_tokens', '-')}")
+
+    def log(self, status: int, outcome: str) -> None:
+        log.info("POST /v1/responses %s %s model=%s stream=%s %s %.0fms", status, self.translator.response_id,
+                 self.translator.model, self.stream, outcome, (time.monotonic() - self.started) * 1000)
+
+
+def _echo_fields(body: dict) -> dict:
     """Request settings the Response object repeats back (the openai SDK's Response model requires several)."""
     return {
         "instructions": body.get("instructions"),
@@ -86,9 +119,10 @@ def _echo_fields(body: dict, chat: ChatRequest) -> dict:
     }
 
 
-def _stream_events(gw: Gateway, upstream: requests.Response, translator: ResponseStream) -> Iterator[bytes]:
+def _relay_stream(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Iterator[bytes]:
     """Relay the upstream stream. Closing this generator (the client went away) closes the upstream at once."""
     decoder = SSEDecoder()
+    keepalive_interval = done.gw.config.server.keepalive_interval
     saw_done = False
     last_keepalive = 0.0
     try:
@@ -98,16 +132,15 @@ def _stream_events(gw: Gateway, upstream: requests.Response, translator: Respons
             for payload in decoder.feed(raw):
                 if payload is KEEPALIVE:
                     now = time.monotonic()
-                    if now - last_keepalive >= gw.config.server.keepalive_interval:
+                    if now - last_keepalive >= keepalive_interval:
                         last_keepalive = now
                         events += translator.keepalive()
                 elif payload == DONE:
                     saw_done = True
                 else:
                     chunk = loads(payload)
-                    error = chunk.get("error")
-                    if error:
-                        yield encode_events(events + translator.fail(*_mid_stream_error(error)))
+                    if chunk.get("error"):
+                        yield encode_events(events + translator.fail(*_mid_stream_error(chunk["error"])))
                         return
                     events += translator.feed(chunk)
             if events:
@@ -124,34 +157,36 @@ def _stream_events(gw: Gateway, upstream: requests.Response, translator: Respons
         yield encode_events(translator.fail("server_error", "The upstream connection broke mid-reply."))
     finally:
         upstream.close()
-        _remember_reasoning(gw, translator)
+        done()
 
 
-def _replayed_events(gw: Gateway, client: UpstreamClient, upstream: requests.Response,
-                     translator: ResponseStream) -> Iterator[bytes]:
+def _replay_completion(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Iterator[bytes]:
     """An upstream configured as non-streaming: its complete reply, replayed as the same event sequence."""
     try:
-        completion = _read_completion(upstream)
-    except UpstreamError as exc:
-        yield encode_events(translator.start() + translator.fail(exc.code or "server_error", exc.message))
-        return
-    events = translator.start()
-    for chunk in completion_as_chunks(completion):
-        events += translator.feed(chunk)
-    yield encode_events(events + translator.finish())
-    _remember_reasoning(gw, translator)
+        events = translator.start()
+        try:
+            chunks = completion_as_chunks(_read_completion(upstream))
+        except UpstreamError as exc:
+            yield encode_events(events + translator.fail(exc.code or "server_error", exc.message))
+            return
+        for chunk in chunks:
+            events += translator.feed(chunk)
+        yield encode_events(events + translator.finish())
+    finally:
+        done()
 
 
-def _blocking(gw: Gateway, client: UpstreamClient, upstream: requests.Response, translator: ResponseStream) -> Response:
+def _blocking(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Response:
     try:
         completion = _read_completion(upstream)
     except UpstreamError as exc:
+        done.log(exc.status, exc.message)
         return upstream_error_response(exc)
     translator.start()
     for chunk in completion_as_chunks(completion):
         translator.feed(chunk)
     translator.finish()
-    _remember_reasoning(gw, translator)
+    done()
     return Response(dumps(translator.response), status=200, mimetype="application/json")
 
 
@@ -176,8 +211,3 @@ def _mid_stream_error(error) -> tuple[str, str]:
     if "context length" in message.lower():
         code = "context_length_exceeded"
     return code or "server_error", message
-
-
-def _remember_reasoning(gw: Gateway, translator: ResponseStream) -> None:
-    for call_id, reasoning in translator.calls_with_reasoning():
-        gw.reasoning_cache.put(call_id, reasoning)

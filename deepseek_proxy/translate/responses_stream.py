@@ -68,6 +68,7 @@ class ResponseStream:
         self.codec = codec
         self.make_id = make_id
         self.response_id = response_id or make_id("resp")
+        self.model = model
         self._base = {
             "id": self.response_id,
             "object": "response",

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from tests.conftest import FAKE_KEY, codex_fixture
-from tests.fakes.fake_deepseek import REASONING_CONTENT_REQUIRED, Reply
+from tests.fakes.fake_deepseek import Reply
 from tests.integration.strict_events import validate_event, validate_response
 
 MODEL = "deepseek-v4-pro"
@@ -268,6 +268,7 @@ def test_sdk_sees_typed_errors(proxy, upstream):
 @pytest.mark.parametrize("body, status, param", [
     (b"{not json", 400, None),
     (b"", 400, None),
+    (b"[1, 2]", 400, None),
     (json.dumps({"model": MODEL, "input": "hi", "frobnicate": 1}).encode(), 400, "frobnicate"),
     (json.dumps({"model": MODEL, "input": "hi", "previous_response_id": "resp_1"}).encode(), 400, "previous_response_id"),
     (json.dumps({"model": "gpt-9", "input": "hi"}).encode(), 404, "model"),
@@ -384,4 +385,5 @@ def test_no_secret_reaches_the_log(proxy):
                   headers={"Authorization": "Bearer sk-client-secret-value"}, timeout=10)
     log = proxy.log()
     assert "listening on http://127.0.0.1" in log
+    assert "POST /v1/responses 200" in log and "model=deepseek-v4-pro" in log  # one line per request
     assert FAKE_KEY not in log and "sk-client-secret-value" not in log
