@@ -31,8 +31,7 @@ DEFAULT_EFFORT_MAP = {
     "low": "low",
     "medium": "high",
     "high": "high",
-    # Codex has no "max" effort: its highest, xhigh, is the only way a Codex user can reach DeepSeek's max.
-    "xhigh": "max",
+    "xhigh": "high",  # Codex ≥ 0.169 has "max" for DeepSeek's max; set xhigh = "max" for older clients
     "max": "max",
 }
 UPSTREAM_EFFORTS = {"disabled", "low", "high", "max"}

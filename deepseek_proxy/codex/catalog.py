@@ -108,7 +108,7 @@ def reasoning_levels(model: ModelConfig, upstream_profile: str, efforts: Iterabl
 
     DeepSeek knows thinking off and effort low/high/max; the proxy maps Codex's effort names onto those with the
     model's effort_map. For each DeepSeek level we offer one Codex effort the installed Codex accepts and the
-    proxy maps there, preferring the same name ("max" on Codex ≥ 0.169, otherwise "xhigh").
+    proxy maps there, preferring the same name ("max" on Codex ≥ 0.169; on older ones only if xhigh is mapped to max).
     """
     if not model.thinking:
         return [], None

@@ -608,7 +608,7 @@ def test_unknown_text_format_is_a_request_error():
     ("low", {"thinking": {"type": "enabled"}, "reasoning_effort": "low"}),
     ("medium", {"thinking": {"type": "enabled"}, "reasoning_effort": "high"}),
     ("high", {"thinking": {"type": "enabled"}, "reasoning_effort": "high"}),
-    ("xhigh", {"thinking": {"type": "enabled"}, "reasoning_effort": "max"}),
+    ("xhigh", {"thinking": {"type": "enabled"}, "reasoning_effort": "high"}),
     ("max", {"thinking": {"type": "enabled"}, "reasoning_effort": "max"}),
 ])
 def test_reasoning_effort_on_the_deepseek_profile(effort, fields):
