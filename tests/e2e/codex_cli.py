@@ -32,7 +32,24 @@ except ModuleNotFoundError:  # pragma: no cover - Python 3.10
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
 CODEX_VERSION = json.loads((E2E_DIR / "package.json").read_text())["dependencies"]["@openai/codex"]
-WORK_DIR = E2E_DIR / ".work"  # gitignored; CODEX_HOMEs and work trees of e2e tests
+
+
+def _under_tmp(path: Path) -> bool:
+    return path == Path("/tmp") or Path("/tmp") in path.parents
+
+
+def _work_dir() -> Path:
+    """Where CODEX_HOMEs and work trees go: tests/e2e/.work (gitignored), unless the checkout itself is under /tmp
+    (CI may clone there), then the user's cache dir. $DEEPSEEK_PROXY_E2E_DIR overrides both."""
+    if os.environ.get("DEEPSEEK_PROXY_E2E_DIR"):
+        return Path(os.environ["DEEPSEEK_PROXY_E2E_DIR"])
+    local = E2E_DIR / ".work"
+    if not _under_tmp(local.resolve()):
+        return local
+    return Path.home() / ".cache" / "deepseek-proxy-e2e"
+
+
+WORK_DIR = _work_dir()
 INSTALL_HINT = (
     f"the pinned Codex CLI (@openai/codex@{CODEX_VERSION}) is not installed for the tests.\n"
     f"Install it with:  npm ci --prefix tests/e2e   (run from {REPO_ROOT})"
@@ -52,7 +69,7 @@ def codex_binary() -> Path:
 
 
 def new_work_dir(name: str) -> Path:
-    """A fresh directory under tests/e2e/.work (outside /tmp, see module doc)."""
+    """A fresh directory under WORK_DIR (outside /tmp, see module doc)."""
     safe = "".join(c if c.isalnum() or c in "-_." else "-" for c in name)[:60]
     path = WORK_DIR / f"{safe}-{uuid.uuid4().hex[:8]}"
     path.mkdir(parents=True)
@@ -92,7 +109,7 @@ def make_codex_home(
     ``offline`` adds OFFLINE_TOML so Codex makes no calls beyond the provider. ``root`` must not be under /tmp.
     """
     root = Path(root).resolve()
-    if str(root).startswith("/tmp/") or str(root) == "/tmp":
+    if _under_tmp(root):
         raise ValueError(f"CODEX_HOME must be outside /tmp (Codex refuses helper binaries there): {root}")
     home = root / "codex-home"
     home.mkdir(parents=True, exist_ok=True)
