@@ -73,9 +73,10 @@ class ProxyProcess:
             if self.process.poll() is not None:
                 raise RuntimeError(f"proxy exited with {self.process.returncode}:\n{self.log()}")
             try:
-                if requests.get(self.base_url + "/healthz", timeout=1).status_code == 200:
+                # The first request may wait for the worker to boot (imports) on a busy machine.
+                if requests.get(self.base_url + "/healthz", timeout=10).status_code == 200:
                     return
-            except requests.ConnectionError:
+            except requests.RequestException:
                 time.sleep(0.05)
         raise RuntimeError(f"proxy did not become healthy in {timeout}s:\n{self.log()}")
 

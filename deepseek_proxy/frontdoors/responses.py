@@ -18,6 +18,7 @@ from ..translate.errors import RequestError
 from ..config import ModelConfig
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream, completion_as_chunks
+from ..upstream.body import iter_body
 from ..upstream.client import UpstreamError
 from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
 from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, request_error_response,
@@ -127,7 +128,7 @@ def _relay_stream(upstream: requests.Response, translator: ResponseStream, done:
     last_keepalive = 0.0
     try:
         yield encode_events(translator.start())
-        for raw in upstream.iter_content(chunk_size=None):
+        for raw in iter_body(upstream):
             events: list = []
             for payload in decoder.feed(raw):
                 if payload is KEEPALIVE:

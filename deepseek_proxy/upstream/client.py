@@ -10,7 +10,7 @@ import logging
 import os
 import subprocess
 from dataclasses import dataclass
-from typing import Iterator, Mapping
+from typing import Mapping
 
 import requests
 from requests.adapters import HTTPAdapter
@@ -72,7 +72,9 @@ class UpstreamClient:
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
-        self.session.headers.update({"Content-Type": "application/json", "Accept": "application/json, text/event-stream"})
+        # identity: a compressed event stream would be held back by the compressor, and read through urllib3.
+        self.session.headers.update({"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+                                     "Accept-Encoding": "identity"})
         self.key_error: str | None = None
         try:
             self._key = resolve_key(config.api_key, env)
@@ -112,9 +114,6 @@ class UpstreamClient:
             finally:
                 response.close()
         return response
-
-    def iter_body(self, response: requests.Response) -> Iterator[bytes]:
-        return response.iter_content(chunk_size=None)
 
     def list_models(self, *, client_key: str | None = None) -> dict:
         response = self.session.get(self.models_url, headers=self._headers(client_key),

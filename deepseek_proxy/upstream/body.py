@@ -1,0 +1,123 @@
+"""Reading a streamed upstream body with as little Python per network read as possible.
+
+requests/urllib3 hand a chunked body over one HTTP chunk at a time, through several layers of Python per chunk;
+an upstream that flushes every SSE event as its own chunk (DeepSeek does) then costs that much per token. Here the
+socket's buffered reader is read directly: one `read1()` returns everything that has arrived, possibly many
+events, and the chunked framing is removed by a small state machine. requests still sends the request, follows
+the pool and the timeouts; once the body is complete the connection goes back to the pool as usual.
+
+Anything unexpected (another adapter, a compressed body) falls back to `iter_content(chunk_size=None)`.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import requests
+
+READ_SIZE = 65536
+
+
+class ChunkedDecoder:
+    """HTTP/1.1 chunked transfer coding → payload bytes. feed() returns the payload in `data`; `done` once the
+    last chunk (size 0) and its trailer have been read."""
+
+    def __init__(self) -> None:
+        self._buffer = b""
+        self._remaining = 0  # payload bytes still due in the current chunk
+        self._state = "size"  # size → data → crlf → size ... → trailer → done
+        self.done = False
+
+    def feed(self, data: bytes) -> bytes:
+        buffer = self._buffer + data if self._buffer else data
+        out: list[bytes] = []
+        pos = 0
+        end = len(buffer)
+        while pos < end:
+            state = self._state
+            if state == "data":
+                take = min(self._remaining, end - pos)
+                out.append(buffer[pos:pos + take])
+                pos += take
+                self._remaining -= take
+                if self._remaining == 0:
+                    self._state = "crlf"
+            elif state == "crlf":
+                line_end = buffer.find(b"\n", pos)
+                if line_end < 0:
+                    break
+                pos = line_end + 1
+                self._state = "size"
+            elif state == "size":
+                line_end = buffer.find(b"\n", pos)
+                if line_end < 0:
+                    break
+                size_text = buffer[pos:line_end].split(b";", 1)[0].strip()
+                try:
+                    self._remaining = int(size_text, 16)
+                except ValueError:
+                    raise requests.exceptions.ChunkedEncodingError(f"bad chunk size {size_text[:20]!r}") from None
+                pos = line_end + 1
+                self._state = "data" if self._remaining else "trailer"
+            elif state == "trailer":
+                line_end = buffer.find(b"\n", pos)
+                if line_end < 0:
+                    break
+                line = buffer[pos:line_end].strip()
+                pos = line_end + 1
+                if not line:
+                    self._state = "done"
+                    self.done = True
+            else:  # done: nothing may follow on this response
+                pos = end
+        self._buffer = buffer[pos:] if pos < end else b""
+        return out[0] if len(out) == 1 else b"".join(out)
+
+
+def iter_body(response: requests.Response) -> Iterator[bytes]:
+    """The body's bytes as they arrive. Raises requests.ConnectionError / ChunkedEncodingError when it breaks."""
+    raw = response.raw
+    http_response = getattr(raw, "_fp", None)  # http.client.HTTPResponse inside urllib3's response
+    reader = getattr(http_response, "fp", None)  # the socket's BufferedReader
+    encoding = response.headers.get("content-encoding", "identity").lower()
+    if reader is None or not hasattr(reader, "read1") or encoding not in ("identity", ""):
+        yield from response.iter_content(chunk_size=None)
+        return
+
+    chunked = ChunkedDecoder() if getattr(http_response, "chunked", False) else None
+    remaining = getattr(http_response, "length", None)  # Content-Length still due, or None
+    complete = False
+    try:
+        while True:
+            data = reader.read1(READ_SIZE)
+            if not data:
+                # End of connection: complete only for a body that runs until the connection closes.
+                complete = chunked is None and remaining is None
+                if not complete:
+                    raise requests.exceptions.ChunkedEncodingError("the upstream closed the connection mid-body")
+                return
+            if chunked is not None:
+                payload = chunked.feed(data)
+                if payload:
+                    yield payload
+                if chunked.done:
+                    complete = True
+                    return
+            elif remaining is not None:
+                payload = data[:remaining]
+                remaining -= len(payload)
+                yield payload
+                if remaining == 0:
+                    complete = True
+                    return
+            else:
+                yield data
+    except OSError as exc:
+        raise requests.ConnectionError(f"upstream read failed: {exc.__class__.__name__}") from None
+    finally:
+        if complete and chunked is not None or complete and remaining == 0:
+            # The whole body is read: http.client closes only its reader, and the connection is reusable.
+            http_response.close()
+            raw.release_conn()
+        else:
+            raw.close()  # a half-read connection can never be reused
