@@ -1,0 +1,94 @@
+"""The socket-level body reader: chunked framing at every split, and connection reuse through the pool."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import requests
+
+from deepseek_proxy.config import UpstreamConfig
+from deepseek_proxy.upstream.body import ChunkedDecoder, iter_body
+from deepseek_proxy.upstream.client import UpstreamClient
+from tests.fakes.fake_deepseek import FakeDeepSeek, Reply
+
+FRAMED = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
+
+
+@pytest.mark.parametrize("split", range(1, len(FRAMED)))
+def test_chunked_decoder_at_every_split(split):
+    decoder = ChunkedDecoder()
+    out = decoder.feed(FRAMED[:split])
+    assert not decoder.done or split == len(FRAMED)
+    out += decoder.feed(FRAMED[split:])
+    assert out == b"hello, world!"
+    assert decoder.done
+
+
+def test_chunked_decoder_byte_by_byte():
+    decoder = ChunkedDecoder()
+    assert b"".join(decoder.feed(FRAMED[i:i + 1]) for i in range(len(FRAMED))) == b"hello, world!"
+    assert decoder.done
+
+
+def test_bad_chunk_size_is_an_error():
+    with pytest.raises(requests.exceptions.ChunkedEncodingError):
+        ChunkedDecoder().feed(b"zz\r\nhello\r\n")
+
+
+@pytest.fixture()
+def fake():
+    with FakeDeepSeek(api_key="sk-k") as server:
+        yield server
+
+
+def _client(fake) -> UpstreamClient:
+    config = UpstreamConfig(name="t", base_url=fake.base_url, api_key="env:K")
+    return UpstreamClient(config, env={"K": "sk-k"})
+
+
+def _body(stream: bool) -> dict:
+    body = {"model": "deepseek-v4-pro", "messages": [{"role": "user", "content": "hi"}], "stream": stream}
+    if stream:
+        body["stream_options"] = {"include_usage": True}
+    return body
+
+
+def test_streamed_body_is_complete_and_the_connection_is_reused(fake):
+    client = _client(fake)
+    fake.script(Reply.text("one two three"), Reply.text("four five"))
+    texts = []
+    for _ in range(2):
+        response = client.post_chat(_body(stream=True))
+        raw = b"".join(iter_body(response))
+        response.close()
+        assert raw.rstrip().endswith(b"data: [DONE]")
+        chunks = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+        texts.append("".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"]))
+    assert texts == ["one two three", "four five"]
+    ports = [r.client_port for r in fake.chat_requests]
+    assert ports[0] == ports[1], "the second request should reuse the pooled connection"
+
+
+def test_length_delimited_body_and_reuse(fake):
+    client = _client(fake)
+    first = client.post_chat(_body(stream=False))
+    assert json.loads(b"".join(iter_body(first)))["object"] == "chat.completion"
+    first.close()
+    second = client.post_chat(_body(stream=False))
+    assert json.loads(b"".join(iter_body(second)))["object"] == "chat.completion"
+    second.close()
+    assert fake.chat_requests[0].client_port == fake.chat_requests[1].client_port
+
+
+def test_hang_up_mid_body_raises_and_drops_the_connection(fake):
+    client = _client(fake)
+    fake.script(Reply.hang_up_after(2, Reply.text("a b c d e f")), Reply.text("again"))
+    response = client.post_chat(_body(stream=True))
+    with pytest.raises(requests.RequestException):
+        b"".join(iter_body(response))
+    response.close()
+    again = client.post_chat(_body(stream=True))
+    assert b"again" in b"".join(iter_body(again))
+    again.close()
+    assert fake.chat_requests[0].client_port != fake.chat_requests[1].client_port
