@@ -72,7 +72,7 @@ class UpstreamConfig:
     profile: str = "deepseek"
     connect_timeout: float = 10.0
     read_timeout: float = 900.0  # DeepSeek closes a request that has not started within ~10 min
-    pool_size: int = 100
+    pool_size: int = 1000  # idle keep-alive connections kept per upstream; more than that are opened and closed
 
 
 @dataclass(frozen=True)

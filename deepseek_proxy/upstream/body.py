@@ -89,7 +89,13 @@ def iter_body(response: requests.Response) -> Iterator[bytes]:
     complete = False
     try:
         while True:
-            data = reader.read1(READ_SIZE)
+            # peek() waits for data inside the reader's own (persistent, 8 KiB) buffer; read1() then returns what
+            # is buffered without another read. Calling read1() directly would hold a READ_SIZE buffer for as
+            # long as the upstream is silent, for every open stream.
+            if not reader.peek(1):
+                data = b""
+            else:
+                data = reader.read1(READ_SIZE)
             if not data:
                 # End of connection: complete only for a body that runs until the connection closes.
                 complete = chunked is None and remaining is None

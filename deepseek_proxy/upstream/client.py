@@ -12,6 +12,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Mapping
 
+from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
+
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -69,6 +72,12 @@ class UpstreamClient:
         self.models_url = config.base_url.rstrip("/") + "/models"
         self.retry_after = retry_after
         self.session = requests.Session()
+        # Proxy settings (HTTPS_PROXY, NO_PROXY) are read from the environment once, here, instead of on every
+        # request together with a ~/.netrc look-up: that is most of what requests costs per call.
+        self.session.proxies = {k: v for k, v in getproxies().items() if k in ("http", "https")}
+        if self.session.proxies and proxy_bypass(urlsplit(config.base_url).hostname or ""):
+            self.session.proxies = {}
+        self.session.trust_env = False
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -113,6 +122,8 @@ class UpstreamClient:
                 raise self._error_from(response)
             finally:
                 response.close()
+        # The sent body (a whole Codex history, up to tens of MB) would otherwise live as long as the stream.
+        response.request.body = None
         return response
 
     def list_models(self, *, client_key: str | None = None) -> dict:
