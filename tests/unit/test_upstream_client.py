@@ -1,0 +1,107 @@
+"""The upstream client with `responses` mocks: error mapping, retry-after, key handling, proxy settings."""
+
+from __future__ import annotations
+
+import pytest
+import requests
+import responses
+
+from deepseek_proxy.config import UpstreamConfig
+from deepseek_proxy.upstream.client import UpstreamClient, UpstreamError
+
+BASE = "https://api.deepseek.test"
+
+
+def client(**overrides) -> UpstreamClient:
+    config = UpstreamConfig(**{"name": "deepseek", "base_url": BASE, "api_key": "env:K", **overrides})
+    return UpstreamClient(config, env={"K": "sk-test-key"}, retry_after=3)
+
+
+def error_body(message, code="invalid_request_error"):
+    return {"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}}
+
+
+@responses.activate
+@pytest.mark.parametrize("status, message, code, want", [
+    (402, "Insufficient Balance", "invalid_request_error", "insufficient_quota"),
+    (400, "This model's maximum context length is 1048576 tokens. However, you requested 2000000 tokens "
+          "(2000000 in the messages, 0 in the completion).", "invalid_request_error", "context_length_exceeded"),
+    (401, "Authentication Fails, Your api key: ****5678 is invalid", "invalid_request_error", "invalid_api_key"),
+    (422, "Failed to deserialize the JSON body", "invalid_request_error", "invalid_request_error"),
+    (500, "Internal Server Error", None, "server_error"),
+])
+def test_errors_keep_status_and_get_openai_codes(status, message, code, want):
+    responses.post(f"{BASE}/chat/completions", json=error_body(message, code), status=status)
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": [], "stream": True})
+    assert (caught.value.status, caught.value.code, caught.value.message) == (status, want, message)
+
+
+@responses.activate
+def test_rate_limit_without_retry_after_gets_the_configured_one():
+    responses.post(f"{BASE}/chat/completions", json=error_body("Rate Limit Reached"), status=429)
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": []})
+    assert caught.value.code == "rate_limit_exceeded" and caught.value.retry_after == 3
+
+
+@responses.activate
+def test_upstream_retry_after_is_kept():
+    responses.post(f"{BASE}/chat/completions", json=error_body("busy"), status=429, headers={"Retry-After": "17"})
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": []})
+    assert caught.value.retry_after == 17
+
+
+@responses.activate
+def test_non_json_error_body_is_reported_as_text():
+    responses.post(f"{BASE}/chat/completions", body="<html>bad gateway</html>", status=502)
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": []})
+    assert caught.value.status == 502 and "bad gateway" in caught.value.message
+
+
+@responses.activate
+def test_the_key_is_sent_and_the_request_body_not_kept():
+    responses.post(f"{BASE}/chat/completions", json={"choices": []})
+    response = client().post_chat({"model": "m", "messages": []})
+    sent = responses.calls[0].request
+    assert sent.headers["Authorization"] == "Bearer sk-test-key"
+    assert sent.headers["Accept-Encoding"] == "identity"
+    assert response.request.body is None
+
+
+@responses.activate
+def test_client_key_is_passed_through_only_when_configured():
+    responses.post(f"{BASE}/chat/completions", json={"choices": []})
+    client(api_key="client").post_chat({"model": "m", "messages": []}, client_key="sk-users-own")
+    client().post_chat({"model": "m", "messages": []}, client_key="sk-users-own")
+    assert responses.calls[0].request.headers["Authorization"] == "Bearer sk-users-own"
+    assert responses.calls[1].request.headers["Authorization"] == "Bearer sk-test-key"
+
+
+def test_missing_key_is_a_clear_error_before_any_request():
+    keyless = UpstreamClient(UpstreamConfig(name="deepseek", base_url=BASE, api_key="env:NOPE"), env={})
+    assert "NOPE" in keyless.key_error
+    with pytest.raises(UpstreamError) as caught:
+        keyless.post_chat({"model": "m", "messages": []})
+    assert caught.value.code == "upstream_key_missing"
+
+
+@responses.activate
+def test_unreachable_upstream_is_a_502():
+    responses.post(f"{BASE}/chat/completions", body=requests.ConnectionError("refused"))
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": []})
+    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+
+
+def test_proxy_settings_are_read_once_from_the_environment(monkeypatch):
+    monkeypatch.setenv("HTTPS_PROXY", "http://corporate-proxy.test:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    proxied = client()
+    assert proxied.session.proxies.get("https") == "http://corporate-proxy.test:3128"
+    assert proxied.session.trust_env is False  # no per-request environment / ~/.netrc look-ups
+    monkeypatch.setenv("NO_PROXY", "api.deepseek.test")
+    assert client().session.proxies == {}
