@@ -1,0 +1,1 @@
+"""Stand-alone benchmark of deepseek-proxy (issue #4): ``python -m bench.run``. Not part of the test suite."""

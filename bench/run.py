@@ -1,0 +1,549 @@
+"""Benchmark entry point: ``python -m bench.run [--smoke] [--reps 5] [--only a,b,c,c500,d,e] [--targets ...]``.
+
+Starts the fake upstream and the proxy (``deepseek-proxy serve``, env DEEPSEEK_API_KEY / DEEPSEEK_BASE_URL
+pointing at the fake, an empty config file) plus the bare pass-through reference, runs the scenarios with the
+targets interleaved rep by rep (direct, proxy, pass-through, then the reverse order: slow drifts of a shared machine
+hit every target alike), and prints one markdown table: medians with min-max spreads, ratios against the direct
+baseline of the same rep, the issue's targets and PASS/FAIL. Exit status 1 when a target is missed, 2 when the set-up
+fails. ``--smoke`` runs every scenario tiny (seconds) and only checks that nothing errors.
+"""
+
+from __future__ import annotations
+
+import argparse
+import http.client
+import json
+import os
+import platform
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+from . import load, scenarios
+from .procstats import tree
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+REPO = os.path.dirname(HERE)
+
+
+# -- servers ---------------------------------------------------------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """A subprocess in its own session (so we can stop it and its workers as one group)."""
+
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, logdir: str, health: str = "/healthz"):
+        self.name, self.argv, self.env, self.port, self.health = name, argv, env, port, health
+        self.log = os.path.join(logdir, f"{name}.log")
+        self.proc: subprocess.Popen | None = None
+
+    def start(self, timeout: float = 60.0) -> None:
+        with open(self.log, "ab") as logf:
+            self.proc = subprocess.Popen(self.argv, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.tail()}")
+            try:
+                conn = http.client.HTTPConnection("127.0.0.1", self.port, timeout=2)
+                conn.request("GET", self.health)
+                status = conn.getresponse().status
+                conn.close()
+                if status < 500:
+                    # gunicorn answers from the first worker; give the others a moment to boot too
+                    time.sleep(0.5)
+                    return
+            except OSError:
+                pass
+            time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer {self.health} within {timeout}s:\n{self.tail()}")
+
+    def stop(self) -> None:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            os.killpg(self.proc.pid, signal.SIGTERM)   # our own child's process group only
+            self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(5)
+        except ProcessLookupError:
+            pass
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc else None
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            with open(self.log, "r", errors="replace") as f:
+                return "".join(f.readlines()[-n:])
+        except OSError:
+            return ""
+
+
+def venv_bin(name: str) -> str | None:
+    cand = os.path.join(os.path.dirname(sys.executable), name)
+    return cand if os.path.exists(cand) else shutil.which(name)
+
+
+def proxy_argv(port: int, config: str) -> tuple[list[str] | None, str]:
+    """How to start the real proxy, or None and why not."""
+    exe = venv_bin("deepseek-proxy")
+    if exe is None:
+        return None, "no `deepseek-proxy` console script (pip install -e . first)"
+    try:
+        helptext = subprocess.run([exe, "serve", "--help"], capture_output=True, text=True, timeout=60,
+                                  cwd=REPO).stdout
+    except (OSError, subprocess.TimeoutExpired) as e:
+        return None, f"`deepseek-proxy serve --help` failed: {e}"
+    if "--port" not in helptext:
+        return None, "`deepseek-proxy serve --help` shows no --port"
+    argv = [exe]
+    # --config may be a global option (before `serve`) or a serve option; use what the help shows
+    top = subprocess.run([exe, "--help"], capture_output=True, text=True, timeout=60, cwd=REPO).stdout
+    if "--config" in top:
+        argv += ["--config", config]
+    argv += ["serve", "--host", "127.0.0.1", "--port", str(port)]
+    if "--config" in helptext and "--config" not in top:
+        argv += ["--config", config]
+    return argv, " ".join(argv[1:])
+
+
+# -- statistics and formatting ----------------------------------------------------------------------------------------
+def med(vals):
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+
+
+def fmt(v, spec: str = ".2f", scale: float = 1.0) -> str:
+    return "–" if v is None else format(v * scale, spec)
+
+
+def cell(vals, spec=".2f", scale=1.0) -> str:
+    """median (min–max) over reps."""
+    vals = [v for v in vals if v is not None]
+    if not vals:
+        return "–"
+    m = statistics.median(vals)
+    if len(vals) == 1:
+        return fmt(m, spec, scale)
+    return f"{fmt(m, spec, scale)} ({fmt(min(vals), spec, scale)}–{fmt(max(vals), spec, scale)})"
+
+
+def paired(a_reps, b_reps, key, op):
+    """Per-rep op(a, b) over reps where both are present (a = proxy, b = direct of the same rep)."""
+    out = []
+    for a, b in zip(a_reps, b_reps):
+        x, y = a.get(key), b.get(key)
+        if x is not None and y is not None:
+            out.append(op(x, y))
+    return out
+
+
+class Table:
+    def __init__(self, targets: list[str], judged: str, smoke: bool):
+        self.targets, self.judged, self.smoke = targets, judged, smoke
+        self.rows: list[tuple] = []
+        self.failed: list[str] = []
+
+    def section(self, title: str) -> None:
+        self.rows.append(("section", title))
+
+    def row(self, label: str, cells: dict, ratio: str = "", target: str = "", ok: bool | None = None,
+            always_judge: bool = False) -> None:
+        """ok None = informational. In --smoke only rows marked always_judge (errors) are judged."""
+        if self.smoke and not always_judge:
+            verdict = "(smoke)" if ok is not None else ""
+        elif ok is None:
+            verdict = ""
+        else:
+            verdict = "PASS" if ok else "**FAIL**"
+            if not ok:
+                self.failed.append(label)
+        self.rows.append(("row", label, cells, ratio, target, verdict))
+
+    def render(self) -> str:
+        head = ["metric"] + self.targets + [f"{self.judged} vs direct", "target", "result"]
+        lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+        for r in self.rows:
+            if r[0] == "section":
+                lines.append(f"| **{r[1]}** |" + " |" * (len(head) - 1))
+            else:
+                _, label, cells, ratio, target, verdict = r
+                lines.append("| " + " | ".join([label] + [cells.get(t, "–") for t in self.targets]
+                                               + [ratio, target, verdict]) + " |")
+        return "\n".join(lines)
+
+
+def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> None:
+    """Rows for one scenario. res[target] = list of per-rep dicts."""
+    J = table.judged
+    d, p = res.get("direct", []), res.get(J, [])
+    tg = [t for t in table.targets if t in res]
+
+    def cells(key, spec=".2f", scale=1.0):
+        return {t: cell([r.get(key) for r in res[t]], spec, scale) for t in tg}
+
+    def errors_row(label="errors / requests"):
+        c = {t: f"{sum(r.get('errors', 0) for r in res[t])}/{sum(r.get('n', 1) for r in res[t])}" for t in tg}
+        first = next((r.get("error") for t in tg for r in res[t] if r.get("error")), None)
+        # judged: the proxy, and direct (errors there mean the bench itself is broken); the reference is shown only
+        bad = any(r.get("errors") for t in tg if t in ("direct", J) for r in res[t])
+        table.row(label + (f" — e.g. {first[:80]!r}" if first else ""), c, "", "0 errors", not bad,
+                  always_judge=True)
+
+    if sc.key == "a":
+        table.section(f"(a) {sc.name}: upstream TTFT {sc.upstream['ttft'] * 1e3:.0f} ms")
+        for q, lim in (("p50", 1.0), ("p99", 3.0)):
+            k = f"ttft_{q}"
+            added = paired(p, d, k, lambda x, y: (x - y) * 1e3)
+            table.row(f"TTFT {q} (ms)", cells(k, ".1f", 1e3),
+                      f"{fmt(med(added), '+.2f')} ms" + (f" ({min(added):+.2f}…{max(added):+.2f})" if len(added) > 1 else ""),
+                      f"added ≤ +{lim:g} ms", None if not added else med(added) <= lim)
+        errors_row()
+    elif sc.key == "b":
+        table.section(f"(b) {sc.name}")
+        ratio = paired(p, d, "events_per_s", lambda x, y: x / y)
+        table.row("delta events/s (thousands)", cells("events_per_s", ".1f", 1e-3),
+                  f"{fmt(med(ratio), '.3f')}×", "", None)
+        cpu = med([r.get("cpu_us_per_event") for r in p])
+        table.row("proxy CPU per delta (µs)", cells("cpu_us_per_event", ".1f"), "", "≤ 12 µs",
+                  None if cpu is None else cpu <= 12.0)
+        table.row("… of it in the kernel (%)", cells("kernel_share", ".0f", 100), "", "", None)
+        errors_row()
+    elif sc.key == "c":
+        conc = scenarios.SMOKE_CONC if smoke else sc.info["conc"]
+        table.section(f"(c) {conc} streams × {(sc.smoke_upstream if smoke else sc.upstream)['tokens']} tokens @ 10 ms")
+        c = {t: f"{min(r['completed'] for r in res[t])}/{conc}" for t in tg}
+        cap = p[0].get("timeout", 0) if p else 0
+        table.row(f"completed within {cap:.0f} s (worst rep)", c, "", "all", all(r["completed"] == conc for r in p),
+                  always_judge=True)
+        lim_wall = {500: 1.2, 1000: 1.3}.get(sc.info["conc"])
+        w = med([r["wall_ideal"] for r in p])
+        table.row("wall / ideal (a timed-out rep counts as the cap)", cells("wall_ideal", ".2f"),
+                  f"{fmt(med(paired(p, d, 'wall_ideal', lambda x, y: x / y)), '.2f')}×",
+                  f"≤ {lim_wall}×" if lim_wall else "", (w is not None and w <= lim_wall) if lim_wall else None)
+        ttft99 = med([r["ttft_p99"] for r in p])
+        table.row("TTFT p50 (ms)", cells("ttft_p50", ".0f", 1e3), "", "", None)
+        lim_t = 0.4 if sc.info["conc"] == 500 else None
+        table.row("TTFT p99 (ms)", cells("ttft_p99", ".0f", 1e3), "", "≤ 400 ms" if lim_t else "",
+                  (ttft99 is not None and ttft99 <= lim_t) if lim_t else None)
+        gap_ratio = paired(p, d, "gap_p99", lambda x, y: x / y)
+        lim_g = 2.0 if sc.info["conc"] == 1000 else None
+        table.row("inter-token gap p99 (ms)", cells("gap_p99", ".1f", 1e3), f"{fmt(med(gap_ratio), '.2f')}×",
+                  "≤ 2× direct" if lim_g else "",
+                  (bool(gap_ratio) and med(gap_ratio) <= lim_g) if lim_g else None)
+        rps = med([r["rss_per_stream"] for r in p])
+        lim_r = 16 * 1024 if sc.info["conc"] == 1000 else None
+        table.row("RSS growth per open stream (KiB)", cells("rss_per_stream", ".1f", 1 / 1024), "",
+                  "≤ 16 KiB" if lim_r else "", (rps is not None and rps <= lim_r) if lim_r else None)
+        table.row("peak RSS, all processes (MB)", cells("peak_rss", ".0f", 1e-6), "", "", None)
+        table.row("proxy CPU per delta (µs)", cells("cpu_us_per_event", ".1f"), "", "", None)
+        table.row("… of it in the kernel (%)", cells("kernel_share", ".0f", 100), "", "", None)
+        table.row("fake upstream / load client CPU (cores)",
+                  {t: f"{fmt(med([r['upstream_util'] for r in res[t]]), '.2f')} / "
+                      f"{fmt(med([r['client_util'] for r in res[t]]), '.2f')}" for t in tg}, "", "", None)
+        if sc.info["conc"] == 1000 or smoke:
+            errors_row()
+    elif sc.key == "d":
+        table.section(f"(d) {sc.name}")
+        ratio = paired(p, d, "rps", lambda x, y: x / y)
+        table.row("requests/s", cells("rps", ".0f"), f"{fmt(med(ratio), '.3f')}×", "≥ 0.4× direct",
+                  bool(ratio) and med(ratio) >= 0.4)
+        table.row("latency p50 (ms)", cells("lat_p50", ".2f", 1e3), "", "", None)
+        table.row("latency p99 (ms)", cells("lat_p99", ".2f", 1e3), "", "", None)
+        table.row("proxy CPU per request (µs)", cells("cpu_us_per_req", ".0f"), "", "", None)
+        table.row("… of it in the kernel (%)", cells("kernel_share", ".0f", 100), "", "", None)
+        errors_row()
+
+
+def summarize_translate(table: Table, reps: list[dict]) -> None:
+    r0 = reps[0]
+    table.section(f"(e) translate a {r0['bytes'] / 1e6:.2f} MB Codex request in-process ({r0['json']})")
+    floor = med([r["floor_ms"] for r in reps])
+    if "skip" in r0:
+        table.row(f"SKIPPED: {r0['skip']}", {}, "", "≤ 10 ms", None)
+        table.row("floor: parse + serialize only (ms)", {"direct": fmt(floor)}, "", "", None)
+        return
+    ms = med([r["ms"] for r in reps])
+    table.row("parse + translate + serialize (ms)", {table.judged: cell([r["ms"] for r in reps])},
+              f"{fmt(ms / floor if floor else None, '.1f')}× floor", "≤ 10 ms", ms <= 10.0)
+    table.row("… of which translate_request (ms)", {table.judged: cell([r["translate_ms"] for r in reps])}, "", "",
+              None)
+    table.row("floor: parse + serialize only (ms)", {"direct": cell([r["floor_ms"] for r in reps])}, "", "", None)
+
+
+# -- main --------------------------------------------------------------------------------------------------------------
+def raise_nofile() -> None:
+    """1,000 streams = 1,000 client sockets here + 2,000 in the proxy + 1,000 in the upstream (children inherit)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 65536
+    if soft < want:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+    if want < 5000:
+        print(f"warning: RLIMIT_NOFILE hard limit is {hard}; 1,000-stream scenarios may fail", file=sys.stderr)
+
+
+def post_json(port: int, path: str, obj) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("POST", path, body=json.dumps(obj), headers={"Content-Type": "application/json"})
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    if resp.status != 200:
+        raise RuntimeError(f"POST {path}: {resp.status} {data[:200]!r}")
+    return json.loads(data)
+
+
+def select_scenarios(only: str | None, smoke: bool):
+    chosen = []
+    keys = set(only.split(",")) if only else None
+    for s in scenarios.SCENARIOS:
+        tag = s.key + (str(s.info["conc"]) if "conc" in s.info else "")
+        if keys is None or s.key in keys or tag in keys:
+            chosen.append(s)
+    if keys:
+        known = {s.key for s in scenarios.SCENARIOS} | {f"c{s.info['conc']}" for s in scenarios.SCENARIOS
+                                                         if "conc" in s.info}
+        unknown = keys - known
+        if unknown:
+            raise SystemExit(f"unknown scenario(s) {sorted(unknown)}; choose from {sorted(known)}")
+    if smoke:  # one concurrency level is enough to prove the path works
+        seen_c = False
+        out = []
+        for s in chosen:
+            if s.key == "c":
+                if seen_c:
+                    continue
+                seen_c = True
+            out.append(s)
+        chosen = out
+    return chosen
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
+    ap.add_argument("--smoke", action="store_true", help="tiny version of every scenario; judges errors only")
+    ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, smoke 1)")
+    ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,e")
+    ap.add_argument("--targets", default=None,
+                    help="comma list from direct,proxy,passthrough (default: all that are available)")
+    ap.add_argument("--passthrough-workers", type=int, default=1,
+                    help="gunicorn gevent workers for the bare pass-through reference (default 1)")
+    ap.add_argument("--no-restart", action="store_true",
+                    help="do not restart servers before each (c) rep (faster; RSS growth then understated)")
+    ap.add_argument("--json", default=None, help="also write all per-rep numbers to this file")
+    ap.add_argument("--tls-upstream", action="store_true",
+                    help="proxy and pass-through reach the fake upstream over HTTPS (self-signed, trusted through "
+                         "REQUESTS_CA_BUNDLE / SSL_CERT_FILE), as they reach the real DeepSeek; `direct` stays plain "
+                         "HTTP, so the proxy's figures then include TLS. Meant for --only a,d")
+    args = ap.parse_args(argv)
+    reps = args.reps or (1 if args.smoke else 5)
+    chosen = select_scenarios(args.only, args.smoke)
+    raise_nofile()
+
+    logdir = tempfile.mkdtemp(prefix="deepseek-proxy-bench-")
+    empty_cfg = os.path.join(logdir, "empty-config.toml")
+    open(empty_cfg, "w").close()
+    # No inherited DEEPSEEK_* / DEEPSEEK_PROXY_* settings: the proxy runs on its defaults plus what we set here.
+    env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSEEK_")}
+    py = sys.executable
+    servers: list[Server] = []
+    try:
+        # fake upstream
+        up_port = free_port()
+        up_argv = [py, "-m", "bench.fake_upstream", "--port", str(up_port)]
+        base_url = f"http://127.0.0.1:{up_port}"
+        tls_env = {}
+        if args.tls_upstream:
+            cert, key = self_signed_cert(logdir)
+            tls_port = free_port()
+            up_argv += ["--tls-port", str(tls_port), "--cert", cert, "--key", key]
+            base_url = f"https://127.0.0.1:{tls_port}"
+            tls_env = {"REQUESTS_CA_BUNDLE": cert, "SSL_CERT_FILE": cert}
+        upstream = Server("fake_upstream", up_argv, env, up_port, logdir)
+        upstream.start()
+        servers.append(upstream)
+        penv = dict(env, DEEPSEEK_API_KEY="sk-bench", DEEPSEEK_BASE_URL=base_url, **tls_env,
+                    XDG_CONFIG_HOME=os.path.join(logdir, "xdg"),  # belt and braces: never read the user's config
+                    XDG_STATE_HOME=os.path.join(logdir, "state"),  # nor touch their state (the reasoning key)
+                    PYTHONUNBUFFERED="1")
+
+        wanted = args.targets.split(",") if args.targets else ["direct", "proxy", "passthrough"]
+        targets: list[scenarios.Target] = []
+        notes = []
+        if "direct" in wanted:
+            targets.append(scenarios.Target("direct", f"http://127.0.0.1:{up_port}", load.CHAT))
+        if "proxy" in wanted:
+            port = free_port()
+            argv_, why = proxy_argv(port, empty_cfg)
+            if argv_ is None:
+                notes.append(f"real proxy NOT measured: {why}")
+                if args.targets:
+                    print(f"error: {why}", file=sys.stderr)
+                    return 2
+            else:
+                srv = Server("proxy", argv_, penv, port, logdir)
+                srv.start()
+                servers.append(srv)
+                targets.append(scenarios.Target("proxy", f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
+                                                srv.restart))
+                notes.append(f"proxy = real `deepseek-proxy {why}`")
+        if "passthrough" in wanted:
+            port = free_port()
+            argv_ = [venv_bin("gunicorn") or "gunicorn", "-k", "gevent", "-w", str(args.passthrough_workers),
+                     "--worker-connections", "10000", "--backlog", "4096", "-b", f"127.0.0.1:{port}",
+                     "--log-level", "warning", "bench.passthrough_app:app"]
+            srv = Server("passthrough", argv_, penv, port, logdir)
+            srv.start()
+            servers.append(srv)
+            targets.append(scenarios.Target("passthrough", f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
+                                            srv.restart))
+            notes.append(f"passthrough = bench/passthrough_app.py (bare Flask+gevent stand-in), gunicorn -k gevent "
+                         f"-w {args.passthrough_workers}")
+        if args.tls_upstream:
+            notes.append(f"upstream for proxy/passthrough: {base_url} (TLS, self-signed); direct: plain HTTP")
+        names = [t.name for t in targets]
+        judged = "proxy" if "proxy" in names else next((n for n in names if n != "direct"), "direct")
+        if judged != "proxy":
+            notes.append(f"targets below are judged on `{judged}`, NOT on the real proxy")
+
+        # Everything before each target's first measured request: imports, pools.
+        for t in targets:
+            scenarios.warm(t)
+        env_ = scenarios.Env(set_upstream=lambda sc: post_json(up_port, "/_bench/scenario", sc),
+                             upstream_pid=upstream.pid(), smoke=args.smoke, restart_for_rss=not args.no_restart,
+                             all_pids=lambda: [s.pid() for s in servers])
+
+        table = Table(names, judged, args.smoke)
+        all_results = {}
+        t_start = time.time()
+        for sc in chosen:
+            label = sc.key + (str(sc.info["conc"]) if "conc" in sc.info else "")
+            print(f"[{time.time() - t_start:6.1f}s] scenario {label}: {sc.name}", file=sys.stderr, flush=True)
+            if not sc.needs_targets:
+                res = [sc.run(env_, None) for _ in range(reps)]
+                all_results[label] = res
+                summarize_translate(table, res)
+                continue
+            up = dict(sc.upstream)
+            if args.smoke:
+                up.update(sc.smoke_upstream)
+            env_.set_upstream(up)
+            for t in targets:   # warm each target on this scenario's upstream settings
+                scenarios.warm(t, stream=(sc.key != "d"), n=2)
+            res = {t.name: [] for t in targets}
+            for rep in range(reps):
+                order = targets if rep % 2 == 0 else targets[::-1]
+                for t in order:
+                    r = sc.run(env_, t)
+                    res[t.name].append(r)
+                    print(f"    rep {rep + 1}/{reps} {t.name:12s} " + brief(r), file=sys.stderr, flush=True)
+            all_results[label] = res
+            summarize(table, sc, res, args.smoke)
+
+        print()
+        print(f"deepseek-proxy benchmark — {'SMOKE, ' if args.smoke else ''}{reps} interleaved rep(s), "
+              f"{time.strftime('%Y-%m-%d %H:%M')}")
+        print(f"machine: {os.cpu_count()} cores, {cpu_model()}, Python {platform.python_version()}, "
+              f"{platform.system()} {platform.release()}")
+        for n in notes:
+            print(f"- {n}")
+        print("- processes metered: " + ", ".join(
+            f"{t.name}: {len(tree(t.pid()))}" for t in targets if t.pid() is not None))
+        print()
+        print(table.render())
+        print()
+        print(capacity_report(all_results))
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(all_results, f, indent=1, default=str)
+        if table.failed:
+            print(f"\nFAIL: {len(table.failed)} target(s) missed: " + "; ".join(table.failed))
+            return 1
+        print("\nall targets met" if not args.smoke else "\nsmoke: no errors")
+        return 0
+    except RuntimeError as e:
+        print(f"set-up failed: {e}", file=sys.stderr)
+        return 2
+    finally:
+        for s in reversed(servers):
+            s.stop()
+        print(f"(server logs: {logdir})", file=sys.stderr)
+
+
+def self_signed_cert(d: str) -> tuple[str, str]:
+    """A throw-away certificate for 127.0.0.1 (openssl CLI)."""
+    cert, key = os.path.join(d, "upstream-cert.pem"), os.path.join(d, "upstream-key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+def brief(r: dict) -> str:
+    keys = ("ttft_p50", "events_per_s", "cpu_us_per_event", "wall_ideal", "ttft_p99", "gap_p99", "rss_per_stream",
+            "rps", "errors")
+    return " ".join(f"{k}={r[k]:.4g}" if isinstance(r.get(k), float) else f"{k}={r[k]}" for k in keys if k in r)
+
+
+def cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def capacity_report(all_results: dict) -> str:
+    """The fake upstream's own capacity: work done per CPU-second of the upstream process, from the direct runs,
+    and how busy it was while the proxy was measured (well under one core = it was not the bottleneck)."""
+    lines = ["fake upstream capacity (its own CPU, from the direct runs):"]
+    b = all_results.get("b", {}).get("direct")
+    if b:
+        ev = med([r["events_per_s"] for r in b])
+        ucpu = med([r["upstream_cpu"] for r in b])
+        lines.append(f"- no-delay stream: {fmt(ev, ',.0f')} delta events/s delivered to the client; upstream CPU "
+                     + (f"{ucpu * 1e3:.0f} ms" if ucpu and ucpu >= 0.02 else "under 20 ms (clock-tick resolution)")
+                     + " per stream")
+    cs = [(label, res["direct"]) for label, res in all_results.items() if label.startswith("c") and "direct" in res]
+    if cs:
+        label, rs = cs[-1]
+        per_cpu = med([r["events"] / r["upstream_cpu"] for r in rs if r.get("upstream_cpu")])
+        lines.append(f"- paced streams (10 ms/token): {fmt(per_cpu, ',.0f')} delta events per upstream CPU-second "
+                     f"at {label[1:]} streams, i.e. one core serves ~{fmt(per_cpu / 100 if per_cpu else None, ',.0f')} "
+                     f"concurrent 100-token/s streams")
+    d = all_results.get("d", {}).get("direct")
+    if d:
+        rps = med([r["rps"] for r in d])
+        per_cpu = med([r["n"] / r["upstream_cpu"] for r in d if r["upstream_cpu"]])
+        lines.append(f"- non-stream: {fmt(rps, ',.0f')} requests/s (16 clients); "
+                     f"{fmt(per_cpu, ',.0f')} requests per upstream CPU-second")
+    for label, res in all_results.items():
+        if label.startswith("c") and "direct" in res:
+            us = {t: med([r["upstream_util"] for r in rs]) for t, rs in res.items()}
+            lines.append(f"- {label}: upstream busy " + ", ".join(f"{fmt(v, '.2f')} cores during {t}"
+                                                                   for t, v in us.items()))
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
