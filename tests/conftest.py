@@ -95,6 +95,19 @@ class ProxyProcess:
         self._log.close()
 
 
+@pytest.fixture()
+def work(request):
+    """A fresh directory outside /tmp (Codex refuses helper binaries under temp dirs) with `wd/` (a work tree)
+    and `codex-home/`; removed afterwards."""
+    from tests.e2e.codex_cli import cleanup, new_work_dir
+
+    path = new_work_dir(request.node.name)
+    (path / "wd").mkdir()
+    (path / "codex-home").mkdir()
+    yield path
+    cleanup(path)
+
+
 @pytest.fixture(scope="session")
 def fake_deepseek():
     fake = FakeDeepSeek(api_key=FAKE_KEY).start()

@@ -10,9 +10,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ModelConfig
+from ..jsonfast import dumps_str
 from .errors import RequestError
 from .reasoning import ReasoningCache, ReasoningCodec
-from .tools import CUSTOM_INPUT_ARG, ToolMap, translate_tool_choice, translate_tools
+from .tools import CUSTOM_INPUT_ARG, ToolMap, flat_tool_name, translate_tool_choice, translate_tools
 
 # Every top-level field of the Responses create call (openai SDK's ResponseCreateParams), plus what Codex sends
 # beyond it. A field outside this set is a client bug: it is rejected like OpenAI rejects it, not silently dropped.
@@ -126,8 +127,6 @@ def _apply_text_format(chat: dict, text: dict) -> None:
     if kind in (None, "text"):
         return
     if kind == "json_schema":
-        from ..jsonfast import dumps_str
-
         name = f" (named {fmt['name']})" if fmt.get("name") else ""
         instruction = JSON_SCHEMA_INSTRUCTION.format(name=name, schema=dumps_str(fmt.get("schema") or {}))
     elif kind == "json_object":
@@ -155,6 +154,14 @@ class _MessageBuilder:
         self.messages: list[dict] = []
         self.pending_reasoning: str | None = None
         self.open_assistant: dict | None = None  # the assistant message further calls still join
+        self._handlers = {
+            "message": self._message,
+            "reasoning": self._reasoning,
+            "function_call": self._call,
+            "custom_tool_call": self._call,
+            "function_call_output": self._output,
+            "custom_tool_call_output": self._output,
+        }
 
     def build(self, instructions: Any, items: Any) -> list[dict]:
         if instructions is not None:
@@ -178,14 +185,7 @@ class _MessageBuilder:
     # ---- items -------------------------------------------------------------------------------------------
     def _item(self, item: dict, index: int) -> None:
         kind = item.get("type", "message" if "role" in item else None)
-        handler = {
-            "message": self._message,
-            "reasoning": self._reasoning,
-            "function_call": self._call,
-            "custom_tool_call": self._call,
-            "function_call_output": self._output,
-            "custom_tool_call_output": self._output,
-        }.get(kind)
+        handler = self._handlers.get(kind)
         if handler is None:
             if kind == "item_reference":
                 raise RequestError("item_reference needs stored responses, which this proxy does not keep yet",
@@ -224,10 +224,8 @@ class _MessageBuilder:
         name = item.get("name")
         if not isinstance(call_id, str) or not isinstance(name, str):
             raise RequestError(f"{where} needs string `call_id` and `name`", param=where)
-        upstream_name = f"{item['namespace']}__{name}" if item.get("namespace") else name
+        upstream_name = flat_tool_name(name, item.get("namespace"))
         if item["type"] == "custom_tool_call":
-            from ..jsonfast import dumps_str
-
             arguments = dumps_str({CUSTOM_INPUT_ARG: item.get("input", "")})
         else:
             arguments = item.get("arguments", "")
@@ -346,13 +344,13 @@ class _MessageBuilder:
             calls = message.get("tool_calls")
             if not calls:
                 continue
+            wanted = {call["id"] for call in calls}
             answers: dict[str, dict] = {}
             strays: list[dict] = []
             while i < len(messages) and messages[i]["role"] == "tool":
                 answer = messages[i]
                 i += 1
-                wanted = any(c["id"] == answer["tool_call_id"] for c in calls)
-                if wanted and answer["tool_call_id"] not in answers:
+                if answer["tool_call_id"] in wanted and answer["tool_call_id"] not in answers:
                     answers[answer["tool_call_id"]] = answer
                 else:
                     strays.append(answer)

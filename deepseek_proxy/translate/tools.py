@@ -37,7 +37,12 @@ class ToolMap:
         return self.by_upstream_name.get(upstream_name) or ToolOrigin("function", upstream_name)
 
     def upstream_name(self, name: str, namespace: str | None = None) -> str:
-        return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+        return flat_tool_name(name, namespace)
+
+
+def flat_tool_name(name: str, namespace: str | None = None) -> str:
+    """The upstream's name for a tool: namespaced tools are flattened to `<namespace>__<name>`."""
+    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
 
 
 def translate_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]:

@@ -8,18 +8,12 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.codex_cli import CODEX_VERSION, cleanup, codex_version, make_codex_home, new_work_dir, run_codex_exec
+from tests.e2e.codex_cli import CODEX_VERSION, codex_version, make_codex_home, run_codex_exec
 from tests.e2e.scripted_responses import FINAL_MESSAGE_TEXT, ScriptedResponses
 
 pytestmark = pytest.mark.e2e
 
 
-@pytest.fixture
-def work(request):
-    path = new_work_dir(request.node.name)
-    (path / "wd").mkdir()
-    yield path
-    cleanup(path)
 
 
 def test_pinned_codex_is_installed():

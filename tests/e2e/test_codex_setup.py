@@ -27,9 +27,7 @@ from deepseek_proxy.config import load_config
 from tests.conftest import FAKE_KEY
 from tests.e2e.codex_cli import (
     OFFLINE_TOML,
-    cleanup,
     codex_binary,
-    new_work_dir,
     run_codex_exec,
 )
 from tests.e2e.scripted_responses import FINAL_MESSAGE_TEXT, ScriptedResponses
@@ -60,12 +58,6 @@ KEY_MODES = {
 }
 
 
-@pytest.fixture
-def work(request):
-    path = new_work_dir(request.node.name)
-    (path / "wd").mkdir()
-    yield path
-    cleanup(path)
 
 
 def _setup_env(work: Path) -> dict[str, str]:
@@ -82,7 +74,7 @@ def _run_setup(work: Path, config_path: Path, port: int) -> Path:
     env = _setup_env(work)
     config = load_config(config_path, env=env, overrides={"port": port})
     home = work / "codex-home"
-    home.mkdir()
+    home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(USER_CONFIG)
     out = io.StringIO()
     assert run_setup(config, codex_home=home, dry_run=False, out=out, env=env) == 0, out.getvalue()

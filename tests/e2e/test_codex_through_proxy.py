@@ -12,7 +12,7 @@ import json
 import pytest
 
 from tests.conftest import CODEX_FIXTURES
-from tests.e2e.codex_cli import cleanup, make_codex_home, new_work_dir, run_codex_exec
+from tests.e2e.codex_cli import make_codex_home, run_codex_exec
 from tests.fakes.fake_deepseek import Reply
 
 pytestmark = pytest.mark.e2e
@@ -25,23 +25,16 @@ REASONING = [
 ]
 
 
-@pytest.fixture()
-def workspace():
-    root = new_work_dir("codex-through-proxy")
-    yield root
-    cleanup(root)
-
-
-def test_codex_runs_tools_through_the_proxy_with_reasoning_replayed(proxy, upstream, workspace):
+def test_codex_runs_tools_through_the_proxy_with_reasoning_replayed(proxy, upstream, work):
     upstream.script(
         Reply.tool_calls([("exec_command", {"cmd": "echo hi > out.txt && cat out.txt"})], reasoning=REASONING[0]),
         Reply.tool_calls([("apply_patch", {"input": PATCH})], reasoning=REASONING[1], split_arguments=5),
         Reply.text("Created hello.txt and out.txt.", reasoning=REASONING[2]),
     )
     catalog = json.loads((CODEX_FIXTURES / "config" / "model_catalog_deepseek.json").read_text())
-    codex_home = make_codex_home(workspace, base_url=proxy.base_url + "/v1", model="deepseek-v4-pro",
+    codex_home = make_codex_home(work, base_url=proxy.base_url + "/v1", model="deepseek-v4-pro",
                                  env_key="DEEPSEEK_PROXY_KEY", catalog=catalog)
-    project = workspace / "project"
+    project = work / "project"
     project.mkdir()
 
     result = run_codex_exec(codex_home, project, "create hello.txt", env_key_value="unused-by-the-proxy",

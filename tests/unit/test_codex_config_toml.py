@@ -14,7 +14,7 @@ import pytest
 
 from deepseek_proxy.codex import config_toml as ct
 from deepseek_proxy.config import load_config
-from tests.e2e.codex_cli import cleanup, codex_binary, new_work_dir
+from tests.e2e.codex_cli import codex_binary
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -24,12 +24,6 @@ else:  # pragma: no cover
 PROVIDER = "[model_providers.deepseek-proxy]"
 
 
-@pytest.fixture
-def work(request):
-    path = new_work_dir(request.node.name)
-    (path / "codex-home").mkdir()
-    yield path
-    cleanup(path)
 
 
 def env_for(work: Path, *, with_codex: bool = True) -> dict[str, str]:

@@ -21,7 +21,7 @@ from deepseek_proxy.codex.config_toml import run_setup
 from deepseek_proxy.codex.doctor import run_doctor
 from deepseek_proxy.config import Config, load_config
 from tests.conftest import FAKE_KEY, free_port
-from tests.e2e.codex_cli import cleanup, codex_binary, new_work_dir
+from tests.e2e.codex_cli import codex_binary
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
 WITH_CODEX = f"{codex_binary().parent}{os.pathsep}/usr/bin:/bin"
@@ -70,12 +70,6 @@ def failed(output: str) -> dict[str, tuple[str, str | None]]:
     return {name: (msg, fix) for name, rows in results(output).items() for mark, msg, fix in rows if mark == "FAIL"}
 
 
-@pytest.fixture
-def work(request):
-    path = new_work_dir(request.node.name)
-    (path / "codex-home").mkdir()
-    yield path
-    cleanup(path)
 
 
 def make_scene(work: Path, config_path: Path, *, port: int, upstream_url: str, catalog_setup: bool = True,
