@@ -78,6 +78,8 @@ class UpstreamClient:
         if self.session.proxies and proxy_bypass(urlsplit(config.base_url).hostname or ""):
             self.session.proxies = {}
         self.session.trust_env = False
+        # A private CA (corporate TLS inspection) is named the way requests users expect; read once, like proxies.
+        self.verify: str | bool = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
         adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
@@ -112,7 +114,7 @@ class UpstreamClient:
         request.headers.update(self._headers(client_key))
         request.prepare_body(dumps(body), None)
         try:
-            response = self._adapter.send(request, stream=stream, proxies=self.session.proxies,
+            response = self._adapter.send(request, stream=stream, proxies=self.session.proxies, verify=self.verify,
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
         except requests.Timeout:
             raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
@@ -130,7 +132,7 @@ class UpstreamClient:
         return response
 
     def list_models(self, *, client_key: str | None = None) -> dict:
-        response = self.session.get(self.models_url, headers=self._headers(client_key),
+        response = self.session.get(self.models_url, headers=self._headers(client_key), verify=self.verify,
                                     timeout=(self.config.connect_timeout, 30))
         if response.status_code >= 400:
             raise self._error_from(response)

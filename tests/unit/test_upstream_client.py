@@ -105,3 +105,14 @@ def test_proxy_settings_are_read_once_from_the_environment(monkeypatch):
     assert proxied.session.trust_env is False  # no per-request environment / ~/.netrc look-ups
     monkeypatch.setenv("NO_PROXY", "api.deepseek.test")
     assert client().session.proxies == {}
+
+
+@responses.activate
+def test_a_private_ca_bundle_from_the_environment_is_used():
+    responses.post(f"{BASE}/chat/completions", json={"choices": []})
+    config = UpstreamConfig(name="deepseek", base_url=BASE, api_key="env:K")
+    private = UpstreamClient(config, env={"K": "k", "REQUESTS_CA_BUNDLE": "/etc/corp-ca.pem"})
+    private.post_chat({"model": "m", "messages": []})
+    client().post_chat({"model": "m", "messages": []})
+    assert responses.calls[0].request.req_kwargs["verify"] == "/etc/corp-ca.pem"
+    assert responses.calls[1].request.req_kwargs["verify"] is True
