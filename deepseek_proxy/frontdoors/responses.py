@@ -128,8 +128,11 @@ def _relay_stream(upstream: requests.Response, translator: ResponseStream, done:
     last_keepalive = 0.0
     try:
         yield encode_events(translator.start())
-        for raw in iter_body(upstream):
+        for raw in iter_body(upstream, idle_interval=keepalive_interval):
             events: list = []
+            if not raw:  # the upstream has been silent for keepalive_interval
+                events += translator.keepalive()
+                last_keepalive = time.monotonic()
             for payload in decoder.feed(raw):
                 if payload is KEEPALIVE:
                     now = time.monotonic()

@@ -74,28 +74,32 @@ class ChunkedDecoder:
         return out[0] if len(out) == 1 else b"".join(out)
 
 
-def iter_body(response: requests.Response) -> Iterator[bytes]:
-    """The body's bytes as they arrive. Raises requests.ConnectionError / ChunkedEncodingError when it breaks."""
+def iter_body(response: requests.Response, *, idle_interval: float | None = None) -> Iterator[bytes]:
+    """The body's bytes as they arrive. Raises requests.ConnectionError / ChunkedEncodingError when it breaks.
+
+    With `idle_interval`, an empty b"" is yielded whenever that many seconds pass without a byte, so the caller can
+    keep its own client's idle timer alive; the read timeout requests set still bounds the silence as a whole.
+    """
     raw = response.raw
     http_response = getattr(raw, "_fp", None)  # http.client.HTTPResponse inside urllib3's response
-    reader = getattr(http_response, "fp", None)  # the socket's BufferedReader
+    reader = getattr(http_response, "fp", None)  # the socket's BufferedReader (holds what came with the headers)
+    sock = getattr(getattr(raw, "connection", None), "sock", None)
     encoding = response.headers.get("content-encoding", "identity").lower()
-    if reader is None or not hasattr(reader, "read1") or encoding not in ("identity", ""):
+    if reader is None or sock is None or not hasattr(reader, "read1") or encoding not in ("identity", ""):
         yield from response.iter_content(chunk_size=None)
         return
 
+    read_timeout = sock.gettimeout()
+    wait = idle_interval if idle_interval and (read_timeout is None or idle_interval < read_timeout) else read_timeout
     chunked = ChunkedDecoder() if getattr(http_response, "chunked", False) else None
     remaining = getattr(http_response, "length", None)  # Content-Length still due, or None
     complete = False
     try:
+        # First what http.client buffered along with the headers (or one read); the buffer is empty after it,
+        # so from then on the socket is read directly: no buffer layers, and a timeout there is recoverable.
+        data = reader.read1(READ_SIZE)
+        sock.settimeout(wait)
         while True:
-            # peek() waits for data inside the reader's own (persistent, 8 KiB) buffer; read1() then returns what
-            # is buffered without another read. Calling read1() directly would hold a READ_SIZE buffer for as
-            # long as the upstream is silent, for every open stream.
-            if not reader.peek(1):
-                data = b""
-            else:
-                data = reader.read1(READ_SIZE)
             if not data:
                 # End of connection: complete only for a body that runs until the connection closes.
                 complete = chunked is None and remaining is None
@@ -118,11 +122,25 @@ def iter_body(response: requests.Response) -> Iterator[bytes]:
                     return
             else:
                 yield data
+            silent = 0.0
+            while True:
+                try:
+                    # recv() allocates its buffer only once data is there: a silent stream holds no read buffer.
+                    data = sock.recv(READ_SIZE)
+                    break
+                except TimeoutError:
+                    silent += wait
+                    if read_timeout is not None and silent >= read_timeout:
+                        raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s") from None
+                    yield b""
+    except requests.RequestException:
+        raise  # already in requests' terms (they are OSErrors too)
     except OSError as exc:
         raise requests.ConnectionError(f"upstream read failed: {exc.__class__.__name__}") from None
     finally:
-        if complete and chunked is not None or complete and remaining == 0:
+        if complete and (chunked is not None or remaining == 0):
             # The whole body is read: http.client closes only its reader, and the connection is reusable.
+            sock.settimeout(read_timeout)
             http_response.close()
             raw.release_conn()
         else:

@@ -321,6 +321,19 @@ def test_upstream_keepalives_become_in_progress_events(start_proxy, fake_deepsee
     assert len(in_progress) == 1 + 3
 
 
+def test_upstream_silence_keeps_the_client_idle_timer_alive(start_proxy, fake_deepseek):
+    """No bytes at all from the upstream for a while (no comments either): the client still gets an event line
+    every keepalive_interval, which is what resets Codex's stream idle timer."""
+    fake_deepseek.reset()
+    server = start_proxy(fake_deepseek.base_url, "[server]\nkeepalive_interval = 0.2\n")
+    fake_deepseek.script(Reply.text("slow but sure", reasoning=None, delay=0.7))
+    events = strict_stream(server, {"model": MODEL, "input": "hi", "stream": True})
+    types = [e["type"] for e in events]
+    first, last = types.index("response.output_text.delta"), len(types) - 1 - types[::-1].index("response.output_text.delta")
+    assert types[first:last].count("response.in_progress") >= 4
+    assert events[-1]["type"] == "response.completed"
+
+
 def test_non_streaming_upstream_is_replayed_as_sse(start_proxy, fake_deepseek):
     fake_deepseek.reset()
     config = '[models."deepseek-v4-pro"]\nstream = false\n'

@@ -92,3 +92,27 @@ def test_hang_up_mid_body_raises_and_drops_the_connection(fake):
     assert b"again" in b"".join(iter_body(again))
     again.close()
     assert fake.chat_requests[0].client_port != fake.chat_requests[1].client_port
+
+
+def test_silence_yields_empty_reads_then_the_data(fake):
+    client = _client(fake)
+    fake.script(Reply.text("slow words arrive", reasoning=None, delay=0.35))
+    response = client.post_chat(_body(stream=True))
+    pieces = list(iter_body(response, idle_interval=0.1))
+    response.close()
+    assert b"".join(pieces).rstrip().endswith(b"data: [DONE]")
+    assert pieces.count(b"") >= 4, "each 0.1 s of silence between the 0.35 s-apart events is reported"
+    client.post_chat(_body(stream=False)).close()
+    ports = [r.client_port for r in fake.chat_requests]
+    assert ports[0] == ports[1], "the connection went back to the pool"
+
+
+def test_silence_longer_than_the_read_timeout_is_a_read_timeout(fake):
+    config = UpstreamConfig(name="t", base_url=fake.base_url, api_key="env:K", read_timeout=0.5)
+    client = UpstreamClient(config, env={"K": "sk-k"})
+    fake.script(Reply.text("a b", reasoning=None, delay=1.5))
+    response = client.post_chat(_body(stream=True))
+    with pytest.raises(requests.exceptions.ReadTimeout):
+        for _ in iter_body(response, idle_interval=0.1):
+            pass
+    response.close()
