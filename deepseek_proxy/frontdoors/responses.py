@@ -63,8 +63,10 @@ def create_response() -> Response:
     if not stream:
         return _blocking(upstream, translator, done)
     relay = _relay_stream if chat.body["stream"] else _replay_completion
+    # direct_passthrough: the generator already yields bytes, so the server iterates it as it is, with no
+    # re-encoding layers between an upstream read and the socket write (and closes it when the client goes).
     return Response(relay(upstream, translator, done), status=200, mimetype="text/event-stream",
-                    headers=SSE_HEADERS)
+                    headers=SSE_HEADERS, direct_passthrough=True)
 
 
 def _model_of(gw: Gateway, body) -> ModelConfig:
