@@ -63,7 +63,8 @@ def _serve(config: Config, args: argparse.Namespace) -> int:
     class ProxyApplication(BaseApplication):
         def load_config(self) -> None:
             for key, value in gunicorn_settings(config).items():
-                self.cfg.set(key, value)
+                if key in self.cfg.settings:  # a setting an older gunicorn lacks is simply not applied
+                    self.cfg.set(key, value)
             self.cfg.set("when_ready", lambda server: _announce(config))
             self.cfg.set("post_worker_init", lambda worker: configure_logging(config.server.log_level))
 
