@@ -10,12 +10,17 @@ The ToolMap remembers each upstream name's origin so calls coming back are resto
 
 from __future__ import annotations
 
+import hashlib
+import re
 from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import RequestError
 
 CUSTOM_INPUT_ARG = "input"
+MAX_NAME_LENGTH = 64
+_VALID_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_INVALID_NAME_CHARS = re.compile(r"[^A-Za-z0-9_-]")
 NAMESPACE_SEPARATOR = "__"
 _CUSTOM_PARAMETERS_DESCRIPTION = "The complete raw input for this tool, exactly as the tool expects it."
 
@@ -41,8 +46,18 @@ class ToolMap:
 
 
 def flat_tool_name(name: str, namespace: str | None = None) -> str:
-    """The upstream's name for a tool: namespaced tools are flattened to `<namespace>__<name>`."""
-    return f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+    """The upstream's name for a tool: namespaced tools are flattened to `<namespace>__<name>`.
+
+    Chat Completions upstreams accept only `[A-Za-z0-9_-]{1,64}`; a longer name (a long MCP server + tool name) or
+    one with other characters is cleaned and shortened, with a digest of the original so two names never meet.
+    Deterministic: the same tool gets the same name in every request, and the ToolMap maps it back.
+    """
+    flat = f"{namespace}{NAMESPACE_SEPARATOR}{name}" if namespace else name
+    if _VALID_NAME.fullmatch(flat):
+        return flat
+    digest = hashlib.sha256(flat.encode()).hexdigest()[:8]
+    cleaned = _INVALID_NAME_CHARS.sub("_", flat)
+    return f"{cleaned[:MAX_NAME_LENGTH - len(digest) - 1]}_{digest}"
 
 
 def translate_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]:

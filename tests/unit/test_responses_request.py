@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import copy
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -24,7 +25,7 @@ from deepseek_proxy.translate.responses_request import (
     translate_request,
 )
 from deepseek_proxy.translate.responses_stream import ResponseStream
-from deepseek_proxy.translate.tools import CUSTOM_INPUT_ARG, ToolOrigin, translate_tools
+from deepseek_proxy.translate.tools import CUSTOM_INPUT_ARG, ToolOrigin, flat_tool_name, translate_tools
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import CODEX_FIXTURES, FAKE_KEY, codex_fixture
 from tests.fakes.fake_deepseek import DeepSeekRules, Rejection
@@ -866,3 +867,36 @@ def test_same_input_twice_gives_identical_bytes(name):
 def test_fixture_dirs_exist():
     for directory in MULTI_TURN_DIRS:
         assert Path(CODEX_FIXTURES / directory).is_dir()
+
+
+# ---- tool names the upstream would refuse ---------------------------------------------------------------------
+
+
+def test_long_or_odd_tool_names_are_shortened_and_mapped_back():
+    long_tool = "get_the_status_of_a_worktree_creation_job_that_is_still_running"
+    tools = [
+        {"type": "namespace", "name": "mcp__my_company_internal_server", "tools": [
+            {"type": "function", "name": long_tool, "parameters": {"type": "object"}}]},
+        {"type": "function", "name": "files.read", "parameters": {"type": "object"}},
+    ]
+    body = {"model": "deepseek-v4-pro", "input": "hi", "tools": tools}
+    translated = translate(body)
+    names = [t["function"]["name"] for t in translated.body["tools"]]
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", n) for n in names), names
+    assert names[1] != "files_read" and names[1].startswith("files_read_")  # a digest keeps it apart
+    # A call under the upstream's name comes back as the client's own tool.
+    stream = ResponseStream(model="m", tool_map=translated.tool_map, codec=CODEC)
+    stream.start()
+    stream.feed({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "id": "call_1", "type": "function", "function": {"name": names[0], "arguments": "{}"}}]}}]})
+    item = [e for e in stream.finish() if e["type"] == "response.output_item.done"][0]["item"]
+    assert (item["name"], item["namespace"]) == (long_tool, "mcp__my_company_internal_server")
+    # The same call replayed in history gets the same upstream name (byte-stable requests).
+    history = {**body, "input": [
+        {"role": "user", "content": "hi"},
+        {"type": "function_call", "call_id": "call_1", "name": long_tool,
+         "namespace": "mcp__my_company_internal_server", "arguments": "{}"},
+        {"type": "function_call_output", "call_id": "call_1", "output": "ok"}]}
+    replayed = translate(history).body["messages"]
+    assert replayed[1]["tool_calls"][0]["function"]["name"] == names[0]
+    assert flat_tool_name("exec_command") == "exec_command"  # valid names are left exactly as they are
