@@ -65,7 +65,11 @@ class ProxyProcess:
              "--port", str(self.port), "--workers", str(workers), "--log-level", "info"],
             stdout=self._log, stderr=subprocess.STDOUT, env=env, cwd=tmp,
         )
-        self._wait_ready()
+        try:
+            self._wait_ready()
+        except BaseException:
+            self.stop()  # a server that never became healthy must not outlive the test
+            raise
 
     def _wait_ready(self, timeout: float = 30.0) -> None:
         deadline = time.monotonic() + timeout
