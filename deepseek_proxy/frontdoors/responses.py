@@ -17,9 +17,10 @@ from ..jsonfast import JSONDecodeError, dumps, loads
 from ..translate.errors import RequestError
 from ..config import ModelConfig
 from ..translate.responses_request import translate_request
-from ..translate.responses_stream import ResponseStream, completion_as_chunks
+from ..translate.responses_stream import ResponseStream
 from ..upstream.body import iter_body
 from ..upstream.client import UpstreamError
+from ..upstream.profiles import OpenAICompatibleProfile
 from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
 from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, request_error_response,
                      upstream_error_response)
@@ -62,11 +63,11 @@ def create_response() -> Response:
 
     if not stream:
         return _blocking(upstream, translator, done)
-    relay = _relay_stream if chat.body["stream"] else _replay_completion
+    events = (_relay_stream(upstream, translator, done, client.profile) if chat.body["stream"]
+              else _replay_completion(upstream, translator, done))
     # direct_passthrough: the generator already yields bytes, so the server iterates it as it is, with no
     # re-encoding layers between an upstream read and the socket write (and closes it when the client goes).
-    return Response(relay(upstream, translator, done), status=200, mimetype="text/event-stream",
-                    headers=SSE_HEADERS, direct_passthrough=True)
+    return Response(events, status=200, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
 
 def _model_of(gw: Gateway, body) -> ModelConfig:
@@ -122,7 +123,8 @@ def _echo_fields(body: dict) -> dict:
     }
 
 
-def _relay_stream(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Iterator[bytes]:
+def _relay_stream(upstream: requests.Response, translator: ResponseStream, done: _Completion,
+                  profile: OpenAICompatibleProfile) -> Iterator[bytes]:
     """Relay the upstream stream. Closing this generator (the client went away) closes the upstream at once."""
     decoder = SSEDecoder()
     keepalive_interval = done.gw.config.server.keepalive_interval
@@ -146,7 +148,7 @@ def _relay_stream(upstream: requests.Response, translator: ResponseStream, done:
                 else:
                     chunk = loads(payload)
                     if chunk.get("error"):
-                        yield encode_events(events + translator.fail(*_mid_stream_error(chunk["error"])))
+                        yield encode_events(events + translator.fail(*profile.stream_failure(chunk["error"])))
                         return
                     events += translator.feed(chunk)
             if events:
@@ -171,13 +173,11 @@ def _replay_completion(upstream: requests.Response, translator: ResponseStream, 
     try:
         events = translator.start()
         try:
-            chunks = completion_as_chunks(_read_completion(upstream))
+            completion = _read_completion(upstream)
         except UpstreamError as exc:
             yield encode_events(events + translator.fail(exc.code or "server_error", exc.message))
             return
-        for chunk in chunks:
-            events += translator.feed(chunk)
-        yield encode_events(events + translator.finish())
+        yield encode_events(events + translator.replay(completion))
     finally:
         done()
 
@@ -189,9 +189,7 @@ def _blocking(upstream: requests.Response, translator: ResponseStream, done: _Co
         done.log(exc.status, exc.message)
         return upstream_error_response(exc)
     translator.start()
-    for chunk in completion_as_chunks(completion):
-        translator.feed(chunk)
-    translator.finish()
+    translator.replay(completion)
     done()
     return Response(dumps(translator.response), status=200, mimetype="application/json")
 
@@ -206,14 +204,3 @@ def _read_completion(upstream: requests.Response) -> dict:
     if not isinstance(completion, dict) or "choices" not in completion:
         raise UpstreamError(502, "The upstream reply is not a chat completion.", "server_error", "server_error")
     return completion
-
-
-def _mid_stream_error(error) -> tuple[str, str]:
-    if isinstance(error, dict):
-        message = str(error.get("message") or "The upstream failed mid-reply.")
-        code = error.get("code") if isinstance(error.get("code"), str) else None
-    else:
-        message, code = str(error), None
-    if "context length" in message.lower():
-        code = "context_length_exceeded"
-    return code or "server_error", message

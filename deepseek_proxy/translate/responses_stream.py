@@ -130,6 +130,13 @@ class ResponseStream:
             out.append(self._terminal("response.completed", "completed"))
         return out
 
+    def replay(self, completion: dict) -> list[Event]:
+        """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
+        out: list[Event] = []
+        for chunk in completion_as_chunks(completion):
+            out += self.feed(chunk)
+        return out + self.finish()
+
     def fail(self, code: str, message: str) -> list[Event]:
         """The upstream broke mid-reply. Items already done stay done (Codex keeps them); open ones are dropped."""
         return [self._terminal("response.failed", "failed", error={"code": code, "message": message})]

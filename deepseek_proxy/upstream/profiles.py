@@ -45,9 +45,13 @@ class OpenAICompatibleProfile:
             function["strict"] = strict
         return {"type": "function", "function": function}
 
-    def classify_error(self, status: int, message: str, upstream_code: str | None) -> ErrorClass:
+    @staticmethod
+    def is_context_overflow(message: str) -> bool:
         lowered = message.lower()
-        if "context length" in lowered or "context_length" in lowered or "too many tokens" in lowered:
+        return "context length" in lowered or "context_length" in lowered or "too many tokens" in lowered
+
+    def classify_error(self, status: int, message: str, upstream_code: str | None) -> ErrorClass:
+        if self.is_context_overflow(message):
             return ErrorClass("context_length_exceeded", "invalid_request_error")
         by_status = {
             400: ErrorClass(upstream_code, "invalid_request_error"),
@@ -61,6 +65,17 @@ class OpenAICompatibleProfile:
             503: ErrorClass("server_is_overloaded", "server_error"),
         }
         return by_status.get(status, ErrorClass(upstream_code or "server_error", "server_error"))
+
+    def stream_failure(self, error) -> tuple[str, str]:
+        """(code, message) for an error chunk inside a stream that had already started."""
+        if isinstance(error, dict):
+            message = str(error.get("message") or "The upstream failed mid-reply.")
+            code = error.get("code") if isinstance(error.get("code"), str) else None
+        else:
+            message, code = str(error), None
+        if self.is_context_overflow(message):
+            code = "context_length_exceeded"
+        return code or "server_error", message
 
 
 class DeepSeekProfile(OpenAICompatibleProfile):

@@ -183,6 +183,17 @@ def test_upstream_hang_up_mid_stream_is_response_failed(proxy, upstream):
     assert any(e["type"] == "response.output_text.delta" for e in events), "what arrived was relayed first"
 
 
+def test_error_chunk_mid_stream_is_response_failed_with_its_code(proxy, upstream):
+    first = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "deepseek-v4-pro",
+             "choices": [{"index": 0, "delta": {"content": "partial"}, "finish_reason": None}]}
+    error = {"error": {"message": "This model's maximum context length is 1048576 tokens.", "type": "invalid_request_error"}}
+    upstream.script(Reply.raw_sse([f"data: {json.dumps(first)}", "", f"data: {json.dumps(error)}", ""]))
+    events = strict_stream(proxy, {"model": MODEL, "input": "hi", "stream": True})
+    assert any(e["type"] == "response.output_text.delta" for e in events)
+    assert events[-1]["type"] == "response.failed"
+    assert events[-1]["response"]["error"]["code"] == "context_length_exceeded"
+
+
 def test_client_disconnect_closes_the_upstream(proxy, upstream):
     upstream.script(Reply.text(" ".join(["word"] * 200), delay=0.02))
     with post_stream(proxy, {"model": MODEL, "input": "hi", "stream": True}) as response:

@@ -116,3 +116,15 @@ def test_a_private_ca_bundle_from_the_environment_is_used():
     client().post_chat({"model": "m", "messages": []})
     assert responses.calls[0].request.req_kwargs["verify"] == "/etc/corp-ca.pem"
     assert responses.calls[1].request.req_kwargs["verify"] is True
+
+
+@pytest.mark.parametrize("error, want", [
+    ({"message": "This model's maximum context length is 1048576 tokens.", "code": "invalid_request_error"},
+     "context_length_exceeded"),
+    ({"message": "Server busy", "code": "server_busy"}, "server_busy"),
+    ({"message": "boom"}, "server_error"),
+    ("plain text failure", "server_error"),
+])
+def test_error_chunks_inside_a_stream_get_the_codes_codex_acts_on(error, want):
+    code, message = client().profile.stream_failure(error)
+    assert code == want and message
