@@ -9,6 +9,7 @@ from typing import Mapping
 from flask import Flask, Response
 from werkzeug.exceptions import HTTPException
 
+from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .frontdoors import health, models, responses
 from .frontdoors.common import EXTENSION, Gateway, openai_error
@@ -32,20 +33,11 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
                    for name, up in config.upstreams.items() if name in used},
         codec=ReasoningCodec(config.server.reasoning_secret),
     )
-    for blueprint in (responses.bp, models.bp, health.bp):
+    for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp):
         app.register_blueprint(blueprint)
-    _register_optional_blueprints(app)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     return app
-
-
-def _register_optional_blueprints(app: Flask) -> None:
-    try:
-        from .codex.frontdoor import codex_catalog_bp
-    except ImportError:
-        return
-    app.register_blueprint(codex_catalog_bp)
 
 
 def _http_error(error: HTTPException) -> Response:
