@@ -30,9 +30,10 @@ def gunicorn_settings(config: Config) -> dict:
     return {
         "bind": [f"[{config.server.host}]:{config.server.port}" if ":" in config.server.host
                  else f"{config.server.host}:{config.server.port}"],
-        # gevent's own WSGI server inside gunicorn's gevent worker: measured 12% more requests/s and 12% less
-        # CPU per request than gunicorn's HTTP layer under gevent (python -m bench.run --only a,c500,d).
-        "worker_class": "gevent_pywsgi",
+        # gevent's own WSGI server inside gunicorn's gevent worker ("gevent_pywsgi"): measured 12% more
+        # requests/s and 12% less CPU per request than gunicorn's HTTP layer under gevent
+        # (python -m bench.run --only a,c500,d); worker.py trims its write path for streams.
+        "worker_class": "deepseek_proxy.worker.StreamingWorker",
         "workers": config.server.workers,
         "worker_connections": config.server.worker_connections,
         # For async workers `timeout` is a heartbeat, not a request limit: long streams are fine.

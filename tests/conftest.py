@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -117,6 +118,27 @@ def fake_deepseek():
     fake = FakeDeepSeek(api_key=FAKE_KEY).start()
     yield fake
     fake.stop()
+
+
+@pytest.fixture(scope="session")
+def tls_cert(tmp_path_factory) -> tuple[str, str]:
+    """(certfile, keyfile): a throw-away self-signed certificate for 127.0.0.1, made with the openssl command.
+    The certificate is its own CA: pass it as REQUESTS_CA_BUNDLE to trust it."""
+    if shutil.which("openssl") is None:
+        pytest.fail("the TLS tests need the `openssl` command (Debian: apt-get install openssl)")
+    directory = tmp_path_factory.mktemp("tls")
+    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
+                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
+                   check=True, capture_output=True)
+    return cert, key
+
+
+@pytest.fixture()
+def tls_upstream(tls_cert):
+    """A fake DeepSeek of its own serving HTTPS (base_url https://127.0.0.1:PORT) with the `tls_cert` certificate."""
+    with FakeDeepSeek(api_key=FAKE_KEY, tls=tls_cert) as fake:
+        yield fake
 
 
 @pytest.fixture()

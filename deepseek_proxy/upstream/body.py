@@ -11,6 +11,7 @@ Anything unexpected (another adapter, a compressed body) falls back to `iter_con
 
 from __future__ import annotations
 
+import ssl
 from typing import Iterator
 
 import requests
@@ -95,33 +96,36 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
     remaining = getattr(http_response, "length", None)  # Content-Length still due, or None
     complete = False
     try:
-        # First what http.client buffered along with the headers (or one read); the buffer is empty after it,
-        # so from then on the socket is read directly: no buffer layers, and a timeout there is recoverable.
-        data = reader.read1(READ_SIZE)
+        # First whatever http.client buffered along with the headers. The socket is non-blocking for that one
+        # read: a blocking read1() would hold a READ_SIZE buffer for as long as the upstream thinks (its TTFT).
+        sock.settimeout(0.0)
+        try:
+            data = reader.read1(READ_SIZE) or b""  # None/b"": nothing buffered yet
+        except (BlockingIOError, ssl.SSLWantReadError):
+            data = b""  # how a TLS socket says "nothing yet"
+        # From here on the socket is read directly: no buffer layers, and a timeout there is recoverable. The
+        # reader and its 8 KiB buffer are not needed again; closing it leaves the socket open, as at the end of
+        # any response.
+        http_response.close()
         sock.settimeout(wait)
         while True:
-            if not data:
-                # End of connection: complete only for a body that runs until the connection closes.
-                complete = chunked is None and remaining is None
-                if not complete:
-                    raise requests.exceptions.ChunkedEncodingError("the upstream closed the connection mid-body")
-                return
-            if chunked is not None:
-                payload = chunked.feed(data)
-                if payload:
+            if data:
+                if chunked is not None:
+                    payload = chunked.feed(data)
+                    if payload:
+                        yield payload
+                    if chunked.done:
+                        complete = True
+                        return
+                elif remaining is not None:
+                    payload = data[:remaining]
+                    remaining -= len(payload)
                     yield payload
-                if chunked.done:
-                    complete = True
-                    return
-            elif remaining is not None:
-                payload = data[:remaining]
-                remaining -= len(payload)
-                yield payload
-                if remaining == 0:
-                    complete = True
-                    return
-            else:
-                yield data
+                    if remaining == 0:
+                        complete = True
+                        return
+                else:
+                    yield data
             silent = 0.0
             while True:
                 try:
@@ -133,15 +137,20 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
                     if read_timeout is not None and silent >= read_timeout:
                         raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s") from None
                     yield b""
+            if not data:
+                # End of connection: complete only for a body that runs until the connection closes.
+                complete = chunked is None and remaining is None
+                if not complete:
+                    raise requests.exceptions.ChunkedEncodingError("the upstream closed the connection mid-body")
+                return
     except requests.RequestException:
         raise  # already in requests' terms (they are OSErrors too)
     except OSError as exc:
         raise requests.ConnectionError(f"upstream read failed: {exc.__class__.__name__}") from None
     finally:
         if complete and (chunked is not None or remaining == 0):
-            # The whole body is read: http.client closes only its reader, and the connection is reusable.
+            # The whole body is read (http.client's reader is closed already): the connection is reusable.
             sock.settimeout(read_timeout)
-            http_response.close()
             raw.release_conn()
         else:
             raw.close()  # a half-read connection can never be reused

@@ -16,10 +16,10 @@ from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
 import requests
-from requests.adapters import HTTPAdapter
 
 from ..config import UpstreamConfig
 from ..jsonfast import JSONDecodeError, dumps, loads
+from .pool import PooledAdapter
 from .profiles import profile_named
 
 log = logging.getLogger("deepseek_proxy.upstream")
@@ -80,7 +80,7 @@ class UpstreamClient:
         self.session.trust_env = False
         # A private CA (corporate TLS inspection) is named the way requests users expect; read once, like proxies.
         self.verify: str | bool = env.get("REQUESTS_CA_BUNDLE") or env.get("CURL_CA_BUNDLE") or True
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
+        adapter = PooledAdapter(pool_connections=4, pool_maxsize=config.pool_size, max_retries=0)
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # identity: a compressed event stream would be held back by the compressor, and read through urllib3.
@@ -118,6 +118,12 @@ class UpstreamClient:
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
         except requests.Timeout:
             raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
+        except requests.exceptions.SSLError:
+            # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
+            log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)", self.config.name)
+            raise UpstreamError(502, f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
+                                "a private CA can be named with REQUESTS_CA_BUNDLE", "upstream_tls_error",
+                                "server_error") from None
         except requests.ConnectionError as exc:
             log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
             raise UpstreamError(502, f"the upstream ({self.config.name}) is unreachable", "upstream_unreachable",

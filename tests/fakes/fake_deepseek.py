@@ -9,6 +9,9 @@ Only the standard library is used so the fake can also run as a subprocess next 
     python -m tests.fakes.fake_deepseek --port 0 --script script.json
     # prints "LISTENING http://127.0.0.1:PORT", then serves until killed
 
+``FakeDeepSeek(tls=(certfile, keyfile))`` serves HTTPS instead (``base_url`` is then ``https://...``), as the real
+DeepSeek does; the client must trust that certificate.
+
 In tests::
 
     with FakeDeepSeek() as fake:
@@ -34,6 +37,7 @@ import secrets
 import select
 import signal
 import socket
+import ssl
 import string
 import sys
 import threading
@@ -731,6 +735,14 @@ class _Server(ThreadingHTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
     fake: "FakeDeepSeek"
+    tls: ssl.SSLContext | None = None
+
+    def get_request(self) -> tuple[socket.socket, Any]:
+        connection, address = super().get_request()
+        if self.tls is not None:
+            # The handshake is left to the handler's thread: a slow or failing client must not stall accept().
+            connection = self.tls.wrap_socket(connection, server_side=True, do_handshake_on_connect=False)
+        return connection, address
 
     def handle_error(self, request: Any, client_address: Any) -> None:
         # A client that drops a connection is normal traffic for a proxy's upstream; only report real bugs.
@@ -751,6 +763,11 @@ class _Handler(BaseHTTPRequestHandler):
         # writes back until the client ACKs (up to 40 ms with delayed ACKs), which would hide streaming latency.
         self.connection.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.server.fake._track(self.connection, add=True)
+
+    def handle(self) -> None:
+        if isinstance(self.connection, ssl.SSLSocket):
+            self.connection.do_handshake()  # fails (quietly, an OSError) when the client rejects the certificate
+        super().handle()
 
     def finish(self) -> None:
         try:
@@ -932,6 +949,9 @@ def _peer_closed(sock: socket.socket) -> bool:
         poller.register(sock, select.POLLIN)
         if not poller.poll(0):
             return False
+        if isinstance(sock, ssl.SSLSocket):  # SSLSocket.recv() takes no flags: peek below TLS, on a duplicate
+            with socket.fromfd(sock.fileno(), sock.family, sock.type) as raw:
+                return raw.recv(1, socket.MSG_PEEK) == b""
         return sock.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
@@ -964,10 +984,12 @@ class FakeDeepSeek:
         host: str = "127.0.0.1",
         port: int = 0,
         thinking_default: bool = True,
+        tls: tuple[str, str] | None = None,  # (certfile, keyfile): serve HTTPS
     ):
         self.api_key = api_key
         self.host = host
         self.port = port
+        self.tls = tls
         self.rules = DeepSeekRules(api_key, thinking_default)
         self.default_reply: ReplySource = Reply.text("ok", reasoning="The user wants a short answer.")
         self.requests: list[RecordedRequest] = []
@@ -989,6 +1011,9 @@ class FakeDeepSeek:
         self._stopping.clear()
         self._server = _Server((self.host, self.port), _Handler)
         self._server.fake = self
+        if self.tls is not None:
+            self._server.tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            self._server.tls.load_cert_chain(*self.tls)
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
             target=self._server.serve_forever, kwargs={"poll_interval": 0.01}, name="fake-deepseek", daemon=True
@@ -1006,7 +1031,9 @@ class FakeDeepSeek:
             connections = list(self._connections)
         for connection in connections:  # unblock handler threads idling on keep-alive connections
             try:
-                connection.shutdown(socket.SHUT_RDWR)
+                # socket.socket's own shutdown, also for TLS: SSLSocket.shutdown() would drop the TLS state under
+                # the handler thread's feet (a ValueError there); this way its read just ends as at a hang-up.
+                socket.socket.shutdown(connection, socket.SHUT_RDWR)
             except OSError:
                 pass
         self._server = None
@@ -1019,7 +1046,7 @@ class FakeDeepSeek:
 
     @property
     def base_url(self) -> str:
-        return f"http://{self.host}:{self.port}"
+        return f"{'https' if self.tls else 'http'}://{self.host}:{self.port}"
 
     # ---- scripting --------------------------------------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def test_gunicorn_with_the_deploy_config_serves_responses(upstream, tmp_path):
         assert response.status_code == 200
         assert response.json()["output"][-1]["content"][0]["text"] == "Served by the deploy config."
         output = (tmp_path / "gunicorn.log").read_text()
-        assert "gevent_pywsgi" in output, "the deploy config uses the package's worker settings"
+        assert "StreamingWorker" in output, "the deploy config uses the package's worker settings"
         assert FAKE_KEY not in output
     finally:
         process.send_signal(signal.SIGINT)

@@ -81,17 +81,6 @@ def test_length_delimited_body_and_reuse(fake):
     assert fake.chat_requests[0].client_port == fake.chat_requests[1].client_port
 
 
-def test_hang_up_mid_body_raises_and_drops_the_connection(fake):
-    client = _client(fake)
-    fake.script(Reply.hang_up_after(2, Reply.text("a b c d e f")), Reply.text("again"))
-    response = client.post_chat(_body(stream=True))
-    with pytest.raises(requests.RequestException):
-        b"".join(iter_body(response))
-    response.close()
-    again = client.post_chat(_body(stream=True))
-    assert b"again" in b"".join(iter_body(again))
-    again.close()
-    assert fake.chat_requests[0].client_port != fake.chat_requests[1].client_port
 
 
 def test_silence_yields_empty_reads_then_the_data(fake):
@@ -116,3 +105,66 @@ def test_silence_longer_than_the_read_timeout_is_a_read_timeout(fake):
         for _ in iter_body(response, idle_interval=0.1):
             pass
     response.close()
+
+
+# ---- over TLS, as the real DeepSeek is ---------------------------------------------------------------------------
+
+
+def _tls_client(tls_upstream, tls_cert) -> UpstreamClient:
+    assert tls_upstream.base_url.startswith("https://")
+    config = UpstreamConfig(name="t", base_url=tls_upstream.base_url, api_key="env:K")
+    return UpstreamClient(config, env={"K": tls_upstream.api_key, "REQUESTS_CA_BUNDLE": tls_cert[0]})
+
+
+def _streamed_text(raw: bytes) -> str:
+    assert raw.rstrip().endswith(b"data: [DONE]")
+    chunks = [json.loads(line[6:]) for line in raw.split(b"\n") if line.startswith(b"data: {")]
+    return "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks if c["choices"])
+
+
+def test_tls_headers_alone_then_a_late_first_chunk(tls_upstream, tls_cert):
+    """The headers arrive in a TLS record of their own and the body only later: the first, non-blocking read of
+    what came with the headers finds nothing (an SSL socket says so with SSLWantReadError, not BlockingIOError)."""
+    client = _tls_client(tls_upstream, tls_cert)
+    tls_upstream.script(Reply.text("late but whole", reasoning=None, ttft=0.35))
+    response = client.post_chat(_body(stream=True))
+    pieces = list(iter_body(response, idle_interval=0.1))
+    response.close()
+    assert _streamed_text(b"".join(pieces)) == "late but whole"
+    assert pieces.count(b"") >= 2, "the silence before the first chunk is reported as empty reads"
+    assert tls_upstream.rejections == []
+
+
+def test_tls_connection_is_reused(tls_upstream, tls_cert):
+    client = _tls_client(tls_upstream, tls_cert)
+    tls_upstream.script(Reply.text("one two", ttft=0.2), Reply.text("three four"))
+    texts = []
+    for _ in range(2):
+        response = client.post_chat(_body(stream=True))
+        texts.append(_streamed_text(b"".join(iter_body(response))))
+        response.close()
+    third = client.post_chat(_body(stream=False))
+    assert json.loads(b"".join(iter_body(third)))["object"] == "chat.completion"
+    third.close()
+    assert texts == ["one two", "three four"]
+    ports = [r.client_port for r in tls_upstream.chat_requests]
+    assert len(ports) == 3 and len(set(ports)) == 1, f"one pooled TLS connection for all three requests: {ports}"
+
+
+@pytest.mark.parametrize("scheme", ["http", "https"])
+def test_hang_up_mid_body_raises_and_drops_the_connection(scheme, request):
+    if scheme == "https":
+        server = request.getfixturevalue("tls_upstream")
+        client = _tls_client(server, request.getfixturevalue("tls_cert"))
+    else:
+        server = request.getfixturevalue("fake")
+        client = _client(server)
+    server.script(Reply.hang_up_after(2, Reply.text("a b c d e f")), Reply.text("again"))
+    response = client.post_chat(_body(stream=True))
+    with pytest.raises(requests.RequestException):
+        b"".join(iter_body(response))
+    response.close()
+    again = client.post_chat(_body(stream=True))
+    assert _streamed_text(b"".join(iter_body(again))) == "again"
+    again.close()
+    assert server.chat_requests[0].client_port != server.chat_requests[1].client_port
