@@ -153,8 +153,11 @@ class ResponseStream:
 
     def calls_with_reasoning(self) -> Iterable[tuple[str, str]]:
         """(call_id, reasoning text) for each tool call of this reply, for the reasoning fallback cache."""
+        call_ids = [item.call_id for item in self._items if item.call_id]
+        if not call_ids:
+            return []
         reasoning = "".join(self._reasoning_text_of_reply())
-        return [(item.call_id, reasoning) for item in self._items if item.call_id]
+        return [(call_id, reasoning) for call_id in call_ids]
 
     # ---- deltas ------------------------------------------------------------------------------------------
     def _reasoning_delta(self, text: str, out: list[Event]) -> None:
