@@ -99,15 +99,23 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
         # First whatever http.client buffered along with the headers. The socket is non-blocking for that one
         # read: a blocking read1() would hold a READ_SIZE buffer for as long as the upstream thinks (its TTFT).
         sock.settimeout(0.0)
-        try:
-            data = reader.read1(READ_SIZE) or b""  # None/b"": nothing buffered yet
-        except (BlockingIOError, ssl.SSLWantReadError):
-            data = b""  # how a TLS socket says "nothing yet"
+        data = b""
+        while True:  # read1 returns at most READ_SIZE: loop until the reader has nothing more
+            try:
+                piece = reader.read1(READ_SIZE) or b""  # b"": nothing (more) buffered yet
+            except (BlockingIOError, ssl.SSLWantReadError):
+                piece = b""  # how a TLS socket says "nothing yet"
+            data += piece
+            if len(piece) < READ_SIZE:
+                break
         # From here on the socket is read directly: no buffer layers, and a timeout there is recoverable. The
         # reader and its 8 KiB buffer are not needed again; closing it leaves the socket open, as at the end of
         # any response.
         http_response.close()
         sock.settimeout(wait)
+        if remaining == 0:  # Content-Length: 0, nothing to wait for
+            complete = True
+            return
         while True:
             if data:
                 if chunked is not None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import ssl
 import subprocess
 from dataclasses import dataclass
 from typing import Mapping
@@ -64,6 +65,24 @@ def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
     return None
 
 
+def _certificate_rejected(exc: BaseException) -> bool:
+    """Whether a failed request failed on the upstream's certificate (not on a dropped handshake, a plain-HTTP
+    port or a timeout, which requests also reports as SSLError or ConnectionError). The cause sits a few
+    wrappers down: requests → urllib3's MaxRetryError.reason → urllib3's SSLError → ssl's exception."""
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        error = todo.pop()
+        if id(error) in seen:
+            continue
+        seen.add(id(error))
+        if isinstance(error, ssl.SSLCertVerificationError):
+            return True
+        todo += [e for e in (*error.args, getattr(error, "reason", None), error.__cause__, error.__context__)
+                 if isinstance(e, BaseException)]
+    return False
+
+
 class UpstreamClient:
     def __init__(self, config: UpstreamConfig, *, env: Mapping[str, str] = os.environ, retry_after: int = 2):
         self.config = config
@@ -118,13 +137,14 @@ class UpstreamClient:
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
         except requests.Timeout:
             raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
-        except requests.exceptions.SSLError:
-            # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
-            log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)", self.config.name)
-            raise UpstreamError(502, f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
-                                "a private CA can be named with REQUESTS_CA_BUNDLE", "upstream_tls_error",
-                                "server_error") from None
         except requests.ConnectionError as exc:
+            if _certificate_rejected(exc):
+                # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
+                log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)",
+                            self.config.name)
+                raise UpstreamError(502, f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
+                                    "a private CA can be named with REQUESTS_CA_BUNDLE", "upstream_tls_error",
+                                    "server_error") from None
             log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
             raise UpstreamError(502, f"the upstream ({self.config.name}) is unreachable", "upstream_unreachable",
                                 "server_error") from None

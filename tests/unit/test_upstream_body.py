@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import socket
+import threading
 
 import pytest
 import requests
@@ -81,8 +83,6 @@ def test_length_delimited_body_and_reuse(fake):
     assert fake.chat_requests[0].client_port == fake.chat_requests[1].client_port
 
 
-
-
 def test_silence_yields_empty_reads_then_the_data(fake):
     client = _client(fake)
     fake.script(Reply.text("slow words arrive", reasoning=None, delay=0.35))
@@ -126,7 +126,7 @@ def test_tls_headers_alone_then_a_late_first_chunk(tls_upstream, tls_cert):
     """The headers arrive in a TLS record of their own and the body only later: the first, non-blocking read of
     what came with the headers finds nothing (an SSL socket says so with SSLWantReadError, not BlockingIOError)."""
     client = _tls_client(tls_upstream, tls_cert)
-    tls_upstream.script(Reply.text("late but whole", reasoning=None, ttft=0.35))
+    tls_upstream.script(Reply.text("late but whole", reasoning=None, ttft=0.6))
     response = client.post_chat(_body(stream=True))
     pieces = list(iter_body(response, idle_interval=0.1))
     response.close()
@@ -168,3 +168,62 @@ def test_hang_up_mid_body_raises_and_drops_the_connection(scheme, request):
     assert _streamed_text(b"".join(iter_body(again))) == "again"
     again.close()
     assert server.chat_requests[0].client_port != server.chat_requests[1].client_port
+
+
+# ---- bodies that came with the headers ---------------------------------------------------------------------------
+
+
+class _CannedReply:
+    """Answers every request on a connection with the same bytes (head and body in one write), keep-alive."""
+
+    def __init__(self, reply: bytes):
+        self.reply = reply
+        self.listener = socket.create_server(("127.0.0.1", 0))
+        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self):
+        while True:
+            try:
+                connection, _ = self.listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
+
+    def _answer(self, connection):
+        with connection:
+            data = b""
+            while True:
+                received = connection.recv(65536)
+                if not received:
+                    return
+                data += received
+                head, sep, rest = data.partition(b"\r\n\r\n")
+                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]) if sep else -1
+                if sep and len(rest) >= length:
+                    data = rest[length:]
+                    connection.sendall(self.reply)
+
+    def client(self) -> UpstreamClient:
+        config = UpstreamConfig(name="t", base_url=self.base_url, api_key="none", read_timeout=3)
+        return UpstreamClient(config, env={})
+
+
+def test_an_empty_body_ends_at_once_and_the_connection_is_reused():
+    server = _CannedReply(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n")
+    client = server.client()
+    for _ in range(2):
+        response = client.post_chat(_body(stream=False))
+        assert b"".join(iter_body(response)) == b"", "Content-Length: 0 means done, not a wait for the read timeout"
+        response.close()
+    server.listener.close()
+
+
+def test_everything_buffered_with_the_headers_is_read_even_beyond_one_read(monkeypatch):
+    monkeypatch.setattr("deepseek_proxy.upstream.body.READ_SIZE", 64)  # smaller than what came with the headers
+    payload = bytes(range(32, 127)) * 20
+    server = _CannedReply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    response = server.client().post_chat(_body(stream=False))
+    assert b"".join(iter_body(response)) == payload
+    response.close()
+    server.listener.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import socket
+import threading
+
 import pytest
 import requests
 import responses
@@ -128,3 +131,48 @@ def test_a_private_ca_bundle_from_the_environment_is_used():
 def test_error_chunks_inside_a_stream_get_the_codes_codex_acts_on(error, want):
     code, message = client().profile.stream_failure(error)
     assert code == want and message
+
+
+# ---- TLS failures: only a rejected certificate is reported as one ------------------------------------------------
+
+
+def _https_client(base_url: str, **env) -> UpstreamClient:
+    config = UpstreamConfig(name="t", base_url=base_url, api_key="env:K", connect_timeout=5, read_timeout=5)
+    return UpstreamClient(config, env={"K": "sk-k", **env})
+
+
+def _post_error(client: UpstreamClient) -> UpstreamError:
+    with pytest.raises(UpstreamError) as caught:
+        client.post_chat({"model": "m", "messages": [], "stream": False})
+    return caught.value
+
+
+def test_an_untrusted_certificate_is_a_tls_error_naming_the_ca_setting(tls_upstream):
+    error = _post_error(_https_client(tls_upstream.base_url))  # no REQUESTS_CA_BUNDLE: self-signed is untrusted
+    assert (error.status, error.code) == (502, "upstream_tls_error")
+    assert "REQUESTS_CA_BUNDLE" in error.message
+
+
+def test_a_plain_http_port_behind_an_https_url_is_unreachable_not_a_certificate_problem(upstream):
+    error = _post_error(_https_client(upstream.base_url.replace("http://", "https://")))
+    assert (error.status, error.code) == (502, "upstream_unreachable")
+
+
+def test_a_handshake_the_server_drops_is_unreachable_not_a_certificate_problem():
+    listener = socket.create_server(("127.0.0.1", 0))
+    port = listener.getsockname()[1]
+
+    def drop_each_connection():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            connection.close()
+
+    threading.Thread(target=drop_each_connection, daemon=True).start()
+    try:
+        error = _post_error(_https_client(f"https://127.0.0.1:{port}"))
+    finally:
+        listener.close()
+    assert (error.status, error.code) == (502, "upstream_unreachable")

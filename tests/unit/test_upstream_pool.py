@@ -6,7 +6,6 @@ import socket
 import threading
 
 import requests
-from urllib3.connectionpool import HTTPConnectionPool
 
 from deepseek_proxy.upstream.pool import PooledAdapter, readable_now
 
@@ -46,7 +45,10 @@ class _OneReplyPerConnection:
                 self.client_ports.append(addr[1])
                 data = b""
                 while b"\r\n\r\n" not in data:
-                    data += conn.recv(4096)
+                    received = conn.recv(4096)
+                    if not received:
+                        break
+                    data += received
                 conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
             self.closed_one.set()
 
@@ -54,7 +56,14 @@ class _OneReplyPerConnection:
         self.listener.close()
 
 
-def test_a_connection_the_upstream_closed_is_replaced_not_reused():
+def test_a_connection_the_upstream_closed_is_replaced_not_reused(monkeypatch):
+    checks = []
+
+    def counting_check(sock):
+        checks.append(readable_now(sock))
+        return checks[-1]
+
+    monkeypatch.setattr("deepseek_proxy.upstream.pool.readable_now", counting_check)
     server = _OneReplyPerConnection()
     session = requests.Session()
     adapter = PooledAdapter(max_retries=0)  # no retry would hide a reused dead connection
@@ -63,9 +72,8 @@ def test_a_connection_the_upstream_closed_is_replaced_not_reused():
         url = f"http://127.0.0.1:{server.port}/"
         assert session.get(url, timeout=5).json() == {}
         assert server.closed_one.wait(5)
-        pool = adapter.poolmanager.connection_from_url(url)
-        assert type(pool).__name__ == "_Pool" and isinstance(pool, HTTPConnectionPool)
         assert session.get(url, timeout=5).json() == {}, "the dead pooled connection was detected and replaced"
+        assert checks == [True], "the pooled connection was checked by our poll, which saw the close"
         assert len(server.client_ports) == 2 and server.client_ports[0] != server.client_ports[1]
     finally:
         session.close()
