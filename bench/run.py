@@ -270,6 +270,13 @@ def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> N
         table.row("proxy CPU per request (µs)", cells("cpu_us_per_req", ".0f"), "", "", None)
         table.row("… of it in the kernel (%)", cells("kernel_share", ".0f", 100), "", "", None)
         errors_row()
+    elif sc.key == "h":
+        n = scenarios.HELD_SMOKE if smoke else scenarios.HELD_STREAMS
+        table.section(f"(h) {n} streams waiting for their first token (upstream TTFT {sc.upstream['ttft']:.0f} s)")
+        held = {t: f"{min(r['held'] for r in res[t])}/{n}" for t in tg if t != "direct"}
+        table.row("requests that reached the upstream (worst rep)", held, "", "all",
+                  all(r.get("held") == n for r in p), always_judge=True)
+        table.row("RSS growth per held stream (KiB)", cells("rss_per_stream", ".1f", 1 / 1024), "", "", None)
 
 
 def summarize_translate(table: Table, reps: list[dict]) -> None:
@@ -297,6 +304,15 @@ def raise_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
     if want < 5000:
         print(f"warning: RLIMIT_NOFILE hard limit is {hard}; 1,000-stream scenarios may fail", file=sys.stderr)
+
+
+def get_json(port: int, path: str) -> dict:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    conn.request("GET", path)
+    resp = conn.getresponse()
+    data = resp.read()
+    conn.close()
+    return json.loads(data)
 
 
 def post_json(port: int, path: str, obj) -> dict:
@@ -340,7 +356,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny version of every scenario; judges errors only")
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, smoke 1)")
-    ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,e")
+    ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e")
     ap.add_argument("--targets", default=None,
                     help="comma list from direct,proxy,passthrough (default: all that are available)")
     ap.add_argument("--passthrough-workers", type=int, default=1,
@@ -427,6 +443,7 @@ def main(argv=None) -> int:
         for t in targets:
             scenarios.warm(t)
         env_ = scenarios.Env(set_upstream=lambda sc: post_json(up_port, "/_bench/scenario", sc),
+                             upstream_stats=lambda: get_json(up_port, "/_bench/stats"),
                              upstream_pid=upstream.pid(), smoke=args.smoke, restart_for_rss=not args.no_restart,
                              all_pids=lambda: [s.pid() for s in servers])
 

@@ -12,13 +12,14 @@ import gc
 import json
 import os
 import re
+import socket
 import statistics
 import time
 from dataclasses import dataclass, field
 from typing import Callable
 
 from . import load
-from .procstats import Meter, self_cpu, wait_idle
+from .procstats import Meter, rss_bytes, self_cpu, tree, wait_idle
 
 FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "codex", "normal",
                        "turn3_request.json")
@@ -40,6 +41,7 @@ class Env:
     all_pids: Callable[[], list] = list     # roots of every server we started (to wait until they are idle)
     smoke: bool = False
     restart_for_rss: bool = True
+    upstream_stats: Callable[[], dict] = dict   # GET /_bench/stats on the fake upstream
 
 
 @dataclass
@@ -166,6 +168,47 @@ def run_nonstream(env: Env, t: Target) -> dict:
 _REDACTED = re.compile(r"^<redacted: (\d+) chars")
 _FILLER = ("You are Codex, a coding agent. Follow the repository conventions, keep changes minimal, run the tests "
            "and explain what you changed. ")
+
+
+# -- (h) streams waiting for their first token -----------------------------------------------------------------------
+HELD_STREAMS, HELD_SMOKE = 1000, 20
+H_UPSTREAM = {"ttft": 60.0, "tokens": 1, "delay": 0.0}   # the upstream answers the headers, then thinks
+
+
+def run_held(env: Env, t: Target) -> dict:
+    """Open streams whose upstream has not sent a token yet (DeepSeek in thinking mode takes seconds to its first
+    token): RSS growth per held stream once every request has reached the upstream. Nothing in between to
+    measure when going direct."""
+    if t.pid() is None:
+        return {"n": 0, "errors": 0}
+    n = HELD_SMOKE if env.smoke else HELD_STREAMS
+    if t.restart and env.restart_for_rss and not env.smoke:
+        t.restart()
+        warm(t)
+    host, port = t.url.split("//", 1)[1].split(":")
+    body = load.chat_body(True) if t.kind is load.CHAT else load.responses_body(True)
+    request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
+               % (t.kind.path.encode(), host.encode(), len(body), body))
+    wait_idle(env.all_pids())
+    reached0 = env.upstream_stats()["streams"]
+    rss0 = rss_bytes(tree(t.pid()))
+    socks = []
+    try:
+        for _ in range(n):
+            s = socket.create_connection((host, int(port)))
+            s.sendall(request)
+            socks.append(s)
+        deadline = time.time() + 30
+        while env.upstream_stats()["streams"] - reached0 < n and time.time() < deadline:
+            time.sleep(0.1)
+        held = env.upstream_stats()["streams"] - reached0
+        time.sleep(0.5)   # let the last ones settle into their wait
+        rss1 = rss_bytes(tree(t.pid()))
+    finally:
+        for s in socks:
+            s.close()
+    return {"n": n, "held": held, "errors": n - held, "rss_per_stream": (rss1 - rss0) / n,
+            "error": None if held == n else f"{n - held} of {n} requests never reached the upstream"}
 
 
 def _expand(obj):
@@ -316,5 +359,6 @@ SCENARIOS = [
                smoke_upstream=C_SMOKE)
       for c in (50, 200, 500, 1000)],
     Scenario("d", "non-stream requests (16 clients)", {"ttft": 0.0, "tokens": 50, "delay": 0.0}, run_nonstream),
+    Scenario("h", f"{HELD_STREAMS} streams waiting for their first token", H_UPSTREAM, run_held),
     Scenario("e", "translate a ~1 MB Codex request", {}, run_translate, needs_targets=False),
 ]
