@@ -5,10 +5,11 @@ WSGI handler frames each as an HTTP chunk by copying it twice into a bytearray, 
 `sendall`, which asks the kernel for the socket's send-buffer size (a `getsockopt` system call) and goes through
 four Python frames before the one `send` that does the work. Here a chunk is framed with one copy and sent with
 one cooperative `send`; only what a full socket buffer leaves over goes through `sendall`, which waits for room.
-Measured with `python -m bench.run --only c500` (see the README's Performance section).
+At 200 streams of 100 tokens/s: 54 → 51 µs of proxy CPU per event (median of 3 interleaved runs).
 
 Both overridden methods are internal to gevent.pywsgi.WSGIHandler; the integration tests drive every response
-shape through them (streamed, blocking, errors) on the installed gevent.
+shape through them (streamed, blocking, errors) on the installed gevent, and tests/unit/test_worker.py checks
+framing, short sends and a client gone mid-write.
 """
 
 from __future__ import annotations

@@ -1,10 +1,11 @@
 """Reading a streamed upstream body with as little Python per network read as possible.
 
 requests/urllib3 hand a chunked body over one HTTP chunk at a time, through several layers of Python per chunk;
-an upstream that flushes every SSE event as its own chunk (DeepSeek does) then costs that much per token. Here the
-socket's buffered reader is read directly: one `read1()` returns everything that has arrived, possibly many
-events, and the chunked framing is removed by a small state machine. requests still sends the request, follows
-the pool and the timeouts; once the body is complete the connection goes back to the pool as usual.
+an upstream that flushes every SSE event as its own chunk (DeepSeek does) then costs that much per token. Here
+what http.client buffered along with the headers is taken once, without waiting, and from then on the socket is
+read directly: one `recv()` returns everything that has arrived, possibly many events, and the chunked framing is
+removed by a small state machine. requests still sends the request, follows the pool and the timeouts; once the
+body is complete the connection goes back to the pool as usual.
 
 Anything unexpected (another adapter, a compressed body) falls back to `iter_content(chunk_size=None)`.
 """
