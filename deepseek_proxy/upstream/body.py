@@ -114,9 +114,6 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
         # any response.
         http_response.close()
         sock.settimeout(wait)
-        if remaining == 0:  # Content-Length: 0, nothing to wait for
-            complete = True
-            return
         while True:
             if data:
                 if chunked is not None:
@@ -130,11 +127,11 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
                     payload = data[:remaining]
                     remaining -= len(payload)
                     yield payload
-                    if remaining == 0:
-                        complete = True
-                        return
                 else:
                     yield data
+            if remaining == 0:  # the Content-Length is read (at once for Content-Length: 0)
+                complete = True
+                return
             silent = 0.0
             while True:
                 try:
