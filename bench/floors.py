@@ -112,17 +112,13 @@ def held_rss_per_stream(kind: str, logdir: str, n: int = HELD) -> float:
     server = Server(f"held-{kind}", [sys.executable, "-m", "bench.floors", "--serve", kind, str(port)],
                     dict(os.environ), port, logdir)
     server.start()
-    body = b'{"model":"m","input":"hi","stream":true}'
-    request = (b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-               b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+    url = f"http://127.0.0.1:{port}"
     socks = []
     try:
         def open_streams(count: int) -> None:
-            for _ in range(count):
-                s = socket.create_connection(("127.0.0.1", port))
-                s.sendall(request)
-                socks.append(s)
-            for s in socks[-count:]:
+            opened = load.open_held_streams(url, load.RESPONSES, count)
+            socks.extend(opened)
+            for s in opened:
                 s.settimeout(30)
                 assert s.recv(4096), "no event: the stream was not held"
 

@@ -268,22 +268,44 @@ class Conn:
             self.sock = None
 
 
+def http_request(url: str, kind: Kind, body: bytes, stream: bool, path: str | None = None) -> tuple[tuple, bytes]:
+    """(address, the whole POST as bytes) for a request of `kind` to `url` (loopback only)."""
+    u = urlsplit(url)
+    host = u.hostname or "127.0.0.1"
+    if host not in ("127.0.0.1", "localhost"):
+        raise ValueError("the load client only talks to loopback")
+    addr = ("127.0.0.1", u.port or 80)
+    full_path = (u.path.rstrip("/") + (path or kind.path)) if u.path not in ("", "/") else (path or kind.path)
+    request = (f"POST {full_path} HTTP/1.1\r\nHost: 127.0.0.1:{addr[1]}\r\n"
+               f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
+               f"Accept: {'text/event-stream' if stream else 'application/json'}\r\n"
+               f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+    return addr, request
+
+
+def open_held_streams(url: str, kind: Kind, n: int) -> list[socket.socket]:
+    """n connections, each with one streamed request sent and nothing read: streams the server holds open until
+    the caller closes them."""
+    addr, request = http_request(url, kind, responses_body(True) if kind is RESPONSES else chat_body(True), True)
+    socks: list[socket.socket] = []
+    try:
+        for _ in range(n):
+            socks.append(socket.create_connection(addr))
+            socks[-1].sendall(request)
+    except BaseException:
+        for s in socks:
+            s.close()
+        raise
+    return socks
+
+
 class Client:
     """Runs ``total`` requests over ``concurrency`` connections (or for ``duration`` seconds)."""
 
     def __init__(self, url: str, kind: Kind, body: bytes, stream: bool, concurrency: int, total: int | None = None,
                  duration: float | None = None, timeout: float = 30.0, keepalive: bool = True,
                  path: str | None = None):
-        u = urlsplit(url)
-        host = u.hostname or "127.0.0.1"
-        if host not in ("127.0.0.1", "localhost"):
-            raise ValueError("the load client only talks to loopback")
-        self.addr = ("127.0.0.1", u.port or 80)
-        full_path = (u.path.rstrip("/") + (path or kind.path)) if u.path not in ("", "/") else (path or kind.path)
-        self.request = (f"POST {full_path} HTTP/1.1\r\nHost: 127.0.0.1:{self.addr[1]}\r\n"
-                        f"Authorization: Bearer sk-bench\r\nContent-Type: application/json\r\n"
-                        f"Accept: {'text/event-stream' if stream else 'application/json'}\r\n"
-                        f"Content-Length: {len(body)}\r\n\r\n").encode() + body
+        self.addr, self.request = http_request(url, kind, body, stream, path)
         self.kind, self.stream = kind, stream
         self.concurrency, self.total, self.duration = concurrency, total, duration
         self.timeout, self.keepalive = timeout, keepalive

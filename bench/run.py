@@ -307,22 +307,24 @@ def raise_nofile() -> None:
 
 
 def get_json(port: int, path: str) -> dict:
-    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("GET", path)
-    resp = conn.getresponse()
-    data = resp.read()
-    conn.close()
-    return json.loads(data)
+    return _json_call(port, "GET", path)
 
 
 def post_json(port: int, path: str, obj) -> dict:
+    return _json_call(port, "POST", path, obj)
+
+
+def _json_call(port: int, method: str, path: str, obj=None) -> dict:
     conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
-    conn.request("POST", path, body=json.dumps(obj), headers={"Content-Type": "application/json"})
+    if obj is None:
+        conn.request(method, path)
+    else:
+        conn.request(method, path, body=json.dumps(obj), headers={"Content-Type": "application/json"})
     resp = conn.getresponse()
     data = resp.read()
     conn.close()
     if resp.status != 200:
-        raise RuntimeError(f"POST {path}: {resp.status} {data[:200]!r}")
+        raise RuntimeError(f"{method} {path}: {resp.status} {data[:200]!r}")
     return json.loads(data)
 
 

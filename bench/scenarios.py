@@ -12,7 +12,6 @@ import gc
 import json
 import os
 import re
-import socket
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -185,19 +184,11 @@ def run_held(env: Env, t: Target) -> dict:
     if t.restart and env.restart_for_rss and not env.smoke:
         t.restart()
         warm(t)
-    host, port = t.url.split("//", 1)[1].split(":")
-    body = load.chat_body(True) if t.kind is load.CHAT else load.responses_body(True)
-    request = (b"POST %s HTTP/1.1\r\nHost: %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s"
-               % (t.kind.path.encode(), host.encode(), len(body), body))
     wait_idle(env.all_pids())
     reached0 = env.upstream_stats()["streams"]
     rss0 = rss_bytes(tree(t.pid()))
-    socks = []
+    socks = load.open_held_streams(t.url, t.kind, n)
     try:
-        for _ in range(n):
-            s = socket.create_connection((host, int(port)))
-            s.sendall(request)
-            socks.append(s)
         deadline = time.time() + 30
         while env.upstream_stats()["streams"] - reached0 < n and time.time() < deadline:
             time.sleep(0.1)

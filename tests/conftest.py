@@ -19,6 +19,7 @@ from pathlib import Path
 import pytest
 import requests
 
+from bench.run import self_signed_cert
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
 REPO = Path(__file__).resolve().parent.parent
@@ -126,12 +127,7 @@ def tls_cert(tmp_path_factory) -> tuple[str, str]:
     The certificate is its own CA: pass it as REQUESTS_CA_BUNDLE to trust it."""
     if shutil.which("openssl") is None:
         pytest.fail("the TLS tests need the `openssl` command (Debian: apt-get install openssl)")
-    directory = tmp_path_factory.mktemp("tls")
-    cert, key = str(directory / "cert.pem"), str(directory / "key.pem")
-    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", cert,
-                    "-days", "2", "-subj", "/CN=127.0.0.1", "-addext", "subjectAltName=IP:127.0.0.1"],
-                   check=True, capture_output=True)
-    return cert, key
+    return self_signed_cert(str(tmp_path_factory.mktemp("tls")))  # the benchmark's --tls-upstream makes it the same way
 
 
 @pytest.fixture()

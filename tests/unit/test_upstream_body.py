@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
-import threading
 
 import pytest
 import requests
@@ -12,6 +10,7 @@ import requests
 from deepseek_proxy.config import UpstreamConfig
 from deepseek_proxy.upstream.body import ChunkedDecoder, iter_body
 from deepseek_proxy.upstream.client import UpstreamClient
+from tests.fakes.canned_http import CannedHTTPServer
 from tests.fakes.fake_deepseek import FakeDeepSeek, Reply
 
 FRAMED = b"5\r\nhello\r\n7;ext=1\r\n, world\r\n1\r\n!\r\n0\r\nX-Trailer: yes\r\n\r\n"
@@ -173,57 +172,26 @@ def test_hang_up_mid_body_raises_and_drops_the_connection(scheme, request):
 # ---- bodies that came with the headers ---------------------------------------------------------------------------
 
 
-class _CannedReply:
-    """Answers every request on a connection with the same bytes (head and body in one write), keep-alive."""
-
-    def __init__(self, reply: bytes):
-        self.reply = reply
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self):
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection):
-        with connection:
-            data = b""
-            while True:
-                received = connection.recv(65536)
-                if not received:
-                    return
-                data += received
-                head, sep, rest = data.partition(b"\r\n\r\n")
-                length = int(head.lower().split(b"content-length:")[1].split(b"\r\n")[0]) if sep else -1
-                if sep and len(rest) >= length:
-                    data = rest[length:]
-                    connection.sendall(self.reply)
-
-    def client(self) -> UpstreamClient:
-        config = UpstreamConfig(name="t", base_url=self.base_url, api_key="none", read_timeout=3)
-        return UpstreamClient(config, env={})
+def _canned_client(server: CannedHTTPServer) -> UpstreamClient:
+    config = UpstreamConfig(name="t", base_url=server.base_url, api_key="none", read_timeout=3)
+    return UpstreamClient(config, env={})
 
 
 def test_an_empty_body_ends_at_once_and_the_connection_is_reused():
-    server = _CannedReply(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n")
-    client = server.client()
+    server = CannedHTTPServer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 0\r\n\r\n")
+    client = _canned_client(server)
     for _ in range(2):
         response = client.post_chat(_body(stream=False))
         assert b"".join(iter_body(response)) == b"", "Content-Length: 0 means done, not a wait for the read timeout"
         response.close()
-    server.listener.close()
+    server.close()
 
 
 def test_everything_buffered_with_the_headers_is_read_even_beyond_one_read(monkeypatch):
     monkeypatch.setattr("deepseek_proxy.upstream.body.READ_SIZE", 64)  # smaller than what came with the headers
     payload = bytes(range(32, 127)) * 20
-    server = _CannedReply(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
-    response = server.client().post_chat(_body(stream=False))
+    server = CannedHTTPServer(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(payload), payload))
+    response = _canned_client(server).post_chat(_body(stream=False))
     assert b"".join(iter_body(response)) == payload
     response.close()
-    server.listener.close()
+    server.close()

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import socket
-import threading
 
 import requests
 
 from deepseek_proxy.upstream.pool import PooledAdapter, readable_now
+from tests.fakes.canned_http import CannedHTTPServer
 
 
 def test_readable_now_tells_idle_from_closed_or_sent():
@@ -23,39 +23,6 @@ def test_readable_now_tells_idle_from_closed_or_sent():
         a.close()
 
 
-class _OneReplyPerConnection:
-    """An HTTP server that answers one request per connection, then closes it *without* saying so (no
-    `Connection: close`): the client pools the connection, and must notice the close before reusing it."""
-
-    def __init__(self):
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.client_ports: list[int] = []
-        self.closed_one = threading.Event()
-        self._thread = threading.Thread(target=self._serve, daemon=True)
-        self._thread.start()
-
-    def _serve(self):
-        while True:
-            try:
-                conn, addr = self.listener.accept()
-            except OSError:
-                return
-            with conn:
-                self.client_ports.append(addr[1])
-                data = b""
-                while b"\r\n\r\n" not in data:
-                    received = conn.recv(4096)
-                    if not received:
-                        break
-                    data += received
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
-            self.closed_one.set()
-
-    def close(self):
-        self.listener.close()
-
-
 def test_a_connection_the_upstream_closed_is_replaced_not_reused(monkeypatch):
     checks = []
 
@@ -64,7 +31,9 @@ def test_a_connection_the_upstream_closed_is_replaced_not_reused(monkeypatch):
         return checks[-1]
 
     monkeypatch.setattr("deepseek_proxy.upstream.pool.readable_now", counting_check)
-    server = _OneReplyPerConnection()
+    # One reply per connection, then a close *without* `Connection: close`: the client pools the connection.
+    server = CannedHTTPServer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}",
+                              replies_per_connection=1)
     session = requests.Session()
     adapter = PooledAdapter(max_retries=0)  # no retry would hide a reused dead connection
     session.mount("http://", adapter)
