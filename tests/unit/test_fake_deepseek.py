@@ -536,6 +536,10 @@ def test_cli_serves_a_script(tmp_path):
         assert json.loads(patch_call["arguments"]) == {"input": "*** Begin Patch\n*** End Patch"}
         assert ask()["content"] == "Done."
         assert ask()["content"] == "ok"  # script exhausted: the default reply
+        # A request is recorded once its reply is finished, which is after the client has read it: wait for line 4.
+        deadline = time.monotonic() + 5
+        while (not record.exists() or record.read_text().count("\n") < 4) and time.monotonic() < deadline:
+            time.sleep(0.01)
         recorded = [json.loads(line) for line in record.read_text().splitlines()]
         assert len(recorded) == 4 and recorded[0]["body"]["model"] == "deepseek-v4-pro"
     finally:
