@@ -1202,7 +1202,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--api-key", default=DEFAULT_API_KEY)
     parser.add_argument("--script", help="JSON list of reply specs")
     parser.add_argument("--no-thinking", action="store_true", help="thinking disabled unless a request enables it")
-    parser.add_argument("--record", help="append every request as a JSON line to this file")
+    parser.add_argument("--record", help="append every request as a JSON line to this file, once its reply is finished")
     args = parser.parse_args(argv)
 
     fake = FakeDeepSeek(api_key=args.api_key, host=args.host, port=args.port, thinking_default=not args.no_thinking)
