@@ -23,8 +23,10 @@ from bench.run import self_signed_cert
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
 REPO = Path(__file__).resolve().parent.parent
-SHARED_FIXTURES = REPO.parent / "shared" / "fixtures"
-CODEX_FIXTURES = SHARED_FIXTURES / "codex"
+FIXTURES = REPO / "tests" / "fixtures"  # captured real-client traffic, copied into the repository
+CODEX_FIXTURES = FIXTURES / "codex"
+CLAUDE_FIXTURES = FIXTURES / "claude-code"
+GEMINI_FIXTURES = FIXTURES / "gemini-cli"
 FAKE_KEY = "sk-fake-deepseek"
 TEST_SECRET = "test-reasoning-secret"
 
@@ -32,7 +34,7 @@ TEST_SECRET = "test-reasoning-secret"
 def codex_fixture(relative: str) -> dict:
     path = CODEX_FIXTURES / relative
     if not path.exists():
-        pytest.fail(f"captured fixture {path} is missing: the tests need ../shared beside the repository")
+        pytest.fail(f"captured fixture {path} is missing from tests/fixtures/")
     return json.loads(path.read_text())
 
 

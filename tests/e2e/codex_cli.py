@@ -3,7 +3,7 @@
 Install it with ``npm ci --prefix tests/e2e`` (what ``.ci/run`` does). Tests fail -- they never skip --
 when it is missing, so a CI run without Codex cannot pass by accident.
 
-Facts about Codex 0.169.0 this module relies on (measured, see ``/work/shared/CLIENTS.md``):
+Facts about Codex 0.169.0 this module relies on (measured, see the README's Codex section and ``tests/fixtures/codex/``):
 
 * ``CODEX_HOME`` must not be under a temp dir: Codex refuses to create its helper binaries there, so
   homes live under ``tests/e2e/.work/`` (gitignored) instead of pytest's ``tmp_path``.

@@ -1,7 +1,7 @@
 """A scripted stand-in for a Responses API server, on 127.0.0.1, for driving the real Codex CLI.
 
 It records every request (method, path, query, headers, JSON body), answers ``POST .../responses`` by
-replaying captured SSE bytes (by default the final-message turn from the shared Codex fixtures), and can
+replaying captured SSE bytes (by default the final-message turn from the captured Codex fixtures), and can
 serve a model catalog at a path so ``model_catalog_url`` can be exercised without the proxy core.
 """
 
@@ -14,7 +14,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
-FIXTURES = Path("/work/shared/fixtures/codex")
+FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "codex"
 FINAL_MESSAGE_SSE = FIXTURES / "normal" / "turn3_response.sse"
 FINAL_MESSAGE_TEXT = "Done. Created hello.txt and out.txt."
 
