@@ -32,6 +32,7 @@ import tarfile
 import tempfile
 import time
 import zipfile
+from collections.abc import Sequence
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -70,7 +71,7 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def clean_path(extra: list[Path] = ()) -> str:
+def clean_path(extra: Sequence[Path] = ()) -> str:
     """The caller's PATH without anything inside the repository (its .venv), with `extra` in front."""
     kept = [p for p in os.environ.get("PATH", os.defpath).split(os.pathsep)
             if p and not Path(p).resolve().is_relative_to(REPO)]
@@ -109,7 +110,7 @@ def check_contents(wheel: Path, sdist: Path) -> None:
     missing = sorted(expected - in_wheel)
     if missing:
         raise CheckFailed(f"the wheel lacks package files the product may read at run time: {missing}")
-    if not any(name.endswith(".dist-info/licenses/LICENSE") or name.endswith(".dist-info/LICENSE")
+    if not any(name.endswith((".dist-info/licenses/LICENSE", ".dist-info/LICENSE"))
                for name in in_wheel):
         raise CheckFailed(f"the wheel has no LICENSE in its .dist-info: {sorted(in_wheel)}")
     with tarfile.open(sdist) as tf:
@@ -150,7 +151,7 @@ class Proc:
 
     def __init__(self, name: str, cmd: list[str], *, log: Path, env: dict | None = None, cwd: Path | None = None):
         self.name, self.log = name, log
-        self.handle = open(log, "wb")
+        self.handle = open(log, "wb")  # noqa: SIM115 - open as long as the process runs; stop() closes it
         self.popen = subprocess.Popen(cmd, env=env, cwd=cwd, stdin=subprocess.DEVNULL, stdout=self.handle,
                                       stderr=subprocess.STDOUT, start_new_session=True)
 
