@@ -20,7 +20,7 @@ from typing import Callable
 from . import load
 from .procstats import Meter, rss_bytes, self_cpu, tree, wait_idle
 
-FIXTURE = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "fixtures", "codex", "normal",
+FIXTURE = os.path.join(os.path.dirname(__file__), "..", "tests", "fixtures", "codex", "normal",
                        "turn3_request.json")
 
 
