@@ -3,7 +3,7 @@
 
 Builds the sdist and the wheel (`python -m build`, in a throw-away venv: `build` is a CI tool, not a dependency),
 then for each of them: installs it ALONE, no extras, into a fresh `python3 -m venv`; checks that nothing of the
-test extras came along; starts the fake upstream (tests/fakes/fake_deepseek.py, with the repo's test venv python,
+test extras came along and that install_requires is exactly the third-party modules the package imports; starts the fake upstream (tests/fakes/fake_deepseek.py, with the repo's test venv python,
 outside the user's venv) and the user's `deepseek-proxy serve --port FREE` against it; streams one Responses
 request with the standard library and checks its events; runs `deepseek-proxy codex setup` into a temporary
 CODEX_HOME and `deepseek-proxy doctor`; and ends `serve` with SIGTERM, which must exit 0 within 2 s.
@@ -142,6 +142,39 @@ def install_alone(artifact: Path, venv: Path, python: str) -> None:
     if found["present"]:
         raise CheckFailed(f"a plain install brought test-only packages along: {found['present']}")
     say(f"pip check ok; none of the test extras importable ({', '.join(TEST_ONLY_MODULES)})")
+    check_imports_declared(vpy, venv)
+
+
+# Run by the user's venv python: the third-party modules the installed package imports (any `import`/`from`
+# in its files, also inside functions and try blocks) against its declared requirements (no extras), both ways.
+IMPORTS_PROBE = r"""
+import ast, importlib.metadata as md, json, pathlib, re, sys
+import deepseek_proxy
+norm = lambda name: re.sub(r"[-_.]+", "-", name).lower()
+imported = set()
+for path in pathlib.Path(deepseek_proxy.__file__).parent.rglob("*.py"):
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            imported.update(alias.name.split(".")[0] for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+            imported.add(node.module.split(".")[0])
+third_party = sorted(m for m in imported if m not in sys.stdlib_module_names and m != "deepseek_proxy")
+declared = {norm(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in md.requires("deepseek-proxy") or []
+            if "extra ==" not in r}
+dists = md.packages_distributions()
+undeclared = [m for m in third_party if not {norm(d) for d in dists.get(m, [m])} & declared]
+used = {norm(d) for m in third_party for d in dists.get(m, [m])}
+unused = sorted(declared - used)
+print(json.dumps({"imported": third_party, "undeclared": undeclared, "unused": unused}))
+"""
+
+
+def check_imports_declared(vpy: str, cwd: Path) -> None:
+    found = json.loads(run([vpy, "-c", IMPORTS_PROBE], what="comparing imports with requirements", cwd=cwd).stdout)
+    if found["undeclared"] or found["unused"]:
+        raise CheckFailed(f"the package imports {found['imported']}; not declared in install_requires: "
+                          f"{found['undeclared']}; declared but never imported: {found['unused']}")
+    say(f"install_requires is exactly what the package imports: {', '.join(found['imported'])}")
 
 
 # ------------------------------------------------------------------------------------------ processes
