@@ -17,9 +17,10 @@ import os
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 from ..codex.config_toml import NO_KEY_TOKEN, key_choice
 from ..config import Config

@@ -27,9 +27,9 @@ import json
 import os
 import signal
 import subprocess
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Mapping
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
@@ -190,6 +190,6 @@ def run_claude_print(home: ClaudeHome, prompt: str, *, base_url: str | None = No
 
 def claude_version() -> str:
     """``claude --version`` of the pinned binary, e.g. ``"2.1.197"``."""
-    out = subprocess.run([str(claude_binary()), "--version"], capture_output=True, text=True, timeout=60,
+    out = subprocess.run([str(claude_binary()), "--version"], check=False, capture_output=True, text=True, timeout=60,
                          env={"PATH": os.environ.get("PATH", ""), "DISABLE_AUTOUPDATER": "1"})
     return out.stdout.strip().split()[0]

@@ -24,11 +24,15 @@ from __future__ import annotations
 import json
 import socket
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Callable, Union
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
+
+if TYPE_CHECKING:
+    from typing import Self
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "claude-code"
 TOOL_TURN_SSE = FIXTURES / "response_accepted_turn1_thinking_text_tool_use.sse"  # thinking, text, Bash tool_use
@@ -39,7 +43,7 @@ TOOL_TURN_COMMAND = "echo hi > out.txt"  # what TOOL_TURN_SSE runs with Bash
 SIDE_TEXT = '{"title": "Scripted session"}'  # answers a session-title request (a JSON object, as asked)
 
 # A reply is SSE bytes, or a callable that picks one from the request being answered.
-Reply = Union[bytes, Callable[["Recorded"], bytes]]
+Reply = bytes | Callable[["Recorded"], bytes]
 
 
 @dataclass
@@ -183,7 +187,7 @@ class ScriptedMessages:
         """The ``POST …/v1/messages`` that carry tools: the ones the script answers."""
         return [r for r in self.messages_requests() if is_agent_request(r)]
 
-    def __enter__(self) -> "ScriptedMessages":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 
@@ -283,7 +287,7 @@ class RefusingProxy:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._listener.getsockname()[1]}"
 
-    def __enter__(self) -> "RefusingProxy":
+    def __enter__(self) -> Self:
         self._thread.start()
         return self
 

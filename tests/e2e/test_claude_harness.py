@@ -13,7 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.claude_cli import CLAUDE_VERSION, claude_version, make_claude_home, run_claude_print
+from tests.e2e.claude_cli import (
+    CLAUDE_VERSION,
+    claude_version,
+    make_claude_home,
+    run_claude_print,
+)
 from tests.e2e.scripted_messages import (
     FINAL_TEXT,
     FINAL_TEXT_SSE,
@@ -176,7 +181,7 @@ def test_non_streaming_retry_gets_the_same_reply_as_json():
 
     assert reply.json()["content"] == blocks
     assert reply.json()["stop_reason"] == "tool_use"
-    assert [e["type"] for e in parse_sse(streamed.content)][0] == "message_start"
+    assert next(e["type"] for e in parse_sse(streamed.content)) == "message_start"
     assert head.status_code == 200
     assert counted.json()["input_tokens"] > 0
 
