@@ -103,7 +103,7 @@ def check_settings(config: Config, home: Path, env: Mapping[str, str]) -> Iterat
     yield _check_key(config, block, setup)
     yield from _check_models(config, block, setup)
     if str(block.get(ATTRIBUTION_VAR, "")) != "0":
-        yield Check("settings.json", True, f"{ATTRIBUTION_VAR} is not \"0\": every session starts with a different "
+        yield Check("prompt cache", True, f"{ATTRIBUTION_VAR} is not \"0\": every session starts with a different "
                                            f"system block, so DeepSeek's prompt cache cannot reuse the tens of "
                                            f"thousands of prompt tokens behind it.", setup, warning=True)
 
