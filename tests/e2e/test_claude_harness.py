@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+import time
 from pathlib import Path
 
 import pytest
@@ -40,6 +41,17 @@ BETAS_THE_PROXY_SEES = {"claude-code-20250219", "interleaved-thinking-2025-05-14
                         "mid-conversation-system-2026-04-07", "effort-2025-11-24"}
 
 
+def _after(seconds: float, reply: bytes, until=lambda: False):
+    """A scripted reply held back for `seconds` (or until `until()`): gives Claude Code's background start-up
+    fetches time to show themselves before the session ends."""
+    def hold(_request) -> bytes:
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline and not until():
+            time.sleep(0.05)
+        return reply
+    return hold
+
+
 def _tool_turn_blocks() -> list[dict]:
     return message_from_sse(TOOL_TURN_SSE.read_bytes())["content"]
 
@@ -52,7 +64,8 @@ def test_tool_loop_bash_then_text(tmp_path):
     """Claude Code runs the scripted Bash call, sends the result back with the thinking replayed, then prints
     the final text; the requests look as CLIENTS.md says."""
     home = make_claude_home(tmp_path)
-    with ScriptedMessages() as server, RefusingProxy() as outside:
+    script = [TOOL_TURN_SSE.read_bytes(), _after(1.5, FINAL_TEXT_SSE.read_bytes())]
+    with ScriptedMessages(script=script) as server, RefusingProxy() as outside:
         result = run_claude_print(home, PROMPT, base_url=server.base_url, api_key="sk-harness-1",
                                   https_proxy=outside.url)
 
@@ -138,7 +151,8 @@ def test_without_the_offline_switches_claude_code_calls_out(tmp_path):
     """The control for the checks below: with default settings Claude Code does try api.anthropic.com, and the
     refusing proxy sees it -- so an empty `targets` list elsewhere means something."""
     home = make_claude_home(tmp_path)
-    with ScriptedMessages(script=[sse_text("pong")]) as server, RefusingProxy() as outside:
+    with RefusingProxy() as outside, ScriptedMessages(
+            script=[_after(20, sse_text("pong"), until=lambda: bool(outside.targets))]) as server:
         result = run_claude_print(home, "ping", base_url=server.base_url, api_key="sk-h",
                                   https_proxy=outside.url, offline=False)
 
@@ -152,7 +166,8 @@ def test_offline_run_connects_to_loopback_only(tmp_path):
     assert strace, "strace is needed for this check: apt-get install strace"
     trace = tmp_path / "connect.trace"
     home = make_claude_home(tmp_path)
-    with ScriptedMessages() as server, RefusingProxy() as outside:
+    script = [TOOL_TURN_SSE.read_bytes(), _after(1.5, FINAL_TEXT_SSE.read_bytes())]
+    with ScriptedMessages(script=script) as server, RefusingProxy() as outside:
         result = run_claude_print(home, PROMPT, base_url=server.base_url, api_key="sk-h", https_proxy=outside.url,
                                   wrapper=[strace, "-f", "-qq", "-e", "trace=connect", "-o", str(trace)])
 
