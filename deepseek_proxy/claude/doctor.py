@@ -101,6 +101,10 @@ def check_settings(config: Config, home: Path, env: Mapping[str, str]) -> Iterat
         yield Check("settings.json", True, f"{BASE_URL_VAR} points Claude Code at {expected}")
 
     yield _check_key(config, block, setup)
+    if API_KEY_VAR not in block and env.get(API_KEY_VAR, "").strip():
+        yield Check("key", True, f"{API_KEY_VAR} is set in this shell and settings.json does not blank it: Claude "
+                                 f"Code also sends it to the proxy (as x-api-key) next to the token.", setup,
+                    warning=True)
     yield from _check_models(config, block, setup)
     if str(block.get(ATTRIBUTION_VAR, "")) != "0":
         yield Check("prompt cache", True, f"{ATTRIBUTION_VAR} is not \"0\": every session starts with a different "

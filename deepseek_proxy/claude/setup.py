@@ -28,7 +28,7 @@ from ..config import Config
 SETTINGS_FILE = "settings.json"
 BASE_URL_VAR = "ANTHROPIC_BASE_URL"
 TOKEN_VAR = "ANTHROPIC_AUTH_TOKEN"  # sent as `Authorization: Bearer`; the proxy accepts it like x-api-key
-API_KEY_VAR = "ANTHROPIC_API_KEY"  # removed from `env` when setup writes the token (see key_entries)
+API_KEY_VAR = "ANTHROPIC_API_KEY"  # set to "" by setup (see env_entries)
 KEY_VARS = (TOKEN_VAR, API_KEY_VAR)
 MAIN_MODEL_VARS = ("ANTHROPIC_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL", "ANTHROPIC_DEFAULT_SONNET_MODEL")
 FAST_MODEL_VARS = ("ANTHROPIC_DEFAULT_HAIKU_MODEL", "CLAUDE_CODE_SUBAGENT_MODEL")
@@ -130,9 +130,11 @@ def env_entries(config: Config, current_env: Mapping[str, Any], *, proxy_url: st
     entries.update({var: main for var in MAIN_MODEL_VARS})
     entries.update({var: fast for var in FAST_MODEL_VARS})
     entries[ATTRIBUTION_VAR] = "0"
-    # With both variables set Claude Code sends both headers; an ANTHROPIC_API_KEY left here would also hand
-    # the user's real Anthropic key to the proxy. The backup keeps it.
-    return entries, {API_KEY_VAR}, key
+    # With both variables set Claude Code sends both headers, so an ANTHROPIC_API_KEY -- here or in the shell --
+    # would hand the user's real Anthropic key to the proxy as x-api-key. An empty value here blanks the shell's
+    # (measured with 2.1.197: then only the Bearer token is sent). The backup keeps a value we replace.
+    entries[API_KEY_VAR] = ""
+    return entries, set(), key
 
 
 # ------------------------------------------------------------------------- editing JSON text in place (pure)
@@ -353,8 +355,8 @@ def run_setup(config: Config, *, claude_home: Path | None, dry_run: bool, proxy_
     print(f"Claude Code settings: {path}", file=out)
     print(f"{BASE_URL_VAR} → {entries[BASE_URL_VAR]}; key from {key.source}; models {main} (main), "
           f"{fast} (haiku, sub-agents)", file=out)
-    if API_KEY_VAR in merged.changed:
-        print(f"note: removed {API_KEY_VAR} from the env block ({TOKEN_VAR} replaces it; with both, Claude Code "
+    if current_env.get(API_KEY_VAR):
+        print(f"note: {API_KEY_VAR} in the env block is emptied ({TOKEN_VAR} replaces it; with both, Claude Code "
               f"sends both headers)" + ("" if dry_run else "; the backup keeps it"), file=out)
     if old == merged.text:
         print(f"{SETTINGS_FILE} already points Claude Code at the proxy: nothing to change.", file=out)

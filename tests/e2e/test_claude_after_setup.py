@@ -107,9 +107,11 @@ def test_client_key_reaches_the_proxy(tmp_path):
     with ScriptedMessages(script=[sse_text("pong")]) as proxy:
         out = claude_setup(tmp_path, home, proxy.base_url, config_text=f'[server]\nclient_keys = ["{PROXY_KEY}"]\n',
                            env_extra={"DEEPSEEK_PROXY_KEY": PROXY_KEY}).stdout
-        result = run_claude_print(home, "ping")
+        # A real Anthropic key in the shell must not travel along (setup blanks ANTHROPIC_API_KEY).
+        result = run_claude_print(home, "ping", api_key="sk-ant-users-own")
 
     assert PROXY_KEY not in out
     assert result.returncode == 0, result.stderr[-3000:]
     [request] = proxy.agent_requests()
     assert request.headers["authorization"] == f"Bearer {PROXY_KEY}"
+    assert "x-api-key" not in request.headers

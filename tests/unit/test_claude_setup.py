@@ -83,6 +83,7 @@ def test_fresh_settings_file(tmp_path):
         "ANTHROPIC_DEFAULT_HAIKU_MODEL": "deepseek-v4-flash",
         "CLAUDE_CODE_SUBAGENT_MODEL": "deepseek-v4-flash",
         "CLAUDE_CODE_ATTRIBUTION_HEADER": "0",
+        "ANTHROPIC_API_KEY": "",
     }}
     assert backups(home) == []
     assert "created" in out
@@ -230,7 +231,7 @@ def test_client_passthrough_uses_the_deepseek_key(tmp_path):
     assert settings(home)["env"]["ANTHROPIC_AUTH_TOKEN"] == DEEPSEEK_KEY
 
 
-def test_api_key_variable_is_replaced_by_the_token_and_kept_in_the_backup(tmp_path):
+def test_api_key_variable_is_blanked_and_kept_in_the_backup(tmp_path):
     home = tmp_path / ".claude"
     home.mkdir()
     original = json.dumps({"env": {"ANTHROPIC_API_KEY": "sk-ant-users-own-key"}}, indent=2)
@@ -238,8 +239,8 @@ def test_api_key_variable_is_replaced_by_the_token_and_kept_in_the_backup(tmp_pa
     code, out = setup(config_from(tmp_path), home, dry_run=True)
     assert "sk-ant-users-own-key" not in out
     code, out = setup(config_from(tmp_path), home)
-    assert code == 0 and "removed ANTHROPIC_API_KEY" in out and "sk-ant-users-own-key" not in out
-    assert "ANTHROPIC_API_KEY" not in settings(home)["env"]
+    assert code == 0 and "ANTHROPIC_API_KEY in the env block is emptied" in out and "sk-ant-users-own-key" not in out
+    assert settings(home)["env"]["ANTHROPIC_API_KEY"] == ""
     [backup] = backups(home)
     assert backup.read_text() == original
     assert stat.S_IMODE(os.stat(backup).st_mode) == 0o600
@@ -273,9 +274,9 @@ def test_not_utf8_is_refused(tmp_path):
 
 
 def test_merge_is_pure_and_keeps_duplicate_free_layout():
-    merged = merge_settings('{"env": {"X": "1"}, "a": [1, 2]}', {"X": "2", "Y": "3"}, set())
+    merged = merge_settings('{"env": {"X": "1", "Z": "0"}, "a": [1, 2]}', {"X": "2", "Y": "3"}, {"Z"})
     assert merged.text == '{"env": {"X": "2", "Y": "3"}, "a": [1, 2]}'
-    assert merged.changed == ["X", "Y"]
+    assert merged.changed == ["X", "Y", "Z"]
     with pytest.raises(SetupRefused):
         merge_settings("{", {"X": "1"}, set())
 
@@ -348,6 +349,18 @@ def test_doctor_warns_about_the_attribution_header(tmp_path):
     warnings = [c for c in checks if c.warning]
     assert len(warnings) == 1 and "CLAUDE_CODE_ATTRIBUTION_HEADER" in warnings[0].message
     assert all(c.ok for c in checks)
+
+
+def test_doctor_warns_about_a_shell_api_key_that_would_also_be_sent(tmp_path):
+    config = config_from(tmp_path)
+    home = tmp_path / ".claude"
+    home.mkdir()
+    (home / "settings.json").write_text(json.dumps({"env": {
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:8787", "ANTHROPIC_AUTH_TOKEN": "x"}}))
+    env = {"PATH": fake_claude(tmp_path), "ANTHROPIC_API_KEY": "sk-ant-shell"}
+    checks = list(claude_doctor.collect_claude_checks(config, claude_home=home, env=env))
+    [warning] = [c for c in checks if c.warning and c.name == "key"]
+    assert "x-api-key" in warning.message and "sk-ant-shell" not in warning.message
 
 
 def test_doctor_only_warns_for_a_claude_code_not_meant_for_the_proxy(tmp_path):
