@@ -71,8 +71,8 @@ def check_claude_binary(env: Mapping[str, str]) -> Check:
     return Check("claude", True, f"Claude Code {version} at {binary}{tested}")
 
 
-def check_settings(config: Config, home: Path, env: Mapping[str, str]) -> Iterator[Check]:
-    setup = _cmd(config, "claude", "setup")
+def check_settings(config: Config, home: Path, env: Mapping[str, str], *, setup: str | None = None) -> Iterator[Check]:
+    setup = setup or _cmd(config, "claude", "setup")
     path = home / SETTINGS_FILE
     try:
         text = read_settings_text(path)
@@ -164,7 +164,7 @@ def collect_claude_checks(config: Config, *, claude_home: Path | None,
     a base URL); anyone else gets one warning line saying how to set it up.
     """
     home = resolve_claude_home(claude_home, env)
-    setup = _cmd(config, "claude", "setup")
+    setup = _cmd(config, "claude", "setup", *(["--claude-home", str(home)] if claude_home else []))
     if claude_home is None and not _opted_in(home):
         binary = check_claude_binary(env)
         if binary.ok:
@@ -176,4 +176,4 @@ def collect_claude_checks(config: Config, *, claude_home: Path | None,
         yield Check("claude", True, message, fix, warning=True)
         return
     yield check_claude_binary(env)
-    yield from check_settings(config, home, env)
+    yield from check_settings(config, home, env, setup=setup)

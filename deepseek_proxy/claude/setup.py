@@ -281,7 +281,8 @@ def masked(text: str, secret: str | None) -> str:
     """`text` with the key's value replaced, for showing on a terminal."""
     if not secret or secret == NO_KEY_TOKEN:
         return text
-    return text.replace(json.dumps(secret, ensure_ascii=False)[1:-1], f"<secret: {len(secret)} chars>")
+    # Only the quoted JSON string: a short key must not blank out every matching letter of the file.
+    return text.replace(json.dumps(secret, ensure_ascii=False), f'"<secret: {len(secret)} chars>"')
 
 
 def readable_diff(old: str | None, new: str, path: Path, secrets: list[str]) -> str:
@@ -294,6 +295,25 @@ def readable_diff(old: str | None, new: str, path: Path, secrets: list[str]) -> 
                                 fromfile=str(path) if old is not None else "/dev/null", tofile=str(path))
     out = "".join(diff)
     return out if out.endswith("\n") else out + "\n"
+
+
+def env_summary(old_env: Mapping[str, Any], new_env: Mapping[str, Any], secrets: list[str]) -> list[str]:
+    """One line per env entry that changes (`+ NAME = value`, `~ NAME: old → new`, `- NAME`), secrets hidden:
+    readable whatever the file's layout (a one-line settings.json makes a one-line diff)."""
+    def show(value: Any) -> str:
+        text = json.dumps(value, ensure_ascii=False)
+        for secret in secrets:
+            text = masked(text, secret)
+        return text
+
+    lines = []
+    for name, value in new_env.items():
+        if name not in old_env:
+            lines.append(f"  + {name} = {show(value)}")
+        elif old_env[name] != value:
+            lines.append(f"  ~ {name}: {show(old_env[name])} → {show(value)}")
+    lines += [f"  - {name}" for name in old_env if name not in new_env]
+    return lines
 
 
 def backup_path(path: Path, now: float | None = None) -> Path:
@@ -363,6 +383,8 @@ def run_setup(config: Config, *, claude_home: Path | None, dry_run: bool, proxy_
         return 0
     secrets = [v for v in (key.value, *(current_env.get(k) for k in KEY_VARS)) if isinstance(v, str) and v]
     if dry_run:
+        new_env = json.loads(merged.text).get("env", {})
+        print("env changes:", *env_summary(current_env, new_env, secrets), sep="\n", file=out)
         out.write(readable_diff(old, merged.text, path, secrets))
         print("(dry run: nothing was written)", file=out)
         return 0

@@ -160,6 +160,9 @@ def test_dry_run_shows_a_diff_and_writes_nothing(tmp_path):
     assert '-        "ANTHROPIC_MODEL": "claude-opus-4-8"' in out
     assert '+        "ANTHROPIC_MODEL": "deepseek-v4-pro",' in out
     assert '+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:8787",' in out
+    assert '  ~ ANTHROPIC_MODEL: "claude-opus-4-8" → "deepseek-v4-pro"' in out
+    assert '  + ANTHROPIC_BASE_URL = "http://127.0.0.1:8787"' in out
+    assert "FOO" not in out.split("env changes:")[1].split("---")[0]  # unchanged entries are not listed
     assert "dry run: nothing was written" in out
 
 
@@ -319,7 +322,7 @@ def test_doctor_reports_what_is_wrong_and_the_fix(tmp_path):
     ok, _, message, fix = found["claude"]
     assert not ok and "not installed" in message and "npm install -g @anthropic-ai/claude-code" in fix
     ok, _, message, fix = found["settings.json"]
-    assert not ok and "drop the /v1" in message and "claude setup" in fix
+    assert not ok and "drop the /v1" in message and fix.endswith(f"claude setup --claude-home {home}")
     ok, _, message, fix = found["key"]
     assert not ok and "not one of the proxy's client keys" in message and "sk-not-a-client-key" not in message
     ok, _, message, _ = found["models"]
