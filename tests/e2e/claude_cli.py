@@ -99,6 +99,12 @@ class ClaudeHome:
     def settings_path(self) -> Path:
         return self.config_dir / "settings.json"
 
+    def session_files(self) -> list[Path]:
+        """The saved sessions (one JSON line per message), which ``claude -p --continue`` / ``--resume ID`` read
+        back: ``projects/<workdir with / as ->/<session id>.jsonl``. Edit one to fake a history (e.g. an assistant
+        tool-call turn without its thinking block, as after a model switch)."""
+        return sorted((self.config_dir / "projects").glob("*/*.jsonl"))
+
     def write_settings(self, settings: dict) -> Path:
         self.settings_path.write_text(json.dumps(settings, indent=2) + "\n")
         return self.settings_path

@@ -209,3 +209,26 @@ def test_captured_stream_folds_into_the_accepted_nonstream_message():
     for key in ("type", "role", "content", "stop_reason", "stop_sequence"):
         assert folded[key] == accepted[key], key
     assert set(folded["usage"]) == set(accepted["usage"])
+
+
+def test_continue_resumes_the_session_from_the_same_home(tmp_path):
+    """`claude -p --continue` in the same home sends the earlier turns (thinking blocks included) again: the base
+    for resumed-session tests through the proxy."""
+    home = make_claude_home(tmp_path)
+    with ScriptedMessages(script=[TOOL_TURN_SSE.read_bytes(), FINAL_TEXT_SSE.read_bytes(),
+                                  sse_text("second session")]) as server:
+        first = run_claude_print(home, PROMPT, base_url=server.base_url, api_key="sk-h")
+        second = run_claude_print(home, "and now?", base_url=server.base_url, api_key="sk-h",
+                                  extra_args=["--continue"])
+
+    assert first.returncode == 0, first.stderr[-3000:]
+    assert second.returncode == 0, second.stderr[-3000:]
+    [session] = home.session_files()
+    signature = _tool_turn_blocks()[0]["signature"]
+    assert signature in session.read_text()  # the thinking block is stored with its signature
+    assert "second session" in second.stdout
+    resumed = server.agent_requests()[-1].body
+    assistant_turns = [m["content"] for m in resumed["messages"] if m["role"] == "assistant"]
+    assert _tool_turn_blocks() in assistant_turns  # thinking + signature + tool_use, verbatim
+    assert any(block.get("type") == "text" and block.get("text") == FINAL_TEXT
+               for turn in assistant_turns for block in turn)
