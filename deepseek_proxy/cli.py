@@ -49,8 +49,17 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--codex-home", type=Path, default=None, help="default: $CODEX_HOME or ~/.codex")
     setup.set_defaults(handler=_codex_setup)
 
+    claude = commands.add_parser("claude", help="Claude Code integration")
+    claude_commands = claude.add_subparsers(dest="claude_command", metavar="SUBCOMMAND", required=True)
+    claude_setup = claude_commands.add_parser("setup", help="merge the proxy's env block into Claude Code's settings.json")
+    claude_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
+    claude_setup.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
+    claude_setup.add_argument("--proxy-url", default=None, help="the proxy's URL (default: from the proxy config)")
+    claude_setup.set_defaults(handler=_claude_setup)
+
     doctor = commands.add_parser("doctor", help="check proxy, upstream, key and Codex set-up; say what to fix")
     doctor.add_argument("--codex-home", type=Path, default=None)
+    doctor.add_argument("--claude-home", type=Path, default=None)
     doctor.set_defaults(handler=_doctor)
     return parser
 
@@ -104,10 +113,17 @@ def _codex_setup(config: Config, args: argparse.Namespace) -> int:
     return run_setup(config, codex_home=args.codex_home, dry_run=args.dry_run, out=sys.stdout)
 
 
+def _claude_setup(config: Config, args: argparse.Namespace) -> int:
+    from .claude.setup import run_setup
+
+    return run_setup(config, claude_home=args.claude_home, dry_run=args.dry_run, proxy_url=args.proxy_url,
+                     out=sys.stdout)
+
+
 def _doctor(config: Config, args: argparse.Namespace) -> int:
     from .codex.doctor import run_doctor
 
-    return run_doctor(config, codex_home=args.codex_home, out=sys.stdout)
+    return run_doctor(config, codex_home=args.codex_home, claude_home=args.claude_home, out=sys.stdout)
 
 
 if __name__ == "__main__":
