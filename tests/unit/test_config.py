@@ -252,7 +252,11 @@ def test_missing_env_key_fails_the_request_not_the_start(env):
     assert "DEEPSEEK_API_KEY" in client.key_error
     with pytest.raises(UpstreamError) as caught:
         client._headers(client_key=None)
-    assert caught.value.status == 500 and "DEEPSEEK_API_KEY" in caught.value.message
+    error = caught.value
+    # The client is told it is the proxy's own missing key (401, a code of its own, the fix), not its fault.
+    assert (error.status, error.code, error.type) == (401, "upstream_key_missing", "authentication_error")
+    assert "deepseek-proxy itself has no API key" in error.message
+    assert "export DEEPSEEK_API_KEY=" in error.message and "restart" in error.message
 
 
 # ---- invalid configuration -----------------------------------------------------------------------------------------
