@@ -104,8 +104,8 @@ def _bind_problem(host: str, port: int, exc: OSError) -> str:
 
         other = runstate.listening_on(port)
         if other is not None:
-            return (f"{where} is already in use by deepseek-proxy {other.describe()}; stop it, or choose another "
-                    f"port with --port")
+            return (f"{where} is already in use — by deepseek-proxy ({other.process()}); stop it first, or choose "
+                    f"another port with --port")
         return f"{where} is already in use — another deepseek-proxy? (choose another port with --port)"
     if exc.errno == errno.EACCES:
         return f"cannot listen on {where}: permission denied (ports below 1024 need root; use --port 8787)"
@@ -234,18 +234,18 @@ def _target(config: Config, args: argparse.Namespace) -> Config:
 
 
 def _show_config(config: Config, args: argparse.Namespace) -> int:
-    from .runstate import running
+    from .runstate import find_target, running
 
     server = config.server
     print(f"config file: {config.path or '(none, built-in defaults)'}")
     print(f"listen: {_address(server.host, server.port)}  workers: {server.workers}  "
           f"max body: {server.max_body_bytes // (1024 * 1024)} MB  log level: {server.log_level}")
-    instances = running()
-    here = [e for e in instances if e.port == server.port]
-    for entry in instances:
-        where = "" if entry in here else f" — not the configured port {server.port}; codex setup and doctor use it"
-        print(f"running: deepseek-proxy at {entry.describe()}{where}")
-    if not instances:
+    for entry in running():
+        print(f"running: deepseek-proxy at {entry.describe()}")
+    target = find_target(config)
+    if target.note:
+        print(f"note: {target.note}")
+    elif not running():
         print("running: no deepseek-proxy is running (for this user)")
     # Secrets are named and described, never shown.
     print(f"client keys: {len(server.client_keys)} (values hidden)" if server.client_keys else

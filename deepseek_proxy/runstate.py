@@ -31,8 +31,11 @@ class RunningProxy:
     version: str = ""
 
     def describe(self) -> str:
+        return f"{self.base_url} ({self.process()})"
+
+    def process(self) -> str:
         started = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(self.started_at))
-        return f"{self.base_url} (pid {self.pid}, started {started})"
+        return f"pid {self.pid}, started {started}"
 
 
 def run_dir(env: Mapping[str, str] = os.environ) -> Path:
@@ -135,7 +138,8 @@ def find_target(config: Config, *, proxy_url: str | None = None, env: Mapping[st
         e = same_config[0]
         return Target(config.listening_at(e.host, e.port),
                       f"the running deepseek-proxy listens at {e.describe()}, not at the configured {configured}; "
-                      f"using it")
+                      f"using it (start it with --port {e.port}, or set [server] port = {e.port}, to keep that "
+                      f"address)")
     if instances:
         listed = "; ".join(e.describe() + (f" with config {e.config}" if e.config else "") for e in instances)
         return Target(config, f"no deepseek-proxy with this config runs at the configured {configured}; running: "

@@ -74,6 +74,9 @@ def check_proxy(config: Config, session: requests.Session) -> Check:
     try:
         response = session.get(f"{root}/healthz", timeout=HTTP_TIMEOUT)
     except requests.ConnectionError:
+        if config.public_url:  # --proxy-url: a proxy elsewhere, not one this machine starts
+            return Check("proxy", False, f"Nothing answers at {root} (--proxy-url).",
+                         "check that URL and that the proxy behind it is running")
         return Check("proxy", False, f"Nothing answers at {root}: the proxy is not running (or listens elsewhere).",
                      _cmd(config, "serve"))
     except requests.Timeout:
