@@ -15,7 +15,7 @@ from pathlib import Path
 import requests
 
 from deepseek_proxy.codex import catalog as catalog_mod
-from tests.conftest import FAKE_KEY, ProxyProcess, free_port
+from tests.conftest import FAKE_KEY, free_port
 from tests.e2e.codex_cli import codex_binary
 from tests.fakes.fake_deepseek import Reply
 
@@ -30,7 +30,7 @@ def cli_env(home: Path, **extra: str) -> dict[str, str]:
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
-    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout)
+    return subprocess.run([*CLI, *args], capture_output=True, text=True, env=env, timeout=timeout, check=False)
 
 
 def running_files(home: Path) -> list[Path]:
@@ -88,8 +88,8 @@ def test_a_taken_port_is_one_line_and_exit_1(proxy, tmp_path):
     result = run_cli("--config", os.devnull, "serve", "--port", str(proxy.port), env=cli_env(tmp_path))
     assert result.returncode == 1
     lines = result.stderr.strip().splitlines()
-    assert lines == [f"deepseek-proxy: 127.0.0.1:{proxy.port} is already in use — another deepseek-proxy? "
-                     f"(choose another port with --port)"], result.stderr
+    assert lines == [(f"deepseek-proxy: 127.0.0.1:{proxy.port} is already in use — another deepseek-proxy? "
+                      f"(choose another port with --port)")], result.stderr
     assert "Connection in use" not in result.stderr + result.stdout  # gunicorn's 5-second retry loop never ran
     assert requests.get(f"{proxy.base_url}/healthz", timeout=10).status_code == 200  # the first one is untouched
 
@@ -148,7 +148,7 @@ def test_ctrl_c_exits_0_with_one_line(upstream, tmp_path):
     assert server.returncode == 0, output
     assert "Traceback" not in output and "SystemExit" not in output, output
     lines = output.strip().splitlines()
-    assert lines[0].startswith(f"deepseek-proxy 0.") and f"listening on http://127.0.0.1:{port}" in lines[0]
+    assert lines[0].startswith("deepseek-proxy 0.") and f"listening on http://127.0.0.1:{port}" in lines[0]
     assert lines[-1] == "deepseek-proxy stopped"
     assert [ln for ln in lines if not ln.startswith(("deepseek-proxy ", "  "))] == [], output
     assert running_files(tmp_path) == []  # removed on a clean exit
