@@ -121,6 +121,28 @@ def test_everything_in_place_passes(running, proxy_toml):
 
 # ------------------------------------------------------------------------------------------- 1. the proxy
 
+def test_proxy_url_is_where_doctor_looks(running):
+    """`doctor --proxy-url URL`: the proxy is checked at that URL (here the real one, given by its root)."""
+    scene = running()
+    scene.config = scene.config.reached_at(f"http://127.0.0.1:{scene.config.server.port}")
+    code, out = scene.doctor()
+    assert code == 0, out
+    assert results(out)["proxy"] == [("ok", f"deepseek-proxy answers at http://127.0.0.1:{scene.config.server.port}",
+                                      None)]
+
+
+def test_proxy_url_with_nothing_behind_it(work, upstream):
+    scene = make_scene(work, Path(os.devnull), port=free_port(), upstream_url=upstream.base_url,
+                       catalog_setup=False)
+    port = free_port()
+    scene.config = scene.config.reached_at(f"http://127.0.0.1:{port}/v1")
+    code, out = scene.doctor()
+    assert code == 1
+    message, fix = failed(out)["proxy"]
+    assert message == f"Nothing answers at http://127.0.0.1:{port} (--proxy-url)."
+    assert fix == "check that URL and that the proxy behind it is running"  # not "deepseek-proxy serve"
+
+
 def test_proxy_not_listening(work, upstream):
     config_path = work / "proxy.toml"
     config_path.write_text("")
