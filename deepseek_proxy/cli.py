@@ -142,11 +142,12 @@ def announcement(config: Config, problems: list[tuple[UpstreamConfig, list[str],
         upstream = config.upstreams[model.upstream]
         flag = "  [no key]" if upstream.name in missing else ""
         lines.append(f"  {model.id:<{width}} → {upstream.name} {upstream.base_url} ({model.upstream_model}){flag}")
+    others_work = len(missing) < len({m.upstream for m in config.models.values()})
     for upstream, models, why in problems:
+        answer = "answers" if len(models) == 1 else "answer"
         lines.append(f"warning: no API key for upstream {upstream.name} ({upstream.base_url}): {why}.")
-        lines.append(f"  {', '.join(models)} answer 401 upstream_key_missing until it has one; the other models "
-                     f"work." if len(missing) < len({m.upstream for m in config.models.values()}) else
-                     f"  {', '.join(models)} answer 401 upstream_key_missing until it has one.")
+        lines.append(f"  {', '.join(models)} {answer} 401 upstream_key_missing until it has one"
+                     + ("; the other models work." if others_work else "."))
         lines.append(f"  fix: {key_source_fix(upstream)}")
     return "\n".join(lines)
 

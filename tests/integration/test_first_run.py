@@ -61,7 +61,7 @@ def test_start_without_a_key_names_it_and_serves_the_other_models(upstream, star
     assert "warning: no API key for upstream deepseek" in log
     assert "environment variable DEEPSEEK_API_KEY is not set" in log
     assert "fix: export DEEPSEEK_API_KEY=" in log  # the exact command
-    assert "deepseek-v4-pro answer 401 upstream_key_missing" in log and "the other models work" in log
+    assert "deepseek-v4-pro answers 401 upstream_key_missing" in log and "the other models work" in log
 
     keyless = requests.post(f"{proxy.base_url}/v1/responses", timeout=30,
                             json={"model": "deepseek-v4-pro", "input": "hi", "stream": False})

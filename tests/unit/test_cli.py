@@ -106,6 +106,6 @@ def test_announcement_lists_models_and_names_each_keyless_upstream_with_its_fix(
     assert lines[1] == "  deepseek-v4-pro → deepseek https://api.deepseek.com (deepseek-v4-pro)"
     assert lines[2] == "  qwen            → local http://127.0.0.1:1/v1 (qwen)  [no key]"
     assert lines[3].startswith("warning: no API key for upstream local (http://127.0.0.1:1/v1): `pass show no/su")
-    assert lines[4] == "  qwen answer 401 upstream_key_missing until it has one; the other models work."
+    assert lines[4] == "  qwen answers 401 upstream_key_missing until it has one; the other models work."
     assert lines[5] == "  fix: pass insert no/such  (the key on its first line), then restart `deepseek-proxy serve`"
     assert "sk-test" not in text
