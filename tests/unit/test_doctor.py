@@ -205,6 +205,17 @@ def test_upstream_key_not_set(work, upstream):
     assert "DEEPSEEK_API_KEY is not set" in message and fix.startswith("export DEEPSEEK_API_KEY=")
 
 
+def test_running_proxy_without_a_key(running):
+    """The proxy started without DEEPSEEK_API_KEY: doctor says the proxy itself has none, and the fix `serve` gave."""
+    scene = running(proxy_env={"DEEPSEEK_API_KEY": ""})
+    code, out = scene.doctor()
+    assert code == 1
+    message, fix = failed(out)["upstream deepseek"]
+    assert message.startswith("the proxy has no key for ") and "DEEPSEEK_API_KEY is not set" in message
+    assert fix.startswith("export DEEPSEEK_API_KEY=") and f"--config {scene.config.path} serve" in fix
+    assert "proxy" not in failed(out)
+
+
 def test_upstream_unreachable(work):
     config_path = work / "proxy.toml"
     config_path.write_text("")
