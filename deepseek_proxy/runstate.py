@@ -77,13 +77,20 @@ def remove(port: int, *, pid: int | None = None, env: Mapping[str, str] = os.env
 
 
 def _alive(pid: int) -> bool:
+    """Whether `pid` is still a deepseek-proxy. After a reboot or a kill -9 the file outlives its process and the
+    pid may belong to something else by now: where /proc tells, the command line must name the proxy."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:  # it exists, as another user's process
-        return True
-    return True
+        pass
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return True  # no /proc (macOS) or not readable: the pid is all there is to go on
+    # Empty: a process just started (or a zombie); nothing to judge by.
+    return not cmdline or b"deepseek" in cmdline or b"gunicorn" in cmdline
 
 
 def _read(path: Path) -> RunningProxy | None:
