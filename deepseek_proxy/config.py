@@ -129,12 +129,12 @@ class Config:
         return replace(self, public_url=normalize_proxy_url(proxy_url))
 
 
-def normalize_proxy_url(url: str, *, source: str = "--proxy-url") -> str:
+def normalize_proxy_url(url: str) -> str:
     """The proxy's public base URL (ending in /v1) from what a user types: its root (`https://host/deepseek`,
     where nginx forwards to the proxy's `/`) or its /v1 URL."""
     url = url.strip().rstrip("/")
     if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-        raise ConfigError(f"{source} must be an http:// or https:// URL (the proxy's root or its /v1 URL), "
+        raise ConfigError(f"--proxy-url must be an http:// or https:// URL (the proxy's root or its /v1 URL), "
                           f"got {url!r}")
     return url if url.endswith("/v1") else url + "/v1"
 
@@ -293,9 +293,6 @@ class _Reader:
         if not isinstance(value, kinds):
             raise self.fail(key, f"must be {_kind_name(kinds)}, got {shown(key, value)}")
         return value
-
-    def has(self, table: str, name: str) -> bool:
-        return name in self.table(table)
 
 
 def shown(key: str, value: Any) -> str:

@@ -13,7 +13,7 @@ import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Mapping
+from collections.abc import Mapping
 
 from .config import Config, default_state_dir
 
