@@ -122,7 +122,9 @@ def test_ipv6_host_serves_and_its_taken_port_names_the_running_proxy(upstream, t
 # --------------------------------------------------------------------------------------------------- Ctrl-C
 
 def test_ctrl_c_exits_0_with_one_line(upstream, tmp_path):
-    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the master and every worker."""
+    """Ctrl-C in a terminal sends SIGINT to the whole foreground process group: the master and every worker.
+    A stream is open at that moment (Ctrl-C is the quick stop: it is cut, quietly)."""
+    upstream.script(Reply.text("word " * 400, delay=0.05))
     port = free_port()
     env = {**cli_env(tmp_path), "DEEPSEEK_API_KEY": FAKE_KEY, "DEEPSEEK_BASE_URL": upstream.base_url}
     server = subprocess.Popen([*CLI, "--config", os.devnull, "serve", "--port", str(port), "--workers", "2"],
@@ -138,9 +140,13 @@ def test_ctrl_c_exits_0_with_one_line(upstream, tmp_path):
             except requests.RequestException:
                 time.sleep(0.05)
         assert len(running_files(tmp_path)) == 1
-        time.sleep(0.5)  # let the second worker finish booting too
+        stream = requests.post(f"http://127.0.0.1:{port}/v1/responses", stream=True, timeout=30,
+                               json={"model": "deepseek-v4-pro", "input": "hi", "stream": True})
+        events = stream.iter_lines()
+        assert next(line for line in events if line.startswith(b"event: response.output_text.delta"))
         os.killpg(server.pid, signal.SIGINT)
         output = server.communicate(timeout=30)[0]
+        stream.close()
     finally:
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGKILL)
