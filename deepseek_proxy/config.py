@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import os
 import secrets
+import subprocess
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -37,6 +38,8 @@ DEFAULT_EFFORT_MAP = {
 UPSTREAM_EFFORTS = {"disabled", "low", "high", "max"}
 PROFILES = {"deepseek", "openai"}
 KEY_SOURCE_HINT = 'one of "env:VARIABLE", "pass:ENTRY", "client" or "none"'
+# Settings whose values are secrets: an error or `deepseek-proxy config` names them, never shows them.
+SECRET_SETTINGS = {"server.client_keys", "server.reasoning_secret"}
 
 
 class ConfigError(Exception):
@@ -101,8 +104,12 @@ class Config:
     models: Mapping[str, ModelConfig]
     codex: CodexConfig = CodexConfig()
     path: Path | None = None
+    # Where clients reach the proxy when that is not its own bind address (`--proxy-url`, e.g. behind nginx).
+    public_url: str | None = None
 
     def public_base_url(self) -> str:
+        if self.public_url:
+            return self.public_url
         host = self.server.host
         if host in ("0.0.0.0", "::", ""):
             host = "127.0.0.1"
@@ -112,6 +119,74 @@ class Config:
 
     def model(self, name: str) -> ModelConfig | None:
         return self.models.get(name)
+
+    def listening_at(self, host: str, port: int) -> Config:
+        """This config as it applies to a proxy that listens on host:port (not necessarily the configured ones)."""
+        return replace(self, server=replace(self.server, host=host, port=port))
+
+    def reached_at(self, proxy_url: str) -> Config:
+        """This config for a proxy that clients reach at `proxy_url` (see normalize_proxy_url)."""
+        return replace(self, public_url=normalize_proxy_url(proxy_url))
+
+
+def normalize_proxy_url(url: str) -> str:
+    """The proxy's public base URL (ending in /v1) from what a user types: its root (`https://host/deepseek`,
+    where nginx forwards to the proxy's `/`) or its /v1 URL."""
+    url = url.strip().rstrip("/")
+    if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+        raise ConfigError(f"--proxy-url must be an http:// or https:// URL (the proxy's root or its /v1 URL), "
+                          f"got {url!r}")
+    return url if url.endswith("/v1") else url + "/v1"
+
+
+def is_secret_setting(key: str) -> bool:
+    return key in SECRET_SETTINGS or (key.startswith("upstreams.") and key.endswith(".api_key"))
+
+
+def masked(value: Any) -> str:
+    """A secret, described without its value (an `sk-` prefix and the length help tell two keys apart)."""
+    if isinstance(value, str):
+        if not value:
+            return '""'
+        return f'"{"sk-" if value.startswith("sk-") else ""}…" (hidden, {len(value)} characters)'
+    if isinstance(value, (list, tuple)):
+        return f"a list of {len(value)} (hidden)"
+    return "(hidden)"
+
+
+class KeyUnavailable(Exception):
+    """The configured key source gave no key."""
+
+
+def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
+    """The upstream key for a key source; None for "client" (the caller's own) and "none"."""
+    kind, _, arg = source.partition(":")
+    if kind == "env":
+        value = env.get(arg, "").strip()
+        if not value:
+            raise KeyUnavailable(f"environment variable {arg} is not set")
+        return value
+    if kind == "pass":
+        try:
+            result = subprocess.run(["pass", "show", arg], capture_output=True, text=True, timeout=30, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            raise KeyUnavailable(f"`pass show {arg}` could not run: {exc}") from None
+        first_line = result.stdout.splitlines()[0].strip() if result.stdout else ""
+        if result.returncode != 0 or not first_line:
+            raise KeyUnavailable(f"`pass show {arg}` gave no key (exit {result.returncode})")
+        return first_line
+    return None
+
+
+def key_source_fix(upstream: UpstreamConfig, *, restart: str = "deepseek-proxy serve") -> str:
+    """How to give the proxy the key for an upstream whose key source gave none: the exact command."""
+    kind, _, arg = upstream.api_key.partition(":")
+    if kind == "env":
+        return (f"export {arg}=<your key for {upstream.base_url}> in the shell (or service) that runs "
+                f"`{restart}`, then restart it")
+    if kind == "pass":
+        return f"pass insert {arg}  (the key on its first line), then restart `{restart}`"
+    return f"set upstreams.{upstream.name}.api_key in the proxy config ({KEY_SOURCE_HINT})"
 
 
 def default_models() -> dict[str, ModelConfig]:
@@ -211,17 +286,43 @@ class _Reader:
         if value is default:
             return value
         kinds = kind if isinstance(kind, tuple) else (kind,)
+        key = f"{table}.{name}"
         # bool is an int in Python; a port of `true` is a mistake, not 1.
         if isinstance(value, bool) and bool not in kinds:
-            raise self.fail(f"{table}.{name}", f"must be {_kind_name(kinds)}, not a boolean")
+            raise self.fail(key, f"must be {_kind_name(kinds)}, not a boolean")
         if not isinstance(value, kinds):
-            raise self.fail(f"{table}.{name}", f"must be {_kind_name(kinds)}, got {value!r}")
+            raise self.fail(key, f"must be {_kind_name(kinds)}, got {shown(key, value)}")
         return value
+
+
+def shown(key: str, value: Any) -> str:
+    """A setting's value as an error message may show it: secrets masked."""
+    return masked(value) if is_secret_setting(key) else repr(value)
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
     names = {str: "a string", int: "an integer", float: "a number", bool: "true or false", list: "a list"}
     return " or ".join(names.get(k, k.__name__) for k in kinds)
+
+
+class _Origins:
+    """Where each server setting's value came from, so an invalid value is blamed on what set it: the file's key,
+    the environment variable or the command-line flag (never on "built-in defaults")."""
+
+    def __init__(self, reader: _Reader):
+        self.reader = reader
+        self.labels: dict[str, str] = {}
+
+    def fail(self, name: str, problem: str) -> ConfigError:
+        label = self.labels.get(name)
+        if label is None:
+            return self.reader.fail(f"server.{name}", problem)
+        return ConfigError(f"{label} {problem}")
+
+
+FLAGS = {"host": "--host", "port": "--port", "workers": "--workers", "log_level": "--log-level"}
+SERVER_ENV = {"host": "DEEPSEEK_PROXY_HOST", "port": "DEEPSEEK_PROXY_PORT", "workers": "DEEPSEEK_PROXY_WORKERS",
+              "log_level": "DEEPSEEK_PROXY_LOG_LEVEL"}
 
 
 def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str, Any]) -> ServerConfig:
@@ -232,37 +333,43 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
          "reasoning_secret", "retry_after_seconds", "keepalive_interval"},
     )
     d = ServerConfig()
-    host = reader.get(t, "host", str, d.host)
-    port = reader.get(t, "port", int, d.port)
-    workers = reader.get(t, "workers", int, d.workers)
-    log_level = reader.get(t, "log_level", str, d.log_level)
+    origins = _Origins(reader)
+    values: dict[str, Any] = {
+        "host": reader.get(t, "host", str, d.host),
+        "port": reader.get(t, "port", int, d.port),
+        "workers": reader.get(t, "workers", int, d.workers),
+        "log_level": reader.get(t, "log_level", str, d.log_level),
+    }
     max_body_mb = reader.get(t, "max_body_mb", (int, float), d.max_body_bytes / MB)
     client_keys = reader.get(t, "client_keys", list, list(d.client_keys))
     if not all(isinstance(k, str) and k for k in client_keys):
         raise reader.fail("server.client_keys", "must be a list of non-empty strings")
     secret = reader.get(t, "reasoning_secret", str, "")
 
-    # Environment, then CLI flags.
-    host = env.get("DEEPSEEK_PROXY_HOST", host)
-    port = _int_from_env(env, "DEEPSEEK_PROXY_PORT", port)
-    workers = _int_from_env(env, "DEEPSEEK_PROXY_WORKERS", workers)
-    log_level = env.get("DEEPSEEK_PROXY_LOG_LEVEL", log_level)
+    # Environment, then CLI flags; each remembers that it set the value.
+    for name, variable in SERVER_ENV.items():
+        if variable in env:
+            values[name] = _int_from_env(env, variable, 0) if name in ("port", "workers") else env[variable]
+            origins.labels[name] = f"environment variable {variable}"
     secret = env.get("DEEPSEEK_PROXY_SECRET", secret)
     if env.get("DEEPSEEK_PROXY_CLIENT_KEYS"):
         client_keys = [k.strip() for k in env["DEEPSEEK_PROXY_CLIENT_KEYS"].split(",") if k.strip()]
-    host = overrides.get("host") or host
-    port = overrides.get("port") if overrides.get("port") is not None else port
-    workers = overrides.get("workers") or workers
-    log_level = overrides.get("log_level") or log_level
+    for name, flag in FLAGS.items():
+        if overrides.get(name) is not None:
+            values[name] = overrides[name]
+            origins.labels[name] = flag
+    host, port, workers, log_level = values["host"], values["port"], values["workers"], values["log_level"]
 
+    if not host:
+        raise origins.fail("host", "must not be empty")
     if not 0 <= port <= 65535:
-        raise reader.fail("server.port", f"must be between 0 and 65535, got {port}")
+        raise origins.fail("port", f"must be between 0 and 65535, got {port}")
     if workers < 1:
-        raise reader.fail("server.workers", f"must be at least 1, got {workers}")
+        raise origins.fail("workers", f"must be at least 1, got {workers}")
     if max_body_mb <= 0:
         raise reader.fail("server.max_body_mb", "must be positive")
     if log_level.lower() not in {"debug", "info", "warning", "error", "critical"}:
-        raise reader.fail("server.log_level", f"must be debug, info, warning, error or critical, got {log_level!r}")
+        raise origins.fail("log_level", f"must be debug, info, warning, error or critical, got {log_level!r}")
     return ServerConfig(
         host=host,
         port=port,
@@ -327,18 +434,32 @@ def _upstreams_from(reader: _Reader, env: Mapping[str, str]) -> dict[str, Upstre
         )
     if env.get("DEEPSEEK_BASE_URL"):
         d = upstreams[DEFAULT_UPSTREAM]
-        upstreams[DEFAULT_UPSTREAM] = UpstreamConfig(**{**d.__dict__, "base_url": env["DEEPSEEK_BASE_URL"]})
+        upstreams[DEFAULT_UPSTREAM] = replace(d, base_url=env["DEEPSEEK_BASE_URL"])
 
     for name, up in upstreams.items():
         where = f"upstreams.{name}"
         if not up.base_url.startswith(("http://", "https://")):
-            raise reader.fail(f"{where}.base_url", f"must start with http:// or https://, got {up.base_url!r}")
+            problem = f"must start with http:// or https://, got {up.base_url!r}"
+            if name == DEFAULT_UPSTREAM and env.get("DEEPSEEK_BASE_URL"):
+                raise ConfigError(f"environment variable DEEPSEEK_BASE_URL (sets `{where}.base_url`) {problem}")
+            raise reader.fail(f"{where}.base_url", problem)
         if up.profile not in PROFILES:
             raise reader.fail(f"{where}.profile", f"must be one of {', '.join(sorted(PROFILES))}, got {up.profile!r}")
         kind, _, arg = up.api_key.partition(":")
         if not ((kind in ("env", "pass") and arg) or up.api_key in ("client", "none")):
-            raise reader.fail(f"{where}.api_key", f"must be {KEY_SOURCE_HINT}, got {up.api_key!r}")
+            raise reader.fail(f"{where}.api_key", f"must be {KEY_SOURCE_HINT}, got {_key_source_shown(up.api_key)}. "
+                              f"A key itself does not belong in the file: export it, e.g. DEEPSEEK_API_KEY=…, and "
+                              f'write api_key = "env:DEEPSEEK_API_KEY" (or "pass:ENTRY" for a pass entry)')
     return upstreams
+
+
+def _key_source_shown(value: str) -> str:
+    """An invalid key source as an error may show it: only a source-like prefix (`evn:`), never what may be a
+    literal key."""
+    prefix, colon, rest = value.partition(":")
+    if colon and prefix.isalpha() and len(prefix) <= 8:
+        return f'"{prefix}:…" (the rest hidden)' if rest else f'"{prefix}:"'
+    return masked(value)
 
 
 def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> dict[str, ModelConfig]:

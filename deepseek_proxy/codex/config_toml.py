@@ -487,6 +487,10 @@ def run_setup(config: Config, *, codex_home: Path | None, dry_run: bool, out: Te
     print("\nNext:", file=out)
     if key.env_key and not env.get(key.env_key):
         print(f"  export {key.env_key}=…        # {key.instructions}", file=out)
+    if config.public_url:  # a proxy elsewhere (behind nginx): nothing to start here, and doctor must look there
+        print(f"  codex -p {profiles[0]}" if profiles else "", file=out)
+        print(f"  deepseek-proxy doctor --proxy-url {config.public_url}   # checks every step", file=out)
+        return 0
     print("  deepseek-proxy serve           # if it is not running yet", file=out)
     print(f"  codex -p {profiles[0]}" if profiles else "", file=out)
     print("  deepseek-proxy doctor          # checks every step", file=out)

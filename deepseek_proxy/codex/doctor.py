@@ -21,7 +21,7 @@ from typing import Iterator, Mapping, TextIO
 
 import requests
 
-from ..config import Config
+from ..config import Config, key_source_fix
 from . import catalog as catalog_mod
 from .config_toml import (
     PROVIDER_ID,
@@ -74,6 +74,9 @@ def check_proxy(config: Config, session: requests.Session) -> Check:
     try:
         response = session.get(f"{root}/healthz", timeout=HTTP_TIMEOUT)
     except requests.ConnectionError:
+        if config.public_url:  # --proxy-url: a proxy elsewhere, not one this machine starts
+            return Check("proxy", False, f"Nothing answers at {root} (--proxy-url).",
+                         "check that URL and that the proxy behind it is running")
         return Check("proxy", False, f"Nothing answers at {root}: the proxy is not running (or listens elsewhere).",
                      _cmd(config, "serve"))
     except requests.Timeout:
@@ -92,6 +95,9 @@ def _upstream_fix(config: Config, name: str, status: int | None, detail: str) ->
     upstream = config.upstreams[name]
     source = upstream.api_key
     restart = f"then restart `{_cmd(config, 'serve')}`"
+    no_key = status is None and any(w in detail for w in ("not set", "gave no key", "could not run"))
+    if no_key and source.startswith(("env:", "pass:")):
+        return key_source_fix(upstream, restart=_cmd(config, "serve"))  # the words `serve` itself uses
     if status in (401, 403) or "not set" in detail or "gave no key" in detail:
         if source == "client":
             return "export DEEPSEEK_API_KEY=<a valid DeepSeek key> (Codex sends it; the proxy passes it on)"

@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import os
 import ssl
-import subprocess
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -18,16 +17,13 @@ from urllib.request import getproxies, proxy_bypass
 
 import requests
 
-from ..config import UpstreamConfig
+# Key sources are resolved in config (the server's master process checks them without importing requests).
+from ..config import KeyUnavailable, UpstreamConfig, key_source_fix, resolve_key  # noqa: F401 - re-exported
 from ..jsonfast import JSONDecodeError, dumps, loads
 from .pool import PooledAdapter
 from .profiles import profile_named
 
 log = logging.getLogger("deepseek_proxy.upstream")
-
-
-class KeyUnavailable(Exception):
-    """The configured key source gave no key."""
 
 
 @dataclass
@@ -43,26 +39,6 @@ class UpstreamError(Exception):
 
     def __str__(self) -> str:
         return f"{self.status} {self.code}: {self.message}"
-
-
-def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
-    """The upstream key for a key source; None for "client" (the caller's own) and "none"."""
-    kind, _, arg = source.partition(":")
-    if kind == "env":
-        value = env.get(arg, "").strip()
-        if not value:
-            raise KeyUnavailable(f"environment variable {arg} is not set")
-        return value
-    if kind == "pass":
-        try:
-            result = subprocess.run(["pass", "show", arg], capture_output=True, text=True, timeout=30, check=False)
-        except (OSError, subprocess.TimeoutExpired) as exc:
-            raise KeyUnavailable(f"`pass show {arg}` could not run: {exc}") from None
-        first_line = result.stdout.splitlines()[0].strip() if result.stdout else ""
-        if result.returncode != 0 or not first_line:
-            raise KeyUnavailable(f"`pass show {arg}` gave no key (exit {result.returncode})")
-        return first_line
-    return None
 
 
 def _certificate_rejected(exc: BaseException) -> bool:
@@ -123,7 +99,12 @@ class UpstreamClient:
     def _headers(self, client_key: str | None) -> dict[str, str]:
         key = client_key if self.passes_client_key else self._key
         if key is None and not self.passes_client_key and self.config.api_key != "none":
-            raise UpstreamError(500, f"no upstream API key: {self.key_error}", "upstream_key_missing", "server_error")
+            # 401: no request can succeed until the proxy's operator gives it a key; the message says whose
+            # configuration it is, so a client (and its user) does not blame its own key or wait for capacity.
+            raise UpstreamError(401, f"deepseek-proxy itself has no API key for its upstream `{self.config.name}` "
+                                f"({self.config.base_url}): {self.key_error}. This is the proxy's configuration, "
+                                f"not your request or your key. Fix: {key_source_fix(self.config)}.",
+                                "upstream_key_missing", "authentication_error")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def post_chat(self, body: dict, *, client_key: str | None = None) -> requests.Response:

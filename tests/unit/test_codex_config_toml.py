@@ -370,3 +370,16 @@ def test_relative_codex_home_gives_absolute_catalog_path(work, monkeypatch):
     assert ct.run_setup(config, codex_home=Path("codex-home"), dry_run=False, out=out, env=env_for(work)) == 0
     profile = read_toml(home_file(work, "deepseek-v4-pro.config.toml"))
     assert profile["model_catalog_json"] == str(work / "codex-home" / "deepseek-proxy" / "model_catalog.json")
+
+
+def test_setup_for_a_proxy_elsewhere_points_codex_at_its_url(work):
+    """`codex setup --proxy-url https://host/deepseek` (a proxy behind nginx): provider and catalog URL follow it,
+    and the next steps say how to check it rather than to start a proxy here."""
+    config = config_from(work).reached_at("https://proxy.example/deepseek/")
+    code, out = setup(work, config)
+    assert code == 0, out
+    provider = read_toml(home_file(work, "config.toml"))["model_providers"]["deepseek-proxy"]
+    assert provider["base_url"] == "https://proxy.example/deepseek/v1"
+    assert provider["model_catalog_url"] == "https://proxy.example/deepseek/v1/codex/models.json"
+    assert "deepseek-proxy doctor --proxy-url https://proxy.example/deepseek/v1" in out
+    assert "deepseek-proxy serve" not in out

@@ -252,7 +252,11 @@ def test_missing_env_key_fails_the_request_not_the_start(env):
     assert "DEEPSEEK_API_KEY" in client.key_error
     with pytest.raises(UpstreamError) as caught:
         client._headers(client_key=None)
-    assert caught.value.status == 500 and "DEEPSEEK_API_KEY" in caught.value.message
+    error = caught.value
+    # The client is told it is the proxy's own missing key (401, a code of its own, the fix), not its fault.
+    assert (error.status, error.code, error.type) == (401, "upstream_key_missing", "authentication_error")
+    assert "deepseek-proxy itself has no API key" in error.message
+    assert "export DEEPSEEK_API_KEY=" in error.message and "restart" in error.message
 
 
 # ---- invalid configuration -----------------------------------------------------------------------------------------
@@ -356,3 +360,129 @@ def test_a_model_of_our_own_has_no_thinking_mode_unless_configured(env, tmp_path
     config = load_config(write(tmp_path, '[models.mine]\n[models.thinker]\nthinking = true\n'), env=env)
     assert config.models["mine"].thinking is False
     assert config.models["thinker"].thinking is True
+
+
+# ---- blame the source of a bad value; never show a secret ---------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"workers": 0}, "--workers must be at least 1, got 0"),
+        ({"workers": -2}, "--workers must be at least 1, got -2"),
+        ({"port": 99999}, "--port must be between 0 and 65535, got 99999"),
+        ({"log_level": "loud"}, "--log-level must be debug, info, warning, error or critical, got 'loud'"),
+    ],
+)
+def test_invalid_flags_are_blamed_on_the_flag(env, overrides, expected):
+    with pytest.raises(ConfigError) as caught:
+        load_config(os.devnull, env=env, overrides=overrides)
+    assert str(caught.value) == expected
+    assert "built-in defaults" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        ("DEEPSEEK_PROXY_WORKERS", "0", "environment variable DEEPSEEK_PROXY_WORKERS must be at least 1, got 0"),
+        ("DEEPSEEK_PROXY_PORT", "70000", "environment variable DEEPSEEK_PROXY_PORT must be between 0 and 65535"),
+        ("DEEPSEEK_PROXY_LOG_LEVEL", "chatty", "environment variable DEEPSEEK_PROXY_LOG_LEVEL must be debug"),
+        ("DEEPSEEK_BASE_URL", "api.deepseek.com", "environment variable DEEPSEEK_BASE_URL (sets "
+                                                  "`upstreams.deepseek.base_url`) must start with http://"),
+    ],
+)
+def test_invalid_environment_overrides_are_blamed_on_the_variable(env, tmp_path, variable, value, expected):
+    path = write(tmp_path, "[server]\nworkers = 2\n")  # a valid file: the variable is what is wrong
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env={**env, variable: value})
+    assert str(caught.value).startswith(expected)
+
+
+def test_a_flag_fixes_a_bad_environment_value_and_a_zero_flag_is_not_ignored(env):
+    config = load_config(os.devnull, env={**env, "DEEPSEEK_PROXY_WORKERS": "0"}, overrides={"workers": 3})
+    assert config.server.workers == 3
+    assert load_config(os.devnull, env=env, overrides={"port": 0}).server.port == 0  # 0: any free port
+
+
+def test_invalid_file_value_still_names_the_file_and_key(env, tmp_path):
+    path = write(tmp_path, "[server]\nworkers = 0\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    assert str(caught.value) == f"{path}: `server.workers` must be at least 1, got 0"
+
+
+SECRET = "sk-0123456789abcdef0123456789abcdef"
+
+
+@pytest.mark.parametrize(
+    ("text", "key"),
+    [
+        (f'[upstreams.deepseek]\napi_key = "{SECRET}"\n', "upstreams.deepseek.api_key"),
+        (f'[upstreams.local]\nbase_url = "http://127.0.0.1:1/v1"\napi_key = "{SECRET}"\n', "upstreams.local.api_key"),
+        (f'[upstreams.deepseek]\napi_key = "Bearer {SECRET}"\n', "upstreams.deepseek.api_key"),
+        (f'[upstreams.deepseek]\napi_key = ["{SECRET}"]\n', "upstreams.deepseek.api_key"),
+        (f'[server]\nclient_keys = "{SECRET}"\n', "server.client_keys"),
+        (f'[server]\nclient_keys = ["{SECRET}", 7]\n', "server.client_keys"),
+        (f'[server]\nreasoning_secret = ["{SECRET}"]\n', "server.reasoning_secret"),
+    ],
+)
+def test_a_literal_secret_is_named_by_its_key_and_never_shown(env, tmp_path, text, key):
+    path = write(tmp_path, text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    message = str(caught.value)
+    assert f"`{key}`" in message and str(path) in message
+    assert SECRET not in message and SECRET[3:11] not in message, message
+
+
+def test_a_literal_key_error_says_what_to_write_instead(env, tmp_path):
+    path = write(tmp_path, f'[upstreams.deepseek]\napi_key = "{SECRET}"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    message = str(caught.value)
+    assert '"sk-…" (hidden, 35 characters)' in message
+    assert 'api_key = "env:DEEPSEEK_API_KEY"' in message
+
+
+def test_a_mistyped_key_source_shows_its_prefix_only(env, tmp_path):
+    path = write(tmp_path, '[upstreams.deepseek]\napi_key = "evn:MY_OWN_VARIABLE"\n')
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, env=env)
+    assert '"evn:…"' in str(caught.value) and "MY_OWN_VARIABLE" not in str(caught.value)
+
+
+# ---- where clients reach the proxy --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "base"),
+    [
+        ("http://127.0.0.1:9000", "http://127.0.0.1:9000/v1"),
+        ("http://127.0.0.1:9000/v1/", "http://127.0.0.1:9000/v1"),
+        ("https://proxy.example/deepseek/", "https://proxy.example/deepseek/v1"),
+    ],
+)
+def test_proxy_url_becomes_the_public_base_url(env, given, base):
+    config = load_config(os.devnull, env=env).reached_at(given)
+    assert config.public_base_url() == base
+
+
+@pytest.mark.parametrize("given", ["proxy.example:8787", "ftp://proxy.example", "http://"])
+def test_a_proxy_url_that_is_not_http_is_blamed_on_the_flag(env, given):
+    with pytest.raises(ConfigError, match="--proxy-url must be an http:// or https:// URL"):
+        load_config(os.devnull, env=env).reached_at(given)
+
+
+def test_listening_at_another_port_and_host(env):
+    config = load_config(os.devnull, env=env)
+    assert config.listening_at("::1", 9000).public_base_url() == "http://[::1]:9000/v1"
+    assert config.listening_at("0.0.0.0", 9001).public_base_url() == "http://127.0.0.1:9001/v1"
+
+
+def test_key_source_fix_is_the_exact_command(env):
+    from deepseek_proxy.config import UpstreamConfig, key_source_fix
+
+    by_env = key_source_fix(UpstreamConfig(name="deepseek", base_url=DEFAULT_BASE_URL, api_key="env:MY_KEY"))
+    assert by_env.startswith("export MY_KEY=<your key for https://api.deepseek.com>") and "restart" in by_env
+    by_pass = key_source_fix(UpstreamConfig(name="deepseek", base_url=DEFAULT_BASE_URL, api_key="pass:ds/key"))
+    assert by_pass.startswith("pass insert ds/key")

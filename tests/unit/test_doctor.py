@@ -121,6 +121,28 @@ def test_everything_in_place_passes(running, proxy_toml):
 
 # ------------------------------------------------------------------------------------------- 1. the proxy
 
+def test_proxy_url_is_where_doctor_looks(running):
+    """`doctor --proxy-url URL`: the proxy is checked at that URL (here the real one, given by its root)."""
+    scene = running()
+    scene.config = scene.config.reached_at(f"http://127.0.0.1:{scene.config.server.port}")
+    code, out = scene.doctor()
+    assert code == 0, out
+    assert results(out)["proxy"] == [("ok", f"deepseek-proxy answers at http://127.0.0.1:{scene.config.server.port}",
+                                      None)]
+
+
+def test_proxy_url_with_nothing_behind_it(work, upstream):
+    scene = make_scene(work, Path(os.devnull), port=free_port(), upstream_url=upstream.base_url,
+                       catalog_setup=False)
+    port = free_port()
+    scene.config = scene.config.reached_at(f"http://127.0.0.1:{port}/v1")
+    code, out = scene.doctor()
+    assert code == 1
+    message, fix = failed(out)["proxy"]
+    assert message == f"Nothing answers at http://127.0.0.1:{port} (--proxy-url)."
+    assert fix == "check that URL and that the proxy behind it is running"  # not "deepseek-proxy serve"
+
+
 def test_proxy_not_listening(work, upstream):
     config_path = work / "proxy.toml"
     config_path.write_text("")
@@ -181,6 +203,17 @@ def test_upstream_key_not_set(work, upstream):
     assert code == 1
     message, fix = failed(out)["upstream deepseek"]
     assert "DEEPSEEK_API_KEY is not set" in message and fix.startswith("export DEEPSEEK_API_KEY=")
+
+
+def test_running_proxy_without_a_key(running):
+    """The proxy started without DEEPSEEK_API_KEY: doctor says the proxy itself has none, and the fix `serve` gave."""
+    scene = running(proxy_env={"DEEPSEEK_API_KEY": ""})
+    code, out = scene.doctor()
+    assert code == 1
+    message, fix = failed(out)["upstream deepseek"]
+    assert message.startswith("the proxy has no key for ") and "DEEPSEEK_API_KEY is not set" in message
+    assert fix.startswith("export DEEPSEEK_API_KEY=") and f"--config {scene.config.path} serve" in fix
+    assert "proxy" not in failed(out)
 
 
 def test_upstream_unreachable(work):
