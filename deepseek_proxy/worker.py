@@ -191,7 +191,8 @@ class StreamingHandler(PyWSGIHandler):
     def _error_response(self, status: int, message: str, code: str, path: str, request_id: str,
                         extra: bytes = b"") -> bytes:
         body = faults.error_body(path, status, message, code=code, request_id=request_id)
-        reason = {408: b"Request Timeout", 503: b"Service Unavailable"}.get(status, b"Error")
+        reason = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
+                  503: b"Service Unavailable"}.get(status, b"Error")
         return (b"HTTP/1.1 %d %b\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
                 b"x-request-id: %b\r\n%bConnection: close\r\n\r\n%b"
                 % (status, reason, len(body), request_id.encode(), extra, body))
@@ -216,6 +217,14 @@ class StreamingHandler(PyWSGIHandler):
                                                "/", faults.new_request_id())
         if self.timed_out_in is not None:
             return None  # idle (nothing sent: close quietly, as every server does) or a body/drain cut-off
+        if isinstance(result, tuple):
+            # gevent refused the head itself (malformed, or a request line over 8 KiB): its plain-text answer,
+            # in the client's format with a request id instead.
+            status = int(result[0])
+            message = ("The request line is too long." if status == 414
+                       else "The request is not valid HTTP/1.1.")
+            return result[0], self._error_response(status, message, "invalid_request", self.path or "/",
+                                                   faults.new_request_id())
         return result
 
     def read_allowance(self) -> float:
