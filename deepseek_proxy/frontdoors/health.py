@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -43,7 +44,7 @@ def readyz() -> Response:
     checks = {}
     for name in sorted({m.upstream for m in gw.config.models.values()}):
         client = gw.upstreams[name]
-        check = {"base_url": client.config.base_url, "key": "client" if client.passes_client_key else
+        check: dict[str, Any] = {"base_url": client.config.base_url, "key": "client" if client.passes_client_key else
                  ("missing" if client.key_error else "configured")}
         ok = client.key_error is None
         if not ok:

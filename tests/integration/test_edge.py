@@ -34,7 +34,7 @@ def _closed_at(sock: socket.socket, started: float, limit: float = 10.0) -> tupl
             received += data
     except ConnectionResetError:
         pass
-    except socket.timeout:
+    except TimeoutError:
         return float("inf"), received
     return time.monotonic() - started, received
 
