@@ -6,16 +6,15 @@ import logging
 import os
 from typing import Mapping
 
-from flask import Flask, Request, Response, request
-from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
-from werkzeug.utils import cached_property
-from werkzeug.wsgi import get_input_stream
+from flask import Flask, Response, request
+from werkzeug.exceptions import HTTPException
 
 from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .frontdoors import health, models, responses
 from .frontdoors.common import EXTENSION, Gateway, openai_error
+from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
 from .translate.reasoning import ReasoningCodec
 from .upstream.client import UpstreamClient
@@ -28,7 +27,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     and deploy/gunicorn.conf.py start it)."""
     config = config or load_config(env=env)
     app = Flask("deepseek_proxy", static_folder=None)
-    app.request_class = _ProxyRequest
+    app.request_class = ProxyRequest
     # Codex resends the whole history every turn: bodies of tens of MB are normal, larger ones get a clear 413.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     used = {m.upstream for m in config.models.values()}
@@ -46,45 +45,8 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     return app
 
 
-class _ProxyRequest(Request):
-    @cached_property
-    def stream(self):
-        """A chunked body (no Content-Length) over the limit is a 413 like a sized one. Werkzeug stops reading such
-        a body at the limit and hands over what it read, which then fails as truncated JSON: read one byte more and
-        refuse if it came."""
-        limit = self.max_content_length
-        if limit is None or self.content_length is not None:
-            return get_input_stream(self.environ, max_content_length=limit)
-        return _AtMost(get_input_stream(self.environ, max_content_length=limit + 1), limit)
-
-
-class _AtMost:
-    def __init__(self, stream, limit: int):
-        self._stream, self._limit, self._seen = stream, limit, 0
-
-    def read(self, size: int = -1) -> bytes:
-        data = self._stream.read(size)
-        self._seen += len(data)
-        if self._seen > self._limit:
-            raise RequestEntityTooLarge()
-        return data
-
-    def readinto(self, buffer) -> int:  # the IO protocol, for readers that prefer it
-        data = self.read(len(buffer))
-        buffer[:len(data)] = data
-        return len(data)
-
-
-def request_id() -> str:
-    """This request's id: the worker's (also in its own log lines), or a new one when the app runs elsewhere."""
-    rid = request.environ.get(faults.ENVIRON_KEY)
-    if rid is None:
-        rid = request.environ[faults.ENVIRON_KEY] = faults.new_request_id()
-    return rid
-
-
 def _tag_request_id(response: Response) -> Response:
-    response.headers[faults.HEADER] = request_id()
+    response.headers[faults.HEADER] = faults.request_id(request.environ)
     return response
 
 
@@ -101,7 +63,7 @@ def _http_error(error: HTTPException) -> Response:
 def _unexpected_error(error: Exception) -> Response:
     """Whatever else a request raised. What only a client's input can cause is a 400; the stop's end of a request
     is a retryable 503; anything else is the proxy's fault, a 500 whose message carries the request id."""
-    rid = request_id()
+    rid = faults.request_id(request.environ)
     fault = faults.input_fault(error)
     if fault is not None:
         log.info("request %s: %s %s refused: %s", rid, request.method, request.path, fault[1])

@@ -22,6 +22,15 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
+def request_id(environ: dict) -> str:
+    """The id of the request `environ` belongs to (`faults.request_id(flask.request.environ)` in a view): the
+    worker's, which its own log lines use too, or a new one when the app runs under another server."""
+    rid = environ.get(ENVIRON_KEY)
+    if rid is None:
+        rid = environ[ENVIRON_KEY] = new_request_id()
+    return rid
+
+
 def input_fault(error: BaseException) -> tuple[int, str] | None:
     """(status, message) when `error` can only come from what the client sent, else None (a server fault)."""
     # orjson refuses to encode beyond 254 levels ("Recursion limit reached", a TypeError); Python's own recursion

@@ -228,7 +228,10 @@ def test_sigterm_lets_a_stream_finish_within_the_grace_period(start_proxy, fake_
 
 def test_sigterm_past_the_grace_period_ends_the_stream(start_proxy, fake_deepseek):
     """A stream longer than the grace period: it keeps flowing during the grace period, then ends with the
-    relay's final event and a terminating chunk, and the server exits 0 within grace + 2 s."""
+    relay's final event and a terminating chunk, and the server exits 0 within grace + 2 s.
+
+    The worker raises ServerShuttingDown into the stream's greenlet; the relay (frontdoors/relay.py, the relay
+    branch) turns it into the final event. Until that is merged the last two assertions fail here."""
     fake_deepseek.reset()
     grace = 1.5
     server = start_proxy(fake_deepseek.base_url, f"[server]\nshutdown_grace_seconds = {grace}\n")
