@@ -66,11 +66,13 @@ class ServerConfig:
     # header_timeout (client_header_timeout 60 s); no wait for the next piece of a body longer than body_timeout
     # (client_body_timeout 60 s), and a body slower than body_min_rate bytes/s once that slack is used up is cut
     # with a 408 (Apache mod_reqtimeout's MinRate=500); an idle keep-alive connection closed after
-    # idle_timeout (keepalive_timeout 75 s, longer than nginx's upstream keepalive_timeout of 60 s).
+    # idle_timeout (keepalive_timeout 75 s, longer than nginx's upstream keepalive_timeout of 60 s); a client
+    # that takes nothing of a reply for send_timeout is gone (send_timeout 60 s), and its upstream is closed.
     header_timeout: float = 60.0
     body_timeout: float = 60.0
     body_min_rate: int = 500
     idle_timeout: float = 75.0
+    send_timeout: float = 60.0
     # Open connections one client address may hold per worker (0: no cap). Generous: Codex with parallel
     # sub-agents holds a few streams and keep-alive connections each; behind nginx every client is one address.
     max_connections_per_address: int = 256
@@ -246,7 +248,7 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         t,
         {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
          "reasoning_secret", "retry_after_seconds", "keepalive_interval", "header_timeout", "body_timeout",
-         "body_min_rate", "idle_timeout", "max_connections_per_address", "shutdown_grace_seconds"},
+         "body_min_rate", "idle_timeout", "send_timeout", "max_connections_per_address", "shutdown_grace_seconds"},
     )
     d = ServerConfig()
     host = reader.get(t, "host", str, d.host)
@@ -297,7 +299,7 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
 
 def _edge_limits_from(reader: _Reader, d: ServerConfig) -> dict[str, Any]:
     limits: dict[str, Any] = {}
-    for name in ("header_timeout", "body_timeout", "idle_timeout", "shutdown_grace_seconds"):
+    for name in ("header_timeout", "body_timeout", "idle_timeout", "send_timeout", "shutdown_grace_seconds"):
         value = float(reader.get("server", name, (int, float), getattr(d, name)))
         if value < 0 or (value == 0 and name != "shutdown_grace_seconds"):  # a grace of 0 ends streams at once
             raise reader.fail(f"server.{name}", f"must be a positive number of seconds, got {value:g}")

@@ -8,7 +8,8 @@ from the phase the connection is in: waiting for a request (idle_timeout; header
 reading its head (the whole head within header_timeout, so a client dripping one byte at a time gains nothing),
 reading its body (never a wait longer than body_timeout for the next piece, and no slower than body_min_rate
 bytes/s once body_timeout of slack is used up: a 408 in the client's error format), or draining an unread body
-after the response (nginx's lingering close: 30 s at most, 5 s per read). A connection over
+after the response (nginx's lingering close: 30 s at most, 5 s per read). A write waits at most send_timeout for
+room in the socket: a client that stops reading a stream is dropped and its upstream closed. A connection over
 max_connections_per_address from one address is refused with a 503 at once, before it can hold a slot.
 
 **Graceful stop.** SIGTERM: stop accepting, close idle keep-alive connections, let requests in progress finish
@@ -72,6 +73,7 @@ class EdgeLimits:
     body_timeout: float
     body_min_rate: int
     idle_timeout: float
+    send_timeout: float
     max_connections_per_address: int
     shutdown_grace_seconds: float
 
@@ -93,6 +95,7 @@ class _ClientReader(io.RawIOBase):
     def __init__(self, sock, handler: StreamingHandler):
         self._sock = sock
         self._handler = handler
+        self._resting_timeout = handler.server.limits.send_timeout
 
     def readable(self) -> bool:
         return True
@@ -109,7 +112,7 @@ class _ClientReader(io.RawIOBase):
         except TimeoutError:
             raise handler.timed_out() from None
         finally:
-            sock.settimeout(None)  # writes never time out here: a slow reader of a stream is the relay's business
+            sock.settimeout(self._resting_timeout)  # what writes wait at most for room (see _sendall)
         handler.received(received)
         return received
 
@@ -167,6 +170,7 @@ class StreamingHandler(PyWSGIHandler):
         server.connections.add(self)
         self.greenlet = gevent.getcurrent()
         self.deadline = time.monotonic() + server.limits.header_timeout
+        self.socket.settimeout(server.limits.send_timeout)
         try:
             super().handle()
         finally:
@@ -294,6 +298,11 @@ class StreamingHandler(PyWSGIHandler):
         if isinstance(v, gevent.GreenletExit):  # killed by the stop: nothing to report, nothing more to send
             self.close_connection = True
             return
+        if isinstance(v, TimeoutError) and self.headers_sent:
+            log.info("request %s: the client took nothing for %gs; closing", self.request_id,
+                     self.server.limits.send_timeout)
+            self.close_connection = True
+            return
         if isinstance(v, ServerShuttingDown):
             log.info("request %s: ended by the shutdown after the grace period", self.request_id)
         else:
@@ -333,7 +342,12 @@ class StreamingHandler(PyWSGIHandler):
         try:
             sent = sock.send(data)
             if sent < len(data):
-                sock.sendall(memoryview(data)[sent:])
+                # The socket buffer is full. Each send waits at most the socket's timeout (send_timeout) for room,
+                # as nginx's send_timeout: a client that takes nothing for that long is gone (socket.timeout, and
+                # the relay closes the upstream). gevent's sendall would bound the whole write instead.
+                view = memoryview(data)
+                while sent < len(data):
+                    sent += sock.send(view[sent:])
         except OSError as ex:
             # What gevent's own _sendall records: the request is logged as a socket error, not a success.
             self.status = f"socket error: {ex}"

@@ -181,6 +181,30 @@ def test_connections_per_address_are_capped(start_proxy, fake_deepseek):
     assert "more than 3 open" in server.log()
 
 
+def test_a_client_that_stops_reading_a_stream_is_dropped_after_send_timeout(start_proxy, fake_deepseek):
+    fake_deepseek.reset()
+    server = start_proxy(fake_deepseek.base_url, "[server]\nsend_timeout = 0.5\n")
+    chunk = "y" * 32768
+    fake_deepseek.script(Reply.text(chunk * 400, reasoning=None, chunks=[chunk] * 400))  # 13 MB of deltas
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # fills at once
+    sock.connect(("127.0.0.1", server.port))
+    body = json.dumps({"model": MODEL, "input": "hi", "stream": True}).encode()
+    sock.sendall(b"POST /v1/responses HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                 b"Content-Length: %d\r\n\r\n%b" % (len(body), body))
+    try:
+        deadline = time.monotonic() + 15
+        while "took nothing" not in server.log() and time.monotonic() < deadline:
+            time.sleep(0.1)  # not reading
+        assert "took nothing for 0.5s" in server.log()
+        when, received = _closed_at(sock, time.monotonic())
+        assert when < 5, "the connection is closed (what was buffered still arrives first)"
+        assert 0 < len(received) < 13_000_000
+    finally:
+        sock.close()
+    assert requests.get(server.base_url + "/healthz", timeout=5).status_code == 200
+
+
 # ---- graceful stop ---------------------------------------------------------------------------------------------
 
 
