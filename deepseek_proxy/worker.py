@@ -133,6 +133,8 @@ class EdgeServer(PyWSGIServer):
         """One line per address per minute: a flood of refused connections must not flood the log."""
         now = time.monotonic()
         if now - self._refusals_logged.get(address, -60.0) >= 60.0:
+            if len(self._refusals_logged) > 1000:  # many addresses (an IPv6 range): forget, rather than grow
+                self._refusals_logged.clear()
             self._refusals_logged[address] = now
             log.warning("refused connections from %s: more than %d open (server.max_connections_per_address)",
                         address, self.limits.max_connections_per_address)
