@@ -6,13 +6,16 @@ import logging
 import os
 from typing import Mapping
 
-from flask import Flask, Response
+from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
 
+from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .frontdoors import health, models, responses
 from .frontdoors.common import EXTENSION, Gateway, openai_error
+from .request_body import ProxyRequest
+from .shutdown import ServerShuttingDown
 from .translate.reasoning import ReasoningCodec
 from .upstream.client import UpstreamClient
 
@@ -24,6 +27,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     and deploy/gunicorn.conf.py start it)."""
     config = config or load_config(env=env)
     app = Flask("deepseek_proxy", static_folder=None)
+    app.request_class = ProxyRequest
     # Codex resends the whole history every turn: bodies of tens of MB are normal, larger ones get a clear 413.
     app.config["MAX_CONTENT_LENGTH"] = config.server.max_body_bytes
     used = {m.upstream for m in config.models.values()}
@@ -37,7 +41,13 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
+    app.after_request(_tag_request_id)
     return app
+
+
+def _tag_request_id(response: Response) -> Response:
+    response.headers[faults.HEADER] = faults.request_id(request.environ)
+    return response
 
 
 def _http_error(error: HTTPException) -> Response:
@@ -46,11 +56,20 @@ def _http_error(error: HTTPException) -> Response:
         return openai_error(413, "The request body is larger than this proxy accepts "
                                  "(server.max_body_mb in the config raises the limit).",
                             code="request_too_large")
-    code = {404: "not_found", 405: "method_not_allowed"}.get(error.code or 0)
+    code = {404: "not_found", 405: "method_not_allowed", 408: "request_timeout"}.get(error.code or 0)
     return openai_error(error.code or 500, error.description or error.name, code=code)
 
 
 def _unexpected_error(error: Exception) -> Response:
-    log.exception("unhandled error")
-    return openai_error(500, "The proxy failed on this request; see its log.", type="server_error",
-                        code="server_error")
+    """Whatever else a request raised. What only a client's input can cause is a 400; the stop's end of a request
+    is a retryable 503; anything else is the proxy's fault, a 500 whose message carries the request id."""
+    rid = faults.request_id(request.environ)
+    fault = faults.input_fault(error)
+    if fault is not None:
+        log.info("request %s: %s %s refused: %s", rid, request.method, request.path, fault[1])
+        return openai_error(fault[0], fault[1])
+    if isinstance(error, ServerShuttingDown):
+        return openai_error(503, "The proxy is restarting; try again.", type="server_error",
+                            code="server_shutting_down", headers={"retry-after": "1"})
+    log.exception("request %s: unhandled error in %s %s", rid, request.method, request.path)
+    return openai_error(500, faults.unexpected_message(rid), type="server_error", code="server_error")

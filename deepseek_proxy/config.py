@@ -65,6 +65,24 @@ class ServerConfig:
     # While the upstream only sends keep-alive comments (a queued DeepSeek request), send the client a
     # `response.in_progress` at most this often: Codex's idle timer ignores SSE comments.
     keepalive_interval: float = 5.0
+    # Time limits at the edge, each nginx's default (worker.py enforces them): the whole request head within
+    # header_timeout (client_header_timeout 60 s); no wait for the next piece of a body longer than body_timeout
+    # (client_body_timeout 60 s), and a body slower than body_min_rate bytes/s once that slack is used up is cut
+    # with a 408 (Apache mod_reqtimeout's MinRate=500); an idle keep-alive connection closed after
+    # idle_timeout (keepalive_timeout 75 s, longer than nginx's upstream keepalive_timeout of 60 s); a client
+    # that takes nothing of a reply for send_timeout is gone (send_timeout 60 s), and its upstream is closed.
+    header_timeout: float = 60.0
+    body_timeout: float = 60.0
+    body_min_rate: int = 500
+    idle_timeout: float = 75.0
+    send_timeout: float = 60.0
+    # Open connections one client address may hold per worker (0: no cap). Generous: Codex with parallel
+    # sub-agents holds a few streams and keep-alive connections each; behind nginx every client is one address.
+    max_connections_per_address: int = 256
+    # SIGTERM: open streams get this long to finish before each is ended with a retryable failure event.
+    # 8 s: the whole stop then fits in `docker stop`'s 10 s, the shortest supervisor default (systemd: 90 s,
+    # Kubernetes: 30 s), before a SIGKILL would cut streams with no final event.
+    shutdown_grace_seconds: float = 8.0
 
 
 @dataclass(frozen=True)
@@ -330,7 +348,8 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
     reader.only_keys(
         t,
         {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
-         "reasoning_secret", "retry_after_seconds", "keepalive_interval"},
+         "reasoning_secret", "retry_after_seconds", "keepalive_interval", "header_timeout", "body_timeout",
+         "body_min_rate", "idle_timeout", "send_timeout", "max_connections_per_address", "shutdown_grace_seconds"},
     )
     d = ServerConfig()
     origins = _Origins(reader)
@@ -381,7 +400,23 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         reasoning_secret=secret.encode() if secret else _reasoning_secret(env),
         retry_after_seconds=reader.get(t, "retry_after_seconds", int, d.retry_after_seconds),
         keepalive_interval=float(reader.get(t, "keepalive_interval", (int, float), d.keepalive_interval)),
+        **_edge_limits_from(reader, d),
     )
+
+
+def _edge_limits_from(reader: _Reader, d: ServerConfig) -> dict[str, Any]:
+    limits: dict[str, Any] = {}
+    for name in ("header_timeout", "body_timeout", "idle_timeout", "send_timeout", "shutdown_grace_seconds"):
+        value = float(reader.get("server", name, (int, float), getattr(d, name)))
+        if value < 0 or (value == 0 and name != "shutdown_grace_seconds"):  # a grace of 0 ends streams at once
+            raise reader.fail(f"server.{name}", f"must be a positive number of seconds, got {value:g}")
+        limits[name] = value
+    for name in ("body_min_rate", "max_connections_per_address"):
+        value = reader.get("server", name, int, getattr(d, name))
+        if value < 0:
+            raise reader.fail(f"server.{name}", f"must be 0 or more, got {value}")
+        limits[name] = value
+    return limits
 
 
 def _int_from_env(env: Mapping[str, str], name: str, default: int) -> int:

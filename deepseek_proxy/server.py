@@ -9,6 +9,7 @@ upstream Session opens is cooperative.
 from __future__ import annotations
 
 import logging
+import math
 import sys
 
 from .config import Config
@@ -38,8 +39,12 @@ def gunicorn_settings(config: Config) -> dict:
         "worker_connections": config.server.worker_connections,
         # For async workers `timeout` is a heartbeat, not a request limit: long streams are fine.
         "timeout": 120,
-        "graceful_timeout": 30,
-        "keepalive": 75,  # longer than nginx's upstream keepalive_timeout default (60 s)
+        # The worker runs the stop itself (worker.py): the grace period for open streams, then up to 3 s for
+        # their final events. The arbiter SIGKILLs a worker still there after graceful_timeout, so it gets more.
+        "graceful_timeout": math.ceil(config.server.shutdown_grace_seconds) + 5,
+        # Not read by gevent's WSGI server; worker.py closes idle connections after server.idle_timeout. Set
+        # the same so that gunicorn's own printout of its settings tells the truth.
+        "keepalive": math.ceil(config.server.idle_timeout),
         "loglevel": config.server.log_level,
         "accesslog": None,  # the proxy logs one line per request itself, and never a header
         "errorlog": "-",

@@ -62,8 +62,10 @@ def check_client_key(config: Config) -> Response | None:
     """When the proxy is configured with client keys, a request must present one of them."""
     if not config.server.client_keys:
         return None
-    presented = bearer_token() or ""
-    if any(hmac.compare_digest(presented, key) for key in config.server.client_keys):
+    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 on `Bearer é`). WSGI headers are the
+    # raw bytes decoded as latin-1.
+    presented = (bearer_token() or "").encode("latin-1", "replace")
+    if any(hmac.compare_digest(presented, key.encode()) for key in config.server.client_keys):
         return None
     return openai_error(401, "Incorrect API key provided for this proxy.", type="invalid_request_error",
                         code="invalid_api_key")
