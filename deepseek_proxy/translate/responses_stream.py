@@ -81,6 +81,7 @@ class ResponseStream:
         self._reasoning: _Item | None = None
         self._message: _Item | None = None
         self._calls: dict[int, _Item] = {}  # upstream tool_call index → item
+        self._last_call_index = -1  # the call the last tool_call fragment belonged to
         self._output: list[tuple[int, dict]] = []  # (output_index, finished item)
         self._finish_reason: str | None = None
         self._usage: dict | None = None
@@ -184,7 +185,14 @@ class ResponseStream:
                                content_index=0, delta=text, logprobs=[]))
 
     def _tool_call_delta(self, call: dict, out: list[Event]) -> None:
-        index = call.get("index", len(self._calls))
+        index = call.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # Some OpenAI-compatible servers send no `index`: a fragment continues the last call unless it
+            # carries a new `id`.
+            last = self._calls.get(self._last_call_index)
+            fresh = last is None or (call.get("id") is not None and call["id"] != last.call_id)
+            index = max(self._calls, default=-1) + 1 if fresh else self._last_call_index
+        self._last_call_index = index
         function = call.get("function") or {}
         item = self._calls.get(index)
         if item is None:
