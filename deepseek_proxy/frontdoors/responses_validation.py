@@ -20,6 +20,7 @@ from typing import Any
 import jsonschema_rs
 
 from ..translate.errors import RequestError
+from ..translate.responses_request import KNOWN_FIELDS
 
 # Deepest nesting accepted under a top-level field (a tool's JSON Schema is rarely deeper than 10). The reply
 # wraps an echoed field in about 4 more levels; orjson's limit is 254.
@@ -157,61 +158,68 @@ _TEXT_FORMAT = {
     })],
 }
 
+# The fields' types and ranges, from the openai SDK's ResponseCreateParams and the OpenAI spec.
+_TYPED_FIELDS: dict[str, Any] = {
+    "model": {"type": "string", "minLength": 1},
+    "input": {"type": ["string", "array"], "items": _INPUT_ITEM},
+    "instructions": _OPT_STRING,
+    "stream": _OPT_BOOL,
+    "store": _OPT_BOOL,
+    "background": _OPT_BOOL,
+    "parallel_tool_calls": _OPT_BOOL,
+    "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
+    "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
+    "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
+    "max_tool_calls": {"type": ["integer", "null"], "minimum": 1},
+    "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
+    "truncation": {"enum": ["auto", "disabled", None]},
+    "metadata": _nullable({
+        "type": "object",
+        "maxProperties": 16,
+        "propertyNames": {"maxLength": 64},
+        "additionalProperties": {"type": "string", "maxLength": 512},
+    }),
+    "client_metadata": _OPT_OBJECT,  # Codex
+    "tools": _nullable({"type": "array", "items": _tool(inner=False)}),
+    "tool_choice": _TOOL_CHOICE,
+    "text": _nullable({
+        "type": "object",
+        "properties": {"format": _nullable(_TEXT_FORMAT),
+                       "verbosity": {"enum": ["low", "medium", "high", None]}},
+    }),
+    "reasoning": _nullable({
+        "type": "object",
+        "properties": {
+            "effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max", None]},
+            "summary": {"enum": ["auto", "concise", "detailed", None]},
+            "generate_summary": {"enum": ["auto", "concise", "detailed", None]},
+        },
+    }),
+    "include": _nullable({"type": "array", "items": _STRING}),
+    "previous_response_id": _OPT_STRING,
+    "conversation": {"type": ["string", "object", "null"]},
+    "prompt": _OPT_OBJECT,
+    "prompt_cache_key": _OPT_STRING,
+    "prompt_cache_retention": _OPT_STRING,
+    "safety_identifier": {"type": ["string", "null"], "maxLength": 128},
+    "user": _OPT_STRING,
+    "service_tier": _OPT_STRING,
+    "stream_options": _nullable({"type": "object", "properties": {"include_obfuscation": {"type": "boolean"}}}),
+    "access_programs": _OPT_OBJECT, "background_options": _OPT_OBJECT, "image": _OPT_OBJECT,
+    "moderation": _OPT_OBJECT, "prompt_cache_options": _OPT_OBJECT,
+    "context_management": _nullable({"type": "array", "items": {"type": "object", "required": ["type"],
+                                                                "properties": {"type": _STRING}}}),
+}
+
 RESPONSES_REQUEST_SCHEMA: dict[str, Any] = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
     "title": "CreateResponse",
     "description": "POST /v1/responses, as this proxy accepts it (the OpenAI Responses API's create call).",
     "type": "object",
     "required": ["model"],
-    "properties": {
-        "model": {"type": "string", "minLength": 1},
-        "input": {"type": ["string", "array"], "items": _INPUT_ITEM},
-        "instructions": _OPT_STRING,
-        "stream": _OPT_BOOL,
-        "store": _OPT_BOOL,
-        "background": _OPT_BOOL,
-        "parallel_tool_calls": _OPT_BOOL,
-        "temperature": {"type": ["number", "null"], "minimum": 0, "maximum": 2},
-        "top_p": {"type": ["number", "null"], "minimum": 0, "maximum": 1},
-        "max_output_tokens": {"type": ["integer", "null"], "minimum": 1},
-        "max_tool_calls": {"type": ["integer", "null"], "minimum": 1},
-        "top_logprobs": {"type": ["integer", "null"], "minimum": 0, "maximum": 20},
-        "truncation": {"enum": ["auto", "disabled", None]},
-        "metadata": _nullable({
-            "type": "object",
-            "maxProperties": 16,
-            "propertyNames": {"maxLength": 64},
-            "additionalProperties": {"type": "string", "maxLength": 512},
-        }),
-        "client_metadata": _OPT_OBJECT,  # Codex
-        "tools": _nullable({"type": "array", "items": _tool(inner=False)}),
-        "tool_choice": _TOOL_CHOICE,
-        "text": _nullable({
-            "type": "object",
-            "properties": {"format": _nullable(_TEXT_FORMAT),
-                           "verbosity": {"enum": ["low", "medium", "high", None]}},
-        }),
-        "reasoning": _nullable({
-            "type": "object",
-            "properties": {
-                "effort": {"enum": ["none", "minimal", "low", "medium", "high", "xhigh", "max", None]},
-                "summary": {"enum": ["auto", "concise", "detailed", None]},
-                "generate_summary": {"enum": ["auto", "concise", "detailed", None]},
-            },
-        }),
-        "include": _nullable({"type": "array", "items": _STRING}),
-        "previous_response_id": _OPT_STRING,
-        "conversation": {"type": ["string", "object", "null"]},
-        "prompt": _OPT_OBJECT,
-        "prompt_cache_key": _OPT_STRING,
-        "prompt_cache_retention": _OPT_STRING,
-        "safety_identifier": {"type": ["string", "null"], "maxLength": 128},
-        "user": _OPT_STRING,
-        "service_tier": _OPT_STRING,
-        "stream_options": _nullable({"type": "object", "properties": {"include_obfuscation": {"type": "boolean"}}}),
-        "context_management": _nullable({"type": "array", "items": {"type": "object", "required": ["type"],
-                                                                    "properties": {"type": _STRING}}}),
-    },
+    # Every field the translator knows; those the proxy does not read are accepted as they come.
+    "properties": {field: _TYPED_FIELDS.get(field, {}) for field in sorted(KNOWN_FIELDS)},
+    "additionalProperties": False,
 }
 
 _VALIDATOR = jsonschema_rs.Draft202012Validator(RESPONSES_REQUEST_SCHEMA)
@@ -219,7 +227,7 @@ _VALIDATOR = jsonschema_rs.Draft202012Validator(RESPONSES_REQUEST_SCHEMA)
 
 def validate_responses_request(body: Any) -> None:
     """Raise RequestError (400, `param` the dotted path of the first offending value) unless `body` is a
-    Responses create request this proxy can translate. Unknown top-level fields are the translator's to reject."""
+    Responses create request this proxy can translate."""
     if not isinstance(body, dict):
         raise RequestError("the request body must be a JSON object")
     for key in _DEPTH_CHECKED:
@@ -231,6 +239,9 @@ def validate_responses_request(body: Any) -> None:
         return
     error = next(iter(_VALIDATOR.iter_errors(body)))
     path = list(error.instance_path)
+    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties) and not path:
+        unknown = error.kind.unexpected[0]  # as OpenAI (and the translator) name it
+        raise RequestError(f"Unknown parameter: '{unknown}'.", param=unknown, code="unknown_parameter")
     if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
         path.append(error.kind.property)  # the missing parameter is the one to name
         param = dotted_path(path)

@@ -122,6 +122,18 @@ def test_a_bad_value_is_a_400_naming_its_parameter(extra, param):
     assert param in error.message
 
 
+def test_an_unknown_parameter_is_named_like_openai_names_it():
+    error = rejected({**BASE, "temperature": 1, "frobnicate": 1, "zzz": 2})
+    assert (error.param, error.code, error.message) == ("frobnicate", "unknown_parameter",
+                                                        "Unknown parameter: 'frobnicate'.")
+
+
+def test_every_field_the_translator_knows_is_described():
+    from deepseek_proxy.translate.responses_request import KNOWN_FIELDS
+
+    assert set(RESPONSES_REQUEST_SCHEMA["properties"]) == KNOWN_FIELDS
+
+
 def test_missing_model_is_named():
     error = rejected({"input": "hi"})
     assert error.param == "model" and error.code == "missing_required_parameter"
@@ -151,7 +163,7 @@ def test_a_body_that_is_not_an_object_is_a_400(body):
     {"input": [{"type": "function_call_output", "call_id": "c", "output": "ok"}]},
     {"input": [{"type": "reasoning", "summary": [], "content": None, "encrypted_content": None}]},
     {"input": [{"type": "item_reference", "id": "x"}]},  # the translator's to refuse, with its own message
-    {"frobnicate": 1},  # likewise: unknown fields are the translator's `unknown_parameter`
+    {"client_metadata": {"x-codex-turn-metadata": "{}"}, "prompt_cache_key": "k", "service_tier": "priority"},
 ])
 def test_legal_values_pass(extra):
     validate_responses_request({**BASE, **extra})
