@@ -8,7 +8,7 @@ import json
 import socket
 import threading
 import time
-from typing import Callable, Iterable
+from collections.abc import Callable, Iterable
 
 import pytest
 import requests

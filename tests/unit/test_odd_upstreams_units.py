@@ -8,11 +8,15 @@ import email.utils
 import pytest
 import responses
 
-from deepseek_proxy.upstream.client import (MAX_ERROR_BODY, UpstreamError, parse_retry_after, read_error_body,
-                                            readable_error_text)
+from deepseek_proxy.upstream.client import (
+    MAX_ERROR_BODY,
+    UpstreamError,
+    parse_retry_after,
+    read_error_body,
+    readable_error_text,
+)
 from tests.unit.test_responses_stream import chunk, of_type, run
 from tests.unit.test_upstream_client import BASE, client, error_body
-
 
 # ---- tool-call deltas without `index` ----------------------------------------------------------------------------
 

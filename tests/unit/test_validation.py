@@ -7,8 +7,12 @@ import copy
 
 import pytest
 
-from deepseek_proxy.frontdoors.responses_validation import (MAX_FIELD_DEPTH, RESPONSES_REQUEST_SCHEMA, dotted_path,
-                                                            validate_responses_request)
+from deepseek_proxy.frontdoors.responses_validation import (
+    MAX_FIELD_DEPTH,
+    RESPONSES_REQUEST_SCHEMA,
+    dotted_path,
+    validate_responses_request,
+)
 from deepseek_proxy.translate.errors import RequestError
 from tests.conftest import CODEX_FIXTURES, codex_fixture
 
