@@ -143,3 +143,13 @@ def test_an_html_error_page_reaches_the_client_as_its_title():
         client().post_chat({"model": "m", "messages": [], "stream": True})
     assert caught.value.status == 502
     assert "502: Bad gateway" in caught.value.message and "<" not in caught.value.message
+
+
+def test_two_calls_with_one_upstream_id_get_distinct_call_ids():
+    events, _ = run([chunk(tool_calls=[{"index": 0, "id": "call_1", "function": {"name": "exec_command",
+                                                                                   "arguments": "{}"}}]),
+                     chunk(tool_calls=[{"index": 1, "id": "call_1", "function": {"name": "exec_command",
+                                                                                   "arguments": "{}"}}]),
+                     chunk(finish="tool_calls")])
+    call_ids = [c["call_id"] for c in events[-1]["response"]["output"]]
+    assert call_ids[0] == "call_1" and len(set(call_ids)) == 2  # the client answers each call by its id
