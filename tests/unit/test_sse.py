@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from deepseek_proxy.upstream.sse import DONE, END_OF_STREAM, KEEPALIVE, SSEDecoder, encode_events
+from deepseek_proxy.upstream.sse import (
+    DONE,
+    END_OF_STREAM,
+    KEEPALIVE,
+    SSEDecoder,
+    encode_events,
+)
 
 DEEPSEEK_STREAM = (
     b": keep-alive\n\n"
