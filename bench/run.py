@@ -292,6 +292,8 @@ def summarize_translate(table: Table, reps: list[dict]) -> None:
               f"{fmt(ms / floor if floor else None, '.1f')}× floor", "≤ 10 ms", ms <= 10.0)
     table.row("… of which translate_request (ms)", {table.judged: cell([r["translate_ms"] for r in reps])}, "", "",
               None)
+    if r0.get("validate_ms") is not None:
+        table.row("… of which validation (ms)", {table.judged: cell([r["validate_ms"] for r in reps])}, "", "", None)
     table.row("floor: parse + serialize only (ms)", {"direct": cell([r["floor_ms"] for r in reps])}, "", "", None)
 
 

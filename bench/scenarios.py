@@ -282,6 +282,15 @@ def _find_translator():
     return call, "translate_request(body, model, profile, codec, cache) as the front door calls it"
 
 
+def _find_validator():
+    """The front door's validation step (run before translation), or None where there is none."""
+    try:
+        from deepseek_proxy.frontdoors.responses_validation import validate_responses_request  # type: ignore
+    except Exception:
+        return None
+    return validate_responses_request
+
+
 def run_translate(env: Env, t: Target | None = None) -> dict:
     fn, desc = _find_translator()
     raw = big_codex_request(100_000 if env.smoke else 1_000_000)
@@ -306,11 +315,15 @@ def run_translate(env: Env, t: Target | None = None) -> dict:
     if fn is None:
         out["skip"] = desc
         return out
-    times, ttimes = [], []
+    validate = _find_validator()
+    times, ttimes, vtimes = [], [], []
     try:
         for _ in range(iters):
             t0 = time.perf_counter()
             body = loads(raw)
+            tv = time.perf_counter()
+            if validate is not None:
+                validate(body)
             t1 = time.perf_counter()
             res = fn(body)
             t2 = time.perf_counter()
@@ -318,10 +331,12 @@ def run_translate(env: Env, t: Target | None = None) -> dict:
             t3 = time.perf_counter()
             times.append(t3 - t0)
             ttimes.append(t2 - t1)
+            vtimes.append(t1 - tv)
     except Exception as e:
         out["skip"] = f"{desc} raised {e!r}"
         return out
-    out.update(ms=statistics.median(times) * 1e3, translate_ms=statistics.median(ttimes) * 1e3)
+    out.update(ms=statistics.median(times) * 1e3, translate_ms=statistics.median(ttimes) * 1e3,
+               validate_ms=statistics.median(vtimes) * 1e3 if validate is not None else None)
     return out
 
 

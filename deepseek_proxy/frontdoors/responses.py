@@ -24,6 +24,7 @@ from ..upstream.profiles import OpenAICompatibleProfile
 from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
 from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, request_error_response,
                      upstream_error_response)
+from .responses_validation import validate_responses_request
 
 log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
@@ -41,6 +42,7 @@ def create_response() -> Response:
     started = time.monotonic()
     try:
         body = json_body()
+        validate_responses_request(body)
         model = _model_of(gw, body)
         client = gw.client_for(model)
         stream = bool(body.get("stream", False))

@@ -81,6 +81,8 @@ class ResponseStream:
         self._reasoning: _Item | None = None
         self._message: _Item | None = None
         self._calls: dict[int, _Item] = {}  # upstream tool_call index → item
+        self._last_call_index = -1  # the call the last tool_call fragment belonged to
+        self._upstream_ids: dict[int, str | None] = {}  # upstream tool_call index → the id the upstream gave it
         self._output: list[tuple[int, dict]] = []  # (output_index, finished item)
         self._finish_reason: str | None = None
         self._usage: dict | None = None
@@ -184,7 +186,14 @@ class ResponseStream:
                                content_index=0, delta=text, logprobs=[]))
 
     def _tool_call_delta(self, call: dict, out: list[Event]) -> None:
-        index = call.get("index", len(self._calls))
+        index = call.get("index")
+        if not isinstance(index, int) or isinstance(index, bool):
+            # Some OpenAI-compatible servers send no `index`: a fragment continues the last call unless it
+            # carries a new `id`.
+            fresh = self._last_call_index not in self._calls or (
+                call.get("id") is not None and call["id"] != self._upstream_ids.get(self._last_call_index))
+            index = max(self._calls, default=-1) + 1 if fresh else self._last_call_index
+        self._last_call_index = index
         function = call.get("function") or {}
         item = self._calls.get(index)
         if item is None:
@@ -194,7 +203,12 @@ class ResponseStream:
             kind = "custom_tool_call" if origin.kind == "custom" else "function_call"
             # The SDK's ResponseCustomToolCall has no `status` (and Codex does not need one): function calls only.
             fields: dict[str, Any] = {"status": "in_progress"} if kind == "function_call" else {}
-            fields.update(call_id=call.get("id") or self.make_id("call"), name=origin.name)
+            self._upstream_ids[index] = call.get("id")
+            # Each item needs its own call_id (the client answers by it): a missing or repeated one is made up.
+            call_id = call.get("id")
+            while not call_id or any(other.call_id == call_id for other in self._calls.values()):
+                call_id = self.make_id("call")
+            fields.update(call_id=call_id, name=origin.name)
             if origin.namespace:
                 fields["namespace"] = origin.namespace
             fields["input" if kind == "custom_tool_call" else "arguments"] = ""

@@ -6,9 +6,14 @@ bodies are read with iter_content(chunk_size=None), which hands over whatever by
 
 from __future__ import annotations
 
+import email.utils
+import html
 import logging
+import math
 import os
+import re
 import ssl
+import time
 from dataclasses import dataclass
 from typing import Mapping
 
@@ -146,8 +151,8 @@ class UpstreamClient:
         return response.json()
 
     def _error_from(self, response: requests.Response) -> UpstreamError:
-        raw = response.content[:65536]
-        message, upstream_code, param = raw.decode("utf-8", "replace").strip() or response.reason, None, None
+        raw = read_error_body(response)
+        message, upstream_code, param = readable_error_text(raw, response.status_code, response.reason), None, None
         try:
             error = loads(raw).get("error")
             if isinstance(error, dict):
@@ -162,7 +167,65 @@ class UpstreamClient:
         klass = self.profile.classify_error(status, message, upstream_code)
         retry_after = None
         if status == 429 or status == 503:
-            header = response.headers.get("retry-after")
-            retry_after = int(header) if header and header.isdigit() else self.retry_after
+            retry_after = parse_retry_after(response.headers.get("retry-after"))
+            if retry_after is None:
+                retry_after = self.retry_after
         log.info("upstream %s answered %s (%s)", self.config.name, status, klass.code)
         return UpstreamError(status, message, klass.code, klass.type, param, retry_after)
+
+
+MAX_ERROR_BODY = 64 * 1024  # an error body is read up to this much: a message, not a download
+_ERROR_TEXT_LIMIT = 300  # characters of a non-JSON error body shown to the client
+_HTML_TITLE = re.compile(rb"<title[^>]*>(.*?)</title\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_HIDDEN = re.compile(rb"<(script|style|head)\b.*?</\1\s*>", re.IGNORECASE | re.DOTALL)
+_HTML_TAG = re.compile(rb"<[^>]*>")
+
+
+def read_error_body(response: requests.Response, limit: int = MAX_ERROR_BODY) -> bytes:
+    """At most `limit` bytes of an error reply's body. Streamed replies are read only that far (the caller closes
+    the connection); a body that breaks off mid-read gives what arrived."""
+    body = bytearray()
+    try:
+        for piece in response.iter_content(chunk_size=16 * 1024):
+            body += piece
+            if len(body) >= limit:
+                break
+    except (requests.RequestException, OSError):
+        pass
+    return bytes(body[:limit])
+
+
+def readable_error_text(raw: bytes, status: int, reason: str | None) -> str:
+    """An error body that is not an OpenAI error object, as one line a person can read: an HTML page (a corporate
+    proxy's or a CDN's) becomes the status and the page's title, never its tags."""
+    head = f"The upstream answered HTTP {status}{' ' + reason if reason else ''}"
+    text = raw.strip()
+    if not text:
+        return head
+    if text.startswith(b"<") or b"<html" in text[:1024].lower():
+        match = _HTML_TITLE.search(text)
+        words = match.group(1) if match else _HTML_TAG.sub(b" ", _HTML_HIDDEN.sub(b" ", text))
+        line = _one_line(html.unescape(words.decode("utf-8", "replace")))
+        return f"{head} (an HTML page{': ' + line if line else ''})"
+    return _one_line(text.decode("utf-8", "replace"))
+
+
+def _one_line(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= _ERROR_TEXT_LIMIT else line[:_ERROR_TEXT_LIMIT] + "…"
+
+
+def parse_retry_after(value: str | None, now: float | None = None) -> int | None:
+    """Retry-After in whole seconds: delay-seconds or an HTTP date (RFC 9110 §10.2.3); None when absent or
+    unreadable. A date in the past means: now (0)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return int(value)
+    parsed = email.utils.parsedate_tz(value)
+    if parsed is None:
+        return None
+    when = email.utils.mktime_tz((*parsed[:9], parsed[9] or 0))  # an HTTP date is always GMT
+    seconds = when - (time.time() if now is None else now)
+    return max(0, math.ceil(seconds))

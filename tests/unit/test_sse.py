@@ -6,7 +6,13 @@ import json
 
 import pytest
 
-from deepseek_proxy.upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
+from deepseek_proxy.upstream.sse import (
+    DONE,
+    END_OF_STREAM,
+    KEEPALIVE,
+    SSEDecoder,
+    encode_events,
+)
 
 DEEPSEEK_STREAM = (
     b": keep-alive\n\n"
@@ -122,3 +128,39 @@ def test_encode_events_parses_back():
 
 def test_encode_events_of_nothing_is_empty():
     assert encode_events([]) == b""
+
+
+# ---- odd but legal upstreams (issue 9) ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line_end", [b"\r", b"\r\n", b"\n"])
+def test_every_line_ending_the_sse_spec_allows(line_end):
+    stream = DEEPSEEK_STREAM.replace(b"\n", line_end)
+    assert decode([stream]) == expected_deepseek_events()
+    for cut in range(len(stream) + 1):  # a CRLF cut between two reads is still one line end
+        assert decode([stream[:cut], stream[cut:]]) == expected_deepseek_events(), cut
+    assert decode([bytes([b]) for b in stream]) == expected_deepseek_events()
+
+
+def test_an_idle_tick_between_cr_and_lf_is_not_a_line_end():
+    decoder = SSEDecoder()
+    events = decoder.feed(b"data: one\r") + decoder.feed(b"") + decoder.feed(b"\ndata: two\r\n\r\n")
+    assert events == [b"one\ntwo"]  # two data lines of one event, not two events
+
+
+def test_mixed_line_endings_in_one_stream():
+    assert decode([b'data: {"a":1}\r\n\rdata: {"b":2}\n\r\n: ping\r\r']) == [b'{"a":1}', b'{"b":2}', KEEPALIVE]
+
+
+@pytest.mark.parametrize("ending", [b"", b"\n", b"\r", b"\r\n"])
+def test_a_last_event_without_its_blank_line_counts_at_close(ending):
+    decoder = SSEDecoder()
+    assert decoder.feed(b'data: {"a":1}\n\ndata: [DONE]' + ending) == [b'{"a":1}']
+    assert decoder.close() == [DONE]
+    assert decoder.close() == []
+
+
+def test_end_of_stream_fed_like_any_chunk_is_close():
+    decoder = SSEDecoder()
+    decoder.feed(b"data: [DONE]")
+    assert decoder.feed(END_OF_STREAM) == [DONE]
+    assert decoder.feed(END_OF_STREAM) == [], "nothing more once the stream is complete"
