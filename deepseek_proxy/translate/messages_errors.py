@@ -48,7 +48,7 @@ _NO_RETRY = {"authentication", "billing"}
 _DEEPSEEK_OVERFLOW = re.compile(
     r"maximum context length is (?P<limit>\d+) tokens.*?requested (?P<total>\d+) tokens"
     r"(?: \((?P<input>\d+) in the messages, (?P<output>\d+) in the completion\))?",
-    re.S,
+    re.DOTALL,
 )
 
 

@@ -8,7 +8,8 @@ served as itself; otherwise the first matching pattern (shell-style, case-insens
 from __future__ import annotations
 
 import fnmatch
-from typing import Mapping, Sequence, TypeVar
+from collections.abc import Mapping, Sequence
+from typing import TypeVar
 
 # (pattern, configured model name), first match wins. The lead wires a config key over these defaults.
 DEFAULT_MODEL_PATTERNS: tuple[tuple[str, str], ...] = (

@@ -20,8 +20,9 @@ from __future__ import annotations
 
 import hashlib
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 import orjson
 
@@ -30,7 +31,12 @@ from ..jsonfast import dumps_str
 from ..upstream.profiles import ThinkingChoice
 from .errors import RequestError
 from .reasoning import ReasoningCache, ReasoningCodec
-from .responses_request import IMAGE_FOLLOWS, IMAGE_PLACEHOLDER, JSON_SCHEMA_INSTRUCTION, NO_TOOL_OUTPUT
+from .responses_request import (
+    IMAGE_FOLLOWS,
+    IMAGE_PLACEHOLDER,
+    JSON_SCHEMA_INSTRUCTION,
+    NO_TOOL_OUTPUT,
+)
 from .tools import ToolMap, ToolOrigin, flat_tool_name
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
@@ -461,11 +467,11 @@ class _MessageBuilder:
             i += 1
         images: list[dict] = []
         for call in calls:
-            block = results.get(call.id)
-            if block is None:
+            result = results.get(call.id)
+            if result is None:
                 content = NO_TOOL_OUTPUT
             else:
-                content, found = self._tool_result_content(block, user.where if user else "")
+                content, found = self._tool_result_content(result, user.where if user else "")
                 if found:
                     images += [{"type": "text", "text": f"Image output of tool call {call.id}:"}, *found]
             self.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})

@@ -17,7 +17,8 @@ could not be parsed". A failure mid-stream is an `error` event, as Anthropic sen
 from __future__ import annotations
 
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..jsonfast import dumps
 from .messages_errors import error_event
@@ -45,7 +46,7 @@ def encode_sse(events: Iterable[Event]) -> bytes:
 
 
 class _Block:
-    __slots__ = ("index", "kind", "parts", "id", "name", "closed")
+    __slots__ = ("closed", "id", "index", "kind", "name", "parts")
 
     def __init__(self, index: int, kind: str, block_id: str = "", name: str = ""):
         self.index = index
