@@ -25,7 +25,11 @@ from deepseek_proxy.translate.messages_request import (
     translate_messages_request,
 )
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
-from deepseek_proxy.translate.responses_request import IMAGE_FOLLOWS, IMAGE_PLACEHOLDER, NO_TOOL_OUTPUT
+from deepseek_proxy.translate.responses_request import (
+    IMAGE_FOLLOWS,
+    IMAGE_PLACEHOLDER,
+    NO_TOOL_OUTPUT,
+)
 from deepseek_proxy.translate.tools import flat_tool_name
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY

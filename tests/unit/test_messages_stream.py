@@ -166,7 +166,7 @@ def test_thinking_text_and_tool_use_in_claude_codes_accepted_shape():
 
     def shape(evts):  # event and block kinds, with runs of deltas of one kind collapsed
         kinds = [(e["type"], e.get("delta", {}).get("type") or e.get("content_block", {}).get("type"))
-                 for e in evts if not (e.get("delta", {}).get("partial_json") == "")]
+                 for e in evts if e.get("delta", {}).get("partial_json") != ""]
         return [k for k, _ in itertools.groupby(kinds)]
 
     assert shape(events) == shape(accepted_events)
@@ -251,7 +251,7 @@ def test_keepalive_and_failure_mid_stream():
 def test_replay_of_a_complete_reply_matches_the_stream():
     reply = Reply.tool_calls([("Read", {"file_path": "/tmp/a"})], reasoning="read it", content="Reading.")
     upstream_turn = turn()
-    streamed, by_chunks = run(chunks_of(reply, upstream_turn))
+    _, by_chunks = run(chunks_of(reply, upstream_turn))
     replayer = new_stream()
     replayed = replayer.start() + replayer.replay(completion_body(reply, upstream_turn))
     for event in replayed:
@@ -263,7 +263,7 @@ def test_replay_of_a_complete_reply_matches_the_stream():
 
 def test_unparseable_arguments_reach_the_client_as_they_are():
     reply = Reply.tool_calls([("Bash", '{"command": "ls"')])
-    events, stream = run(chunks_of(reply))
+    _, stream = run(chunks_of(reply))
     assert stream.message["content"][-1]["input"] == {UNPARSED_ARGUMENTS: '{"command": "ls"'}
     _no_extra(Message.model_validate(stream.message), "message")
 

@@ -9,7 +9,11 @@ import pytest
 
 from deepseek_proxy.config import default_models
 from deepseek_proxy.translate.messages_request import translate_messages_request
-from deepseek_proxy.translate.messages_tokens import PER_MESSAGE, count_chat_tokens, estimate_text_tokens
+from deepseek_proxy.translate.messages_tokens import (
+    PER_MESSAGE,
+    count_chat_tokens,
+    estimate_text_tokens,
+)
 from deepseek_proxy.translate.reasoning import ReasoningCodec
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import CLAUDE_FIXTURES, FIXTURES
