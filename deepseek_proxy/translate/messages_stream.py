@@ -65,12 +65,14 @@ class MessagesStream:
         tool_map: ToolMap,
         codec: ReasoningCodec,
         input_tokens: int = 0,
+        thinking: bool = True,
         stop_sequences: Iterable[str] = (),
         message_id: str | None = None,
         make_id: Callable[[str], str] = new_id,
     ):
         """`model` is the name the client asked for; `input_tokens` the estimate that message_start reports (the
-        upstream counts only at the end)."""
+        upstream counts only at the end); `thinking` False (the client did not ask for thinking) drops reasoning an
+        upstream sends anyway, as Anthropic would not show it."""
         self.model = model
         self.tool_map = tool_map
         self.codec = codec
@@ -78,6 +80,7 @@ class MessagesStream:
         self.message_id = message_id or make_id("msg")
         self.input_estimate = input_tokens
         self.stop_sequences = tuple(stop_sequences)
+        self.thinking = thinking
         self._blocks: list[_Block] = []
         self._open: _Block | None = None
         self._calls: dict[int, _Block] = {}  # upstream tool_call index → block
@@ -104,7 +107,7 @@ class MessagesStream:
                 continue  # n > 1 is never requested
             delta = choice.get("delta") or choice.get("message") or {}
             reasoning = delta.get("reasoning_content")
-            if reasoning:
+            if reasoning and self.thinking:
                 self._append("thinking", reasoning, out)
             content = delta.get("content")
             if content:

@@ -17,7 +17,10 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from ..config import ModelConfig
 from ..jsonfast import dumps_str
+from .messages_request import translate_messages_request
+from .reasoning import ReasoningCodec
 
 # The pieces, in the pre-tokenizer's order of preference.
 _PIECES = re.compile(
@@ -93,3 +96,12 @@ def count_chat_tokens(chat_body: dict[str, Any]) -> int:
     for tool in chat_body.get("tools") or ():
         total += PER_TOOL + estimate_text_tokens(dumps_str(tool.get("function") or tool))
     return total
+
+
+def count_message_tokens(body: dict[str, Any], model: ModelConfig, profile, codec: ReasoningCodec) -> int:
+    """POST /v1/messages/count_tokens: the input tokens of a Messages request, as the upstream would read it once
+    translated (billing header dropped, server tools dropped, reasoning restored). Raises RequestError like the
+    translator; a count_tokens body carries no max_tokens, so one is supplied."""
+    if isinstance(body, dict) and body.get("max_tokens") is None:
+        body = {**body, "max_tokens": 1}
+    return count_chat_tokens(translate_messages_request(body, model, profile, codec, repair="fallback").body)

@@ -323,3 +323,9 @@ def test_no_cache_entries_without_tool_calls_or_reasoning():
     assert run(chunks_of(Reply.text("hi")))[1].reasoning_entries() == []
     assert run(chunks_of(Reply.tool_calls([("Bash", {"command": "ls"})]), turn(thinking=False)))[
         1].reasoning_entries() == []
+
+
+def test_reasoning_is_not_shown_to_a_client_that_did_not_ask_for_thinking():
+    events, stream = run(chunks_of(Reply.text("hello", reasoning="hidden")), new_stream(thinking=False))
+    assert [b["type"] for b in stream.message["content"]] == ["text"]
+    assert "hidden" not in json.dumps(events)

@@ -8,10 +8,12 @@ import json
 import pytest
 
 from deepseek_proxy.config import default_models
+from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.messages_request import translate_messages_request
 from deepseek_proxy.translate.messages_tokens import (
     PER_MESSAGE,
     count_chat_tokens,
+    count_message_tokens,
     estimate_text_tokens,
 )
 from deepseek_proxy.translate.reasoning import ReasoningCodec
@@ -48,3 +50,14 @@ def test_a_translated_claude_code_request_is_counted_from_what_the_model_reads()
     assert without_tools == PER_MESSAGE + estimate_text_tokens("foo")
     # nine tool definitions, ~9 KB of JSON: far more than the one-word prompt
     assert 1500 < with_tools - without_tools < 4000
+
+
+def test_count_tokens_requests_are_counted_without_max_tokens():
+    model, profile, codec = default_models()["deepseek-v4-pro"], profile_named("deepseek"), ReasoningCodec(b"k")
+    tools = json.loads((CLAUDE_FIXTURES / "count_tokens_tools.json").read_text())["body"]
+    system_as_user = json.loads((CLAUDE_FIXTURES / "count_tokens_system_as_user.json").read_text())["body"]
+    assert "max_tokens" not in tools
+    assert count_message_tokens(tools, model, profile, codec) > count_message_tokens(system_as_user, model, profile,
+                                                                                     codec) > PER_MESSAGE
+    with pytest.raises(RequestError):
+        count_message_tokens({"messages": []}, model, profile, codec)
