@@ -15,6 +15,7 @@ from deepseek_proxy.translate.messages_tokens import (
     count_chat_tokens,
     count_message_tokens,
     estimate_text_tokens,
+    rough_tokens,
 )
 from deepseek_proxy.translate.reasoning import ReasoningCodec
 from deepseek_proxy.upstream.profiles import profile_named
@@ -61,3 +62,9 @@ def test_count_tokens_requests_are_counted_without_max_tokens():
                                                                                      codec) > PER_MESSAGE
     with pytest.raises(RequestError):
         count_message_tokens({"messages": []}, model, profile, codec)
+
+
+def test_the_rough_per_request_estimate_follows_the_bytes():
+    body = (CLAUDE_FIXTURES / "p_default_turn1.json").read_bytes()
+    assert rough_tokens(0) == 0
+    assert rough_tokens(len(body)) == round(len(body) / 3.5)
