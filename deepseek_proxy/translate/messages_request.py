@@ -40,6 +40,16 @@ from .responses_request import (
 from .tools import ToolMap, ToolOrigin, flat_tool_name
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
+# The top-level fields of the Messages create call (anthropic SDK 2.15, beta params included). Fields outside this
+# set are ignored, not refused: Claude Code adds new ones often and Anthropic accepts them behind beta headers. They
+# are reported (MessagesChatRequest.unknown_fields) so the door can log them.
+KNOWN_FIELDS = frozenset({
+    "model", "messages", "max_tokens", "system", "metadata", "stop_sequences", "stream", "temperature", "top_k",
+    "top_p", "tools", "tool_choice", "thinking", "service_tier", "container", "context_management", "mcp_servers",
+    "output_config", "output_format", "inference_geo", "speed", "betas", "cache_control", "compaction",
+    "diagnostics", "fallbacks", "fallback_credit_token", "billing_policy", "thread", "user_profile_id",
+    "workspace_id",
+})
 REPAIR_MODES = ("off", "fallback", "always")
 # Stands in for reasoning we never saw, on a thinking-mode assistant turn that must carry some. Not empty: an empty
 # reasoning is what the upstream's own check looks for in some versions.
@@ -62,6 +72,7 @@ class MessagesChatRequest:
     stream: bool  # the client asked for SSE
     stop_sequences: tuple[str, ...] = ()  # to report which one stopped the reply, when the upstream says
     repaired_turns: list[int] = field(default_factory=list)  # indexes in `messages` given cached/placeholder reasoning
+    unknown_fields: list[str] = field(default_factory=list)  # top-level fields outside KNOWN_FIELDS, ignored
 
     @property
     def dropped_tools(self) -> list[str]:
@@ -141,6 +152,8 @@ def translate_messages_request(
 
     thinking = messages_thinking(body, model, profile)
     tools, tool_map = translate_anthropic_tools(body.get("tools"), profile)
+    if body.get("mcp_servers"):
+        tool_map.dropped.append("mcp_servers")  # Anthropic's MCP connector runs at Anthropic, not here
     choice, parallel = translate_anthropic_tool_choice(body.get("tool_choice"), tool_map)
     if thinking.enabled and choice is not None and choice not in ("auto", "none"):
         # Anthropic refuses this combination too, so clients already know the message.
@@ -176,7 +189,8 @@ def translate_messages_request(
     if chat["stream"]:
         chat["stream_options"] = {"include_usage": True}
     return MessagesChatRequest(body=chat, tool_map=tool_map, thinking=thinking.enabled, stream=stream,
-                               stop_sequences=stop_sequences, repaired_turns=builder.repaired)
+                               stop_sequences=stop_sequences, repaired_turns=builder.repaired,
+                               unknown_fields=[key for key in body if key not in KNOWN_FIELDS])
 
 
 def messages_thinking(body: dict, model: ModelConfig, profile) -> ThinkingChoice:

@@ -379,6 +379,16 @@ def test_parameters_pass_through_per_profile():
     assert translate(body).stop_sequences == ("END", "STOP")
 
 
+def test_unknown_fields_are_ignored_and_reported_and_mcp_servers_are_dropped():
+    body = simple([{"role": "user", "content": "x"}], some_future_field={"a": 1},
+                  mcp_servers=[{"type": "url", "url": "https://mcp.example.test", "name": "m"}])
+    chat = translate(body)
+    assert chat.unknown_fields == ["some_future_field"]
+    assert chat.dropped_tools == ["mcp_servers"]
+    assert "some_future_field" not in chat.body and "mcp_servers" not in chat.body
+    assert translate(fixture_body("p_default_turn1")).unknown_fields == []
+
+
 def test_structured_output_becomes_json_object_with_the_schema_at_the_end():
     body = fixture_body("interactive_title_structured_output")
     chat = translate(body).body

@@ -22,6 +22,7 @@ from anthropic.types.beta_error_response import BetaErrorResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from deepseek_proxy.config import default_models
+from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.messages_request import (
     REASONING_PLACEHOLDER,
     UNPARSED_ARGUMENTS,
@@ -32,8 +33,14 @@ from deepseek_proxy.translate.messages_stream import MessagesStream, encode_sse
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
 from deepseek_proxy.translate.tools import ToolMap, flat_tool_name
 from deepseek_proxy.upstream.profiles import profile_named
-from tests.conftest import CLAUDE_FIXTURES
-from tests.fakes.fake_deepseek import Reply, _Turn, completion_body, stream_events
+from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
+from tests.fakes.fake_deepseek import (
+    DeepSeekRules,
+    Reply,
+    _Turn,
+    completion_body,
+    stream_events,
+)
 
 CODEC = ReasoningCodec(b"unit-test-secret")
 DEEPSEEK = profile_named("deepseek")
@@ -110,6 +117,10 @@ def accumulate(events: list[dict]) -> Message:
                                     json_bufs=json_bufs)
     assert snapshot is not None
     return snapshot
+
+
+def check_with_deepseek_rules(chat_body: dict) -> dict:
+    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
 
 
 def counter_ids():
@@ -299,6 +310,7 @@ def test_our_thinking_comes_back_exactly_through_the_signature():
     body = _next_turn_body(stream.message, keep_thinking=True)
     body["messages"][1]["content"][0]["thinking"] = "(Claude Code may show or trim this text)"
     chat = translate_messages_request(body, PRO, DEEPSEEK, CODEC).body
+    check_with_deepseek_rules(chat)
     assert chat["messages"][1]["reasoning_content"] == reasoning
     assert [c["id"] for c in chat["messages"][1]["tool_calls"]] == [c.id for c in reply.calls]
 
