@@ -1,0 +1,83 @@
+"""For the pass-through mode (a Messages request sent on to DeepSeek's own `/anthropic` endpoint): only the
+thinking repair, and the billing-header drop that keeps the prefix cache hitting. Pure: no I/O.
+
+DeepSeek's Anthropic endpoint refuses, in thinking mode, an assistant tool-use turn sent back without a thinking
+block ("The content[].thinking in the thinking mode must be passed back to the API."): after a model switch, a
+resumed session or in a sub-agent's history Claude Code sends exactly that. Such a turn gets a thinking block in
+front: the reasoning DeepSeek produced for it if the reasoning cache knows it (the same fingerprint as the
+translating mode), otherwise a placeholder. Everything else goes through untouched.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+from .messages_request import (
+    BILLING_HEADER_PREFIX,
+    REASONING_PLACEHOLDER,
+    REPAIR_MODES,
+    reasoning_key,
+)
+from .reasoning import ReasoningCache
+
+
+def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None = None, *,
+                            repair: str = "fallback") -> tuple[dict[str, Any], list[int]]:
+    """(the body to send on, the indexes of the assistant messages that were given a thinking block).
+
+    The client's body is never modified: a changed copy is returned when anything changed.
+    """
+    if repair not in REPAIR_MODES:
+        raise ValueError(f"repair must be one of {REPAIR_MODES}, not {repair!r}")
+    out = body
+    system = body.get("system")
+    if isinstance(system, list) and any(_is_billing_block(b) for b in system):
+        out = {**body, "system": [b for b in system if not _is_billing_block(b)]}
+    thinking = body.get("thinking")
+    if repair == "off" or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
+        return out, []
+    messages = body.get("messages")
+    if not isinstance(messages, list):
+        return out, []
+    repaired: list[int] = []
+    new_messages = list(messages)
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") != "assistant":
+            continue
+        content = message.get("content")
+        blocks = content if isinstance(content, list) else []
+        calls = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
+        if not calls and repair != "always":
+            continue
+        if any(isinstance(b, dict) and b.get("type") == "thinking" and b.get("thinking") for b in blocks):
+            continue
+        reasoning = None
+        if calls and cache is not None:
+            reasoning = cache.get(reasoning_key((c.get("id", ""), c.get("name", ""), c.get("input", {}))
+                                                for c in calls))
+        block = {"type": "thinking", "thinking": reasoning or REASONING_PLACEHOLDER, "signature": ""}
+        kept = [b for b in blocks if not (isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking"))]
+        if isinstance(content, str):
+            kept = [{"type": "text", "text": content}] if content else []
+        new_messages[index] = {**copy.copy(message), "content": [block, *kept]}
+        repaired.append(index)
+    if repaired:
+        out = {**out, "messages": new_messages}
+    return out, repaired
+
+
+def reasoning_entries_of_message(message: dict[str, Any]) -> list[tuple[str, str]]:
+    """(reasoning cache key, reasoning) of a complete Anthropic reply with tool calls (what the pass-through door
+    stores after relaying DeepSeek's reply), keyed as the repair looks it up."""
+    blocks = [b for b in message.get("content") or [] if isinstance(b, dict)]
+    calls = [(b.get("id", ""), b.get("name", ""), b.get("input", {})) for b in blocks if b.get("type") == "tool_use"]
+    reasoning = "".join(b.get("thinking") or "" for b in blocks if b.get("type") == "thinking")
+    if not calls or not reasoning:
+        return []
+    return [(reasoning_key(calls), reasoning)]
+
+
+def _is_billing_block(block: Any) -> bool:
+    return (isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+            and block["text"].startswith(BILLING_HEADER_PREFIX))
