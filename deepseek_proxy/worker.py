@@ -361,6 +361,14 @@ class StreamingHandler(PyWSGIHandler):
 
 class StreamingWorker(GeventPyWSGIWorker):
     wsgi_handler = StreamingHandler
+    quick_stop = False
+
+    def handle_quit(self, sig, frame) -> None:
+        # SIGQUIT, which the arbiter sends on Ctrl-C: the quick stop. Stop accepting and let gunicorn's own quit
+        # handler end the process (after its 0.1 s): open streams are cut, quietly; the terminal shows one
+        # "deepseek-proxy stopped". SIGTERM is the graceful stop.
+        self.quick_stop = True
+        super().handle_quit(sig, frame)
 
     def run(self) -> None:
         limits = EdgeLimits.of(_server_config(self.wsgi))
@@ -382,7 +390,11 @@ class StreamingWorker(GeventPyWSGIWorker):
                     break
                 gevent.sleep(0.1)
         try:
-            self._stop(servers, limits.shutdown_grace_seconds)
+            if self.quick_stop:
+                for server in servers:
+                    server.close()
+            else:
+                self._stop(servers, limits.shutdown_grace_seconds)
         except Exception:
             log.exception("stopping: the graceful stop failed")
 

@@ -312,11 +312,15 @@ def _nested(depth: int) -> dict:
 @pytest.mark.parametrize("stream", [False, True])
 def test_metadata_nested_too_deep_is_a_400_not_a_500(proxy, upstream, stream):
     upstream.script(Reply.text("hello"))
+    sent_before = len(upstream.chat_requests)
     response = requests.post(proxy.base_url + "/v1/responses", timeout=10, json={
         "model": MODEL, "input": "hi", "stream": stream, "metadata": {"deep": _nested(400)}})
     assert response.status_code == 400, response.text[:300]
     assert response.headers["content-type"] == "application/json"
-    assert "nested too deeply" in response.json()["error"]["message"]
+    error = response.json()["error"]
+    assert error["param"] == "metadata" and "nested" in error["message"]
+    # The validation layer refuses it before the upstream is called (and billed).
+    assert len(upstream.chat_requests) == sent_before
 
 
 def test_a_chunked_body_over_the_limit_is_a_413(start_proxy, fake_deepseek):
