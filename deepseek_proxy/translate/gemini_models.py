@@ -35,7 +35,7 @@ class GeminiModelChoice(Generic[M]):
 
 def strip_model_prefix(requested: str) -> str:
     """`models/gemini-x` (the REST path form, and what the SDK sends in some calls) → `gemini-x`."""
-    return requested[len("models/"):] if requested.startswith("models/") else requested
+    return requested.removeprefix("models/")
 
 
 def resolve_gemini_model(

@@ -27,7 +27,12 @@ from typing import Any
 from ..config import ModelConfig
 from ..jsonfast import dumps_str
 from .errors import RequestError
-from .messages_request import REASONING_PLACEHOLDER, REPAIR_MODES, reasoning_key, thinking_off
+from .messages_request import (
+    REASONING_PLACEHOLDER,
+    REPAIR_MODES,
+    reasoning_key,
+    thinking_off,
+)
 from .reasoning import ReasoningCache, ReasoningCodec
 from .responses_request import (
     FILE_PLACEHOLDER,
@@ -85,8 +90,11 @@ def decode_signature(codec: ReasoningCodec, signature: Any) -> str | None:
     """The reasoning in a thoughtSignature we issued; None for anything else (Google's, the skip marker, altered)."""
     if not isinstance(signature, str) or not signature or signature == SKIP_SIGNATURE:
         return None
+    # Accept both alphabets and missing padding: a client may re-encode the bytes it decoded (google-genai for
+    # Python holds signatures as bytes).
+    text = signature.replace("-", "+").replace("_", "/")
     try:
-        raw = base64.b64decode(signature, validate=True)
+        raw = base64.b64decode(text + "=" * (-len(text) % 4), validate=True)
     except (binascii.Error, ValueError):
         return None
     if not raw.startswith(_SIGNATURE_PREFIX):
@@ -611,9 +619,9 @@ class _MessageBuilder:
                 if media is not None:
                     out.append(media)
                 else:
-                    text = _other_part_text(part, pwhere, self.model)
-                    if text is not None:
-                        out.append({"type": "text", "text": text})
+                    other = _other_part_text(part, pwhere, self.model)
+                    if other is not None:
+                        out.append({"type": "text", "text": other})
         if not out:
             return
         if all(p["type"] == "text" for p in out):

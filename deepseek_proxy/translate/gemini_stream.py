@@ -301,9 +301,8 @@ class GeminiStream:
             prompt, cached = self.input_estimate, 0
         else:
             prompt = usage.get("prompt_tokens") or 0
-            cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
-            if cached is None:
-                cached = usage.get("prompt_cache_hit_tokens") or 0
+            details_cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")
+            cached = details_cached if details_cached is not None else usage.get("prompt_cache_hit_tokens") or 0
             completion = usage.get("completion_tokens") or 0
             thoughts = (usage.get("completion_tokens_details") or {}).get("reasoning_tokens") or 0
             thoughts = min(thoughts, completion)
