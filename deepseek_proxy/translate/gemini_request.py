@@ -149,7 +149,7 @@ def translate_gemini_request(
     if thinking.enabled and choice not in (None, "auto", "none"):
         # DeepSeek has been seen to refuse a forced tool_choice in thinking mode; the client's forcing is the stronger
         # contract, so this request runs without thinking.
-        thinking = thinking_off(profile, model)
+        thinking, include_thoughts = thinking_off(profile, model), False
 
     builder = _MessageBuilder(model, codec, cache, thinking.enabled, repair)
     messages = builder.build(_field(body, "systemInstruction", "system_instruction"), body.get("contents"))
@@ -492,7 +492,7 @@ class _MessageBuilder:
                 texts.append(_other_part_text(part, where, self.model) or "")
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
         if self.thinking:
-            reasoning = signed if signed is not None else "".join(thoughts) or self._repair(calls, turn.index)
+            reasoning = signed if signed is not None else self._restore(calls, "".join(thoughts), turn.index)
             if reasoning is not None:
                 message["reasoning_content"] = reasoning
         if calls:
@@ -517,14 +517,20 @@ class _MessageBuilder:
         args = call.get("args")
         return _Call(call_id, call["name"], {} if args is None else args)
 
-    def _repair(self, calls: list[_Call], content_index: int) -> str | None:
+    def _restore(self, calls: list[_Call], thoughts: str, content_index: int) -> str | None:
+        """Reasoning for a thinking-mode model turn that came back without our signature: the cached reasoning of its
+        calls (byte-exact, so the prefix stays cached), else the turn's thought text (Gemini CLI trims it when it
+        records a session), else the repair."""
+        if self.repair != "off" and calls and self.cache is not None:
+            cached = self.cache.get(reasoning_key((c.id, c.name, c.args) for c in calls))
+            if cached:
+                self.repaired.append(content_index)
+                return cached
+        if thoughts:
+            return thoughts
         if self.repair == "off" or (not calls and self.repair != "always"):
             return None
         self.repaired.append(content_index)
-        if calls and self.cache is not None:
-            cached = self.cache.get(reasoning_key((c.id, c.name, c.args) for c in calls))
-            if cached:
-                return cached
         return REASONING_PLACEHOLDER
 
     # ---- function responses ------------------------------------------------------------------------------------
@@ -562,16 +568,17 @@ class _MessageBuilder:
             self._user(rest, where)
         return i
 
-    @staticmethod
-    def _response_id(response: Any, by_name: dict[str, list[str]], answers: dict, where: str) -> str | None:
+    def _response_id(self, response: Any, by_name: dict[str, list[str]], answers: dict, where: str) -> str | None:
+        """The id of the call (of the model turn just before) that a functionResponse answers, or None."""
         if not isinstance(response, dict):
             raise RequestError(f"{where}: an object is required", param=where)
         call_id = response.get("id")
         if isinstance(call_id, str) and any(call_id in ids for ids in by_name.values()):
             return None if call_id in answers else call_id
         name = response.get("name")
-        if call_id is None and isinstance(name, str):
-            # No id (an older client): the first unanswered call of that name.
+        if isinstance(name, str) and (call_id is None or call_id not in self.answered):
+            # No id (an older client) or an id we never saw: the first unanswered call of that name. An id answered
+            # earlier is a repeat (Gemini CLI on --resume), never an answer to a later call.
             for candidate in by_name.get(name, ()):
                 if candidate not in answers:
                     return candidate

@@ -24,7 +24,10 @@ from deepseek_proxy.translate.gemini_request import (
     translate_gemini_request,
 )
 from deepseek_proxy.translate.gemini_stream import GeminiStream
-from deepseek_proxy.translate.messages_request import REASONING_PLACEHOLDER
+from deepseek_proxy.translate.messages_request import (
+    REASONING_PLACEHOLDER,
+    reasoning_key,
+)
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
 from deepseek_proxy.translate.responses_request import IMAGE_PLACEHOLDER, NO_TOOL_OUTPUT
 from deepseek_proxy.translate.tools import flat_tool_name
@@ -474,3 +477,29 @@ def test_snake_case_spellings_are_read_too():
     snake = translate({"contents": [user("q")], "system_instruction": {"parts": [{"text": "S"}]},
                        "generation_config": {"max_output_tokens": 5, "thinking_config": {"thinking_budget": 0}}})
     assert dumps(camel.body) == dumps(snake.body)
+
+
+def test_on_resume_the_cached_reasoning_beats_the_trimmed_thought_text():
+    cache = ReasoningCache()
+    cache.put(reasoning_key([("c1", "read_file", {"file_path": "a"})]), "  exact reasoning\n")
+    turn = model_turn({"text": "exact reasoning", "thought": True},
+                      call("read_file", {"file_path": "a"}, "c1", SKIP_SIGNATURE))
+    body = {"contents": [user("q"), turn, user(response("read_file", "A", "c1"))], "tools": TOOLS}
+    assert translate(body, cache=cache).body["messages"][1]["reasoning_content"] == "  exact reasoning\n"
+    assert translate(body).body["messages"][1]["reasoning_content"] == "exact reasoning"
+    assert translate(body, cache=cache, repair="off").body["messages"][1]["reasoning_content"] == "exact reasoning"
+
+
+def test_a_response_with_an_unknown_id_is_paired_by_name_but_a_repeat_is_not():
+    history = [user("q"), model_turn(call("read_file", {"file_path": "a"}, "c1")), user(response("read_file", "A", "c1")),
+               model_turn(call("read_file", {"file_path": "b"}, "c2")),
+               user(response("read_file", "A", "c1"), response("read_file", "B", "client-made-id"))]
+    messages = translate({"contents": history, "tools": TOOLS}).body["messages"]
+    assert [(m["tool_call_id"], m["content"]) for m in messages if m["role"] == "tool"] == [("c1", "A"), ("c2", "B")]
+    assert messages[-1]["role"] == "tool"  # the repeat of c1's answer is dropped, not sent as text
+
+
+def test_forced_calls_switch_off_thoughts_too():
+    chat = translate({"contents": [user("q")], "tools": TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
+                      "generationConfig": {"thinkingConfig": {"includeThoughts": True}}})
+    assert (chat.thinking, chat.include_thoughts) == (False, False)
