@@ -503,3 +503,20 @@ def test_forced_calls_switch_off_thoughts_too():
     chat = translate({"contents": [user("q")], "tools": TOOLS, "toolConfig": {"functionCallingConfig": {"mode": "ANY"}},
                       "generationConfig": {"thinkingConfig": {"includeThoughts": True}}})
     assert (chat.thinking, chat.include_thoughts) == (False, False)
+
+
+def test_enum_output_states_the_values_without_json_mode():
+    chat = translate({"contents": [user("pick")], "generationConfig": {
+        "responseMimeType": "text/x.enum", "responseSchema": {"type": "STRING", "enum": ["red", "blue"]}}})
+    assert "response_format" not in chat.body
+    assert chat.body["messages"][-1]["role"] == "system" and "red, blue" in chat.body["messages"][-1]["content"]
+    check_with_deepseek_rules(chat.body)
+    with pytest.raises(RequestError):
+        translate({"contents": [user("pick")], "generationConfig": {"responseMimeType": "text/x.enum"}})
+
+
+def test_json_without_a_schema_still_names_json():
+    chat = translate({"contents": [user("list three colours")],
+                      "generationConfig": {"responseMimeType": "application/json"}})
+    assert chat.body["response_format"] == {"type": "json_object"}
+    check_with_deepseek_rules(chat.body)
