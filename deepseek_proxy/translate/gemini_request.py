@@ -438,6 +438,8 @@ class _MessageBuilder:
                 calls = self._model(turn)
                 if calls:
                     i = self._answer(calls, turns, i)
+        if all(message["role"] == "system" for message in self.messages):
+            raise RequestError("contents: nothing to send (every part is empty)", param="contents")
         return self.messages
 
     @staticmethod
@@ -481,6 +483,9 @@ class _MessageBuilder:
             if signed is None:
                 signed = decode_signature(self.codec, _field(part, "thoughtSignature", "thought_signature"))
             call = _field(part, "functionCall", "function_call")
+            if _field(part, "functionResponse", "function_response") is not None:
+                raise RequestError(f"{where}.functionResponse: only a user turn may carry function responses",
+                                   param=where)
             if part.get("thought") is True:
                 if isinstance(part.get("text"), str):
                     thoughts.append(part["text"])

@@ -460,7 +460,9 @@ def test_a_model_that_maps_max_to_max():
 @pytest.mark.parametrize("body", [[], {"contents": []}, {"contents": [{"role": "system", "parts": []}]},
                                   {"contents": [user("q")], "tools": {"functionDeclarations": []}},
                                   {"contents": [{"role": "user", "parts": [{"weird": 1}]}]},
-                                  {"contents": [user("q")], "systemInstruction": 7}])
+                                  {"contents": [user("q")], "systemInstruction": 7},
+                                  {"contents": [{"role": "user", "parts": []}], "systemInstruction": "S"},
+                                  {"contents": [user("q"), model_turn(response("read_file", "A", "c1"))]}])
 def test_malformed_bodies_are_request_errors(body):
     with pytest.raises(RequestError):
         translate(body)
