@@ -10,6 +10,8 @@ exactly once: a shipped file that drifts from what is tested fails here instead 
 from __future__ import annotations
 
 import http.server
+import itertools
+import json
 import os
 import re
 import shutil
@@ -20,6 +22,7 @@ import subprocess
 import threading
 import time
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 import requests
@@ -93,7 +96,7 @@ http {{
         self.process: subprocess.Popen | None = None
 
     def test_config(self) -> subprocess.CompletedProcess:
-        return subprocess.run([*self.command, "-t"], capture_output=True, text=True, timeout=30)
+        return subprocess.run([*self.command, "-t"], check=False, capture_output=True, text=True, timeout=30)
 
     def start(self) -> Nginx:
         self.process = subprocess.Popen(self.command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -203,7 +206,7 @@ def test_events_arrive_one_by_one_through_nginx(front, upstream, scheme, tls_cer
         assert response.headers["content-type"].startswith("text/event-stream")
         arrivals = delta_arrivals(response)
     assert len(arrivals) == 6
-    gaps = [b - a for a, b in zip(arrivals, arrivals[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(arrivals)]
     assert min(gaps) > pace * 0.4, f"deltas arrived together (gaps {gaps}): nginx buffered the stream"
     assert pace * 0.6 < statistics.median(gaps) < pace * 2, f"gaps {gaps} do not follow the upstream's pacing"
 
@@ -250,7 +253,6 @@ def test_a_body_past_nginxs_own_limit_is_json_too(front):
     head, _, payload = reply.partition(b"\r\n\r\n")
     assert head.startswith(b"HTTP/1.1 413"), head
     assert b"content-type: application/json" in head.lower()
-    import json
     parsed = json.loads(payload)
     assert parsed["type"] == "error"
     assert parsed["error"]["code"] == parsed["error"]["type"] == "request_too_large"
@@ -274,9 +276,9 @@ class _Recorder(http.server.BaseHTTPRequestHandler):
     """Stands in for the proxy: records each request's headers and the client port it came from."""
 
     protocol_version = "HTTP/1.1"
-    seen: list[tuple[dict, int, str]] = []
+    seen: ClassVar[list[tuple[dict, int, str]]] = []
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         type(self).seen.append(({k.lower(): v for k, v in self.headers.items()}, self.client_address[1],
                                 self.request_version))
         self.send_response(200)
