@@ -41,7 +41,8 @@ def test_example_configs_commented_tables_load(tmp_path):
     text = re.sub(r"^# (\[|[a-z_]+ = )", r"\1", EXAMPLE.read_text(), flags=re.MULTILINE)
     uncommented = tmp_path / "all.toml"
     uncommented.write_text(text)
-    config = load_config(uncommented, env=env(tmp_path))
+    without_secret = {k: v for k, v in env(tmp_path).items() if k != "DEEPSEEK_PROXY_SECRET"}
+    config = load_config(uncommented, env=without_secret)
     assert set(config.models) == {"deepseek-v4-pro", "qwen-coder"}
     assert config.upstreams["local"].base_url == "http://127.0.0.1:8000/v1"
     assert config.server.reasoning_secret == b"..."

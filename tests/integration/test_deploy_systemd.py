@@ -97,7 +97,10 @@ def test_units_are_hardened(name):
         assert value in unit.get(key, []), f"{name}: {key}={value}"
     assert unit["ProtectHome"] == (["read-only"] if name == USER_UNIT else ["yes"])
     assert unit["StateDirectory"] == ["deepseek-proxy"]
-    assert any(path.endswith("deepseek-proxy") for path in unit["ReadWritePaths"])
+    if name == USER_UNIT:
+        assert unit["ReadWritePaths"] == ["-%S/deepseek-proxy"]
+    else:  # a dynamic user's StateDirectory is made writable by systemd itself
+        assert unit["DynamicUser"] == ["yes"] and "ReadWritePaths" not in unit
     assert unit["EnvironmentFile"][0].startswith("-") and unit["EnvironmentFile"][0].endswith("/env")
 
 
