@@ -12,14 +12,34 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from .base import (InvalidCursor, ItemPage, ReasoningCacheAdapter, ResponseTooLarge, Store, StoredResponse,
-                   StoreError, StoreUnavailable, paginate)
+from .base import (
+    InvalidCursor,
+    ItemPage,
+    ReasoningCacheAdapter,
+    ResponseTooLarge,
+    Store,
+    StoredResponse,
+    StoreError,
+    StoreUnavailable,
+    paginate,
+)
 
 if TYPE_CHECKING:
     from ..config import StoreConfig
 
-__all__ = ["InvalidCursor", "ItemPage", "ReasoningCacheAdapter", "ResponseTooLarge", "Store", "StoredResponse",
-           "StoreError", "StoreUnavailable", "open_store", "paginate", "redacted_url"]
+__all__ = [
+    "InvalidCursor",
+    "ItemPage",
+    "ReasoningCacheAdapter",
+    "ResponseTooLarge",
+    "Store",
+    "StoreError",
+    "StoreUnavailable",
+    "StoredResponse",
+    "open_store",
+    "paginate",
+    "redacted_url",
+]
 
 REDIS_MISSING = ("`store.url` is a Redis URL, but the Redis client library (redis-py) is not installed. Install it "
                  "into the proxy's environment: pip install 'deepseek-proxy[redis]' (pipx: pipx inject "
@@ -32,7 +52,7 @@ def open_store(config: StoreConfig) -> Store:
     from ..config import ConfigError
 
     limits = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
-              "max_response_bytes": config.max_response_bytes}
+              "max_response_bytes": config.max_response_bytes}  # Store.__init__'s keywords
     url = config.url
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
@@ -44,7 +64,9 @@ def open_store(config: StoreConfig) -> Store:
             from .redis import RedisStore
         except ImportError:
             raise ConfigError(REDIS_MISSING) from None
-        return RedisStore(url, **limits)
+        return RedisStore(url, ttl_seconds=config.ttl_seconds,
+                          reasoning_ttl_seconds=config.reasoning_ttl_seconds,
+                          max_response_bytes=config.max_response_bytes)
     if url.startswith("memory://"):
         from .memory import MemoryStore
 

@@ -9,7 +9,15 @@ import threading
 from typing import Any
 
 from ..jsonfast import dumps, loads
-from .base import ItemPage, Order, Store, StoredResponse, find_item, now_seconds, paginate
+from .base import (
+    ItemPage,
+    Order,
+    Store,
+    StoredResponse,
+    find_item,
+    now_seconds,
+    paginate,
+)
 
 
 class MemoryStore(Store):

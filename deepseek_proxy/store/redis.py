@@ -17,13 +17,21 @@ so expired records vanish without a sweep:
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import redis as redis_py
 
 from ..jsonfast import dumps, loads
-from .base import (ItemPage, Order, Store, StoredResponse, StoreUnavailable, find_item, now_seconds,
-                   paginate)
+from .base import (
+    ItemPage,
+    Order,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+    find_item,
+    now_seconds,
+    paginate,
+)
 
 T = TypeVar("T")
 DEFAULT_PREFIX = "deepseek-proxy:"
@@ -122,7 +130,7 @@ class RedisStore(Store):
         return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
-        holders = self._call(lambda r: r.hgetall(self._item(item_id)))
+        holders = cast("dict[bytes, bytes]", self._call(lambda r: r.hgetall(self._item(item_id))))
         ordered = sorted(holders.items(), key=lambda pair: pair[1])  # outputs ("0") first
         if not ordered:
             return None
@@ -169,7 +177,7 @@ class RedisStore(Store):
                                    pxat=expires_ms))
 
     def get_reasoning(self, key: str) -> str | None:
-        value = self._call(lambda r: r.get(f"{self.prefix}reasoning:{key}"))
+        value = cast("bytes | None", self._call(lambda r: r.get(f"{self.prefix}reasoning:{key}")))
         if value is None:
             return None
         expires_ms, _, text = value.partition(b":")

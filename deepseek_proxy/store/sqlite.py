@@ -11,7 +11,7 @@ Nothing to install, survives restarts, shared by every gunicorn worker of one ma
   gevent), after a short busy_timeout in C (the common case: another worker's sub-millisecond commit).
   `python -m bench.store` measures what a put and a get cost.
 - Expired rows are invisible at once (every read filters on expires_at) and deleted by `sweep`, which a write
-  runs at most once a minute per process, a bounded batch at a time.
+  runs once a minute per process (once a second while there is a backlog), a bounded batch at a time.
 - The file (and its -wal / -shm, which SQLite creates with the same mode) is private to the user: 0600.
 """
 
@@ -26,8 +26,16 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from ..jsonfast import dumps, loads
-from .base import (ItemPage, Order, Store, StoredResponse, StoreUnavailable, find_item, now_seconds,
-                   paginate)
+from .base import (
+    ItemPage,
+    Order,
+    Store,
+    StoredResponse,
+    StoreUnavailable,
+    find_item,
+    now_seconds,
+    paginate,
+)
 
 T = TypeVar("T")
 
@@ -60,7 +68,7 @@ CREATE INDEX IF NOT EXISTS reasoning_expiry ON reasoning(expires_at);
 BUSY_TIMEOUT_MS = 20  # in C, blocking the worker: enough for another process's commit
 LOCK_TIMEOUT = 10.0  # then cooperative retries, in all
 SWEEP_INTERVAL = 60.0
-SWEEP_BATCH = 500
+SWEEP_BATCH = 200  # per transaction: a few ms at most of a worker's time
 
 # Connections opened before a fork: kept referenced so the child never finalizes (closes) them.
 _INHERITED: list[sqlite3.Connection] = []
@@ -187,8 +195,10 @@ class SQLiteStore(Store):
                          (record.id, record.expires_at, meta, input_blob))
             conn.executemany("INSERT OR IGNORE INTO items (item_id, response_id, kind) VALUES (?, ?, ?)", item_rows)
             if now >= self._next_sweep:
-                self._next_sweep = now + SWEEP_INTERVAL
-                self._sweep(conn, now)
+                gone, stale = self._sweep(conn, now)
+                # A full batch means a backlog (e.g. after a long stop): come back soon rather than in a minute.
+                backlog = gone == SWEEP_BATCH or stale == SWEEP_BATCH
+                self._next_sweep = now + (1.0 if backlog else SWEEP_INTERVAL)
 
         self._retrying(write, write=True)
 

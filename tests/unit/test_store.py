@@ -8,8 +8,13 @@ import uuid
 
 import pytest
 
-from deepseek_proxy.store import (InvalidCursor, ReasoningCacheAdapter, ResponseTooLarge, StoredResponse,
-                                  StoreUnavailable)
+from deepseek_proxy.store import (
+    InvalidCursor,
+    ReasoningCacheAdapter,
+    ResponseTooLarge,
+    StoredResponse,
+    StoreUnavailable,
+)
 from deepseek_proxy.store import base as store_base
 from deepseek_proxy.store import memory as store_memory
 from deepseek_proxy.store import sqlite as store_sqlite
