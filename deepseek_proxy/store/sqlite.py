@@ -102,13 +102,12 @@ class SQLiteStore(Store):
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         except (OSError, sqlite3.Error) as exc:
             raise StoreUnavailable(f"the store file {self.path} cannot be opened: {exc}") from None
-        self._conn, self._pid = conn, os.getpid()
         try:
-            self._retrying(self._setup, conn=conn)
+            self._setup(conn)  # a busy error goes up to _retrying, which waits (lock released) and reopens
         except BaseException:
-            self._conn = None
             conn.close()
             raise
+        self._conn, self._pid = conn, os.getpid()
         return conn
 
     def _setup(self, conn: sqlite3.Connection) -> None:
@@ -132,16 +131,16 @@ class SQLiteStore(Store):
                 conn.execute("ROLLBACK")
                 raise
 
-    def _retrying(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False,
-                  conn: sqlite3.Connection | None = None) -> T:
+    def _retrying(self, work: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         """Run `work` (in one IMMEDIATE transaction when `write`), waiting cooperatively while another process
-        holds the lock. sqlite3 errors become StoreUnavailable."""
+        holds the lock. sqlite3 errors become StoreUnavailable. Never sleeps holding self._lock: a lock made before
+        gevent's patching is a real one, and a greenlet blocked on it would stall the worker."""
         deadline = time.monotonic() + LOCK_TIMEOUT
         delay = 0.001
         while True:
             with self._lock:
                 try:
-                    current = conn or self._connection()
+                    current = self._connection()
                     if not write:
                         return work(current)
                     current.execute("BEGIN IMMEDIATE")

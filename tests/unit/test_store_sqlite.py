@@ -179,3 +179,18 @@ def test_writes_sweep_lazily(tmp_path, monkeypatch):
         assert [row[0] for row in conn.execute("SELECT id FROM responses")] == ["resp_new"]
         assert {row[0] for row in conn.execute("SELECT response_id FROM items")} == {"resp_new"}
     store.close()
+
+
+def test_a_worker_starting_while_another_writes_can_read_at_once(tmp_path):
+    path = tmp_path / "store.db"
+    first = SQLiteStore(path, **LIMITS)
+    first.put_response(record("resp_1"))
+    holder = sqlite3.connect(path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another worker in the middle of a write
+    late = SQLiteStore(path, **LIMITS)  # a worker (re)started now: opens its connection on this first read
+    assert late.get_response("resp_1").id == "resp_1"
+    holder.execute("COMMIT")
+    late.put_response(record("resp_2"))
+    assert first.get_response("resp_2") is not None
+    first.close()
+    late.close()
