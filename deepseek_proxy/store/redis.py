@@ -130,26 +130,46 @@ class RedisStore(Store):
         return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
-        holders = cast("dict[bytes, bytes]", self._call(lambda r: r.hgetall(self._item(item_id))))
-        ordered = sorted(holders.items(), key=lambda pair: pair[1])  # outputs ("0") first
-        if not ordered:
-            return None
+        return self.get_items([item_id]).get(item_id)
+
+    def get_items(self, item_ids: list[str]) -> dict[str, dict[str, Any]]:
+        """Two round trips however many ids (item_reference resolution is on the time-to-first-token path)."""
+        wanted = list(dict.fromkeys(item_ids))
+        if not wanted:
+            return {}
+
+        def holders(r: redis_py.Redis) -> list:
+            pipe = r.pipeline(transaction=False)
+            for item_id in wanted:
+                pipe.hgetall(self._item(item_id))
+            return pipe.execute()
+
+        # (item id, response id, kind) to look at, outputs ("0") before echoes ("1") for each item
+        candidates = [(item_id, response_id.decode(), kind) for item_id, held in zip(wanted, self._call(holders))
+                      for response_id, kind in sorted(cast("dict[bytes, bytes]", held).items(),
+                                                      key=lambda pair: pair[1])]
+        if not candidates:
+            return {}
 
         def fetch(r: redis_py.Redis) -> list:
             pipe = r.pipeline(transaction=False)
-            for response_id, kind in ordered:
-                pipe.hmget(self._resp(response_id.decode()), ["meta", "input" if kind == b"1" else "meta"])
+            for _, response_id, kind in candidates:
+                pipe.hmget(self._resp(response_id), ["meta", "input" if kind == b"1" else "meta"])
             return pipe.execute()
 
         now = now_seconds()
-        for (_, kind), (meta, blob) in zip(ordered, self._call(fetch)):
-            if meta is None or loads(meta)["expires_at"] <= now:
+        found: dict[str, dict[str, Any]] = {}
+        for (item_id, _, kind), (meta, blob) in zip(candidates, self._call(fetch)):
+            if item_id in found or meta is None:
                 continue
-            items = loads(blob) if kind == b"1" else loads(meta)["response"].get("output") or []
-            found = find_item(items, item_id)
-            if found is not None:
-                return found
-        return None
+            decoded = loads(meta)
+            if decoded["expires_at"] <= now:
+                continue
+            items = loads(blob) if kind == b"1" else decoded["response"].get("output") or []
+            item = find_item(items, item_id)
+            if item is not None:
+                found[item_id] = item
+        return found
 
     def get_conversation(self, response_id: str) -> list[StoredResponse] | None:
         last = self._fetch(response_id, True)

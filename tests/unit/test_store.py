@@ -372,3 +372,16 @@ def test_the_adapter_reads_a_failing_store_as_a_miss(tmp_path, caplog):
     cache.put("call_1", "lost")
     assert cache.get("call_1") is None
     assert "reasoning cache" in caplog.text
+
+
+def test_get_items_resolves_several_across_responses(store):
+    store.put_response(response_record("resp_a", outputs=[{"id": "fc_1", "type": "function_call", "call_id": "c1",
+                                                            "name": "f", "arguments": "{}"}]))
+    echo = {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"echo\":1}"}
+    store.put_response(response_record("resp_b", inputs=[echo]))
+    found = store.get_items(["fc_1", "msg_resp_b", "rs_unknown", "fc_1", "rs_resp_b"])
+    assert found.keys() == {"fc_1", "msg_resp_b", "rs_resp_b"}
+    assert found["fc_1"]["arguments"] == "{}"
+    assert store.get_items([]) == {}
+    store.delete_response("resp_a")
+    assert store.get_items(["fc_1"])["fc_1"]["arguments"] == "{\"echo\":1}"
