@@ -9,6 +9,8 @@ import stat
 import subprocess
 import sys
 import textwrap
+import time
+from pathlib import Path
 
 import pytest
 
@@ -194,3 +196,57 @@ def test_a_worker_starting_while_another_writes_can_read_at_once(tmp_path):
     assert first.get_response("resp_2") is not None
     first.close()
     late.close()
+
+
+def test_checkpoints_run_off_the_worker_and_keep_the_wal_small(tmp_path, monkeypatch):
+    """SQLite's autocheckpoint is off (it would run inside a commit, blocking the gevent worker); the store
+    checkpoints in a thread of its own after each CHECKPOINT_BYTES written, so the WAL stays bounded."""
+    from deepseek_proxy.store import sqlite as store_sqlite
+
+    monkeypatch.setattr(store_sqlite, "CHECKPOINT_BYTES", 256 * 1024)
+    path = tmp_path / "store.db"
+    store = SQLiteStore(path, **LIMITS)
+    big = record("resp_big", text="x" * 50_000)
+    for n in range(60):  # ~6 MB written in all
+        big.id, big.expires_at = f"resp_{n % 3}", 0.0
+        store.put_response(big)
+        deadline = time.monotonic() + 10
+        while store._checkpointing and time.monotonic() < deadline:  # the test waits; the worker never does
+            time.sleep(0.005)
+    assert store.checkpoints >= 10
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 1000  # a fresh connection's default
+    assert store._connection().execute("PRAGMA wal_autocheckpoint").fetchone()[0] == 0
+    assert Path(f"{path}-wal").stat().st_size < 1024 * 1024  # without the checkpoints: over 6 MB
+    store.close()
+
+
+CHECKPOINT_UNDER_GEVENT = textwrap.dedent("""
+    from gevent import monkey
+    monkey.patch_all()
+    import sys, threading, gevent
+    from deepseek_proxy.store import sqlite as store_sqlite
+    from deepseek_proxy.store.sqlite import SQLiteStore
+
+    store_sqlite.CHECKPOINT_BYTES = 1
+    store = SQLiteStore(sys.argv[1], ttl_seconds=3600.0, reasoning_ttl_seconds=3600.0, max_response_bytes=1 << 22)
+    threads = []
+    original = store._checkpoint
+    def spy():
+        threads.append(threading.get_native_id())
+        original()
+    store._checkpoint = spy
+    store.put_reasoning("k", "v")
+    for _ in range(500):
+        if store.checkpoints:
+            break
+        gevent.sleep(0.01)
+    print(store.checkpoints, threads[0] != threading.get_native_id())
+""")
+
+
+def test_under_gevent_the_checkpoint_runs_in_an_os_thread(tmp_path):
+    out = subprocess.run([sys.executable, "-c", CHECKPOINT_UNDER_GEVENT, str(tmp_path / "store.db")], check=False,
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["1", "True"]
