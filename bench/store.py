@@ -15,7 +15,9 @@ this bench starts on a free loopback port), each operation is timed one call at 
 - item            `get_item` of an output item: one `item_reference`, also on the time-to-first-token path
 - reasoning put / get   the reasoning fallback cache
 
-Printed: median and p99 per call in milliseconds, the median of the reps' medians. Issue 11's target: `store: true`
+Printed: median and p99 per call in milliseconds, the median of the reps' medians. The puts come back to back,
+unlike a proxy's (one per finished response): SQLite's p99 then includes the WAL checkpoints its own backstop runs
+inside a commit, which the store's checkpoint thread takes off the worker when writes are spread out. Issue 11's target: `store: true`
 adds at most 0.3 ms to TTFT p50 with SQLite: compare the "conversation" and "item" rows (and "put" if a door
 stores before the first token).
 """
