@@ -146,7 +146,8 @@ def install_alone(artifact: Path, venv: Path, python: str) -> None:
 
 
 # Run by the user's venv python: the third-party modules the installed package imports (any `import`/`from`
-# in its files, also inside functions and try blocks) against its declared requirements (no extras), both ways.
+# in its files, also inside functions and try blocks) against its declared requirements, both ways (an import may
+# also be an optional feature's extra, never the test extra).
 IMPORTS_PROBE = r"""
 import ast, importlib.metadata as md, json, pathlib, re, sys
 import deepseek_proxy
@@ -159,10 +160,13 @@ for path in pathlib.Path(deepseek_proxy.__file__).parent.rglob("*.py"):
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
             imported.add(node.module.split(".")[0])
 third_party = sorted(m for m in imported if m not in sys.stdlib_module_names and m != "deepseek_proxy")
-declared = {norm(re.match(r"[A-Za-z0-9_.-]+", r).group(0)) for r in md.requires("deepseek-proxy") or []
-            if "extra ==" not in r}
+requires = md.requires("deepseek-proxy") or []
+name = lambda r: norm(re.match(r"[A-Za-z0-9_.-]+", r).group(0))
+declared = {name(r) for r in requires if "extra ==" not in r}
+# Optional features' extras (e.g. redis, for the Redis store) may be imported too; the test extra may not.
+optional = {name(r) for r in requires if "extra ==" in r and 'extra == "test"' not in r}
 dists = md.packages_distributions()
-undeclared = [m for m in third_party if not {norm(d) for d in dists.get(m, [m])} & declared]
+undeclared = [m for m in third_party if not {norm(d) for d in dists.get(m, [m])} & (declared | optional)]
 used = {norm(d) for m in third_party for d in dists.get(m, [m])}
 unused = sorted(declared - used)
 print(json.dumps({"imported": third_party, "undeclared": undeclared, "unused": unused}))

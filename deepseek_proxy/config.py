@@ -116,11 +116,23 @@ class CodexConfig:
 
 
 @dataclass(frozen=True)
+class StoreConfig:
+    """Where stored responses and the shared caches live (deepseek_proxy/store). `url` is "sqlite:///PATH",
+    "redis://…" / "rediss://…" / "unix://…" (several instances share one Redis) or "memory://" (one process only)."""
+
+    url: str = ""  # "" until load_config fills in the default: sqlite:///<data dir>/deepseek-proxy/store.db
+    ttl_seconds: float = 30 * 86400.0  # stored responses: OpenAI keeps them 30 days
+    reasoning_ttl_seconds: float = 7 * 86400.0  # the reasoning fallback cache (keyed by call_id)
+    max_response_bytes: int = 16 * MB  # one stored response (Response object + input items), encoded
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     upstreams: Mapping[str, UpstreamConfig]
     models: Mapping[str, ModelConfig]
     codex: CodexConfig = CodexConfig()
+    store: StoreConfig = StoreConfig()
     path: Path | None = None
     # Where clients reach the proxy when that is not its own bind address (`--proxy-url`, e.g. behind nginx).
     public_url: str | None = None
@@ -228,6 +240,12 @@ def default_state_dir(env: Mapping[str, str] = os.environ) -> Path:
     return Path(base) / "deepseek-proxy"
 
 
+def default_data_dir(env: Mapping[str, str] = os.environ) -> Path:
+    """The user data dir (XDG_DATA_HOME, what platformdirs' user_data_dir gives on Linux): the response store."""
+    base = env.get("XDG_DATA_HOME") or str(Path(env.get("HOME", "~")).expanduser() / ".local" / "share")
+    return Path(base) / "deepseek-proxy"
+
+
 def load_config(
     path: str | Path | None = None,
     *,
@@ -243,7 +261,7 @@ def load_config(
     raw = _read_toml(file_path, required=explicit)
     where = str(file_path) if raw is not None else "built-in defaults"
     reader = _Reader(raw or {}, where)
-    reader.only_keys("", {"server", "upstreams", "models", "codex"})
+    reader.only_keys("", {"server", "upstreams", "models", "codex", "store"})
 
     server = _server_from(reader, env, overrides or {})
     upstreams = _upstreams_from(reader, env)
@@ -254,6 +272,7 @@ def load_config(
         upstreams=upstreams,
         models=models,
         codex=codex,
+        store=_store_from(reader, env),
         path=file_path if raw is not None else None,
     )
 
@@ -545,3 +564,36 @@ def _codex_from(reader: _Reader) -> CodexConfig:
     if catalog not in ("url", "file"):
         raise reader.fail("codex.catalog", f'must be "url" or "file", got {catalog!r}')
     return CodexConfig(catalog=catalog)
+
+
+STORE_SCHEMES = ("sqlite://", "redis://", "rediss://", "unix://", "memory://")
+
+
+def _store_from(reader: _Reader, env: Mapping[str, str]) -> StoreConfig:
+    t = "store"
+    reader.only_keys(t, {"url", "ttl_days", "reasoning_ttl_days", "max_response_mb"})
+    d = StoreConfig()
+    url = reader.get(t, "url", str, "")
+    origin = None
+    if env.get("DEEPSEEK_PROXY_STORE_URL"):
+        url, origin = env["DEEPSEEK_PROXY_STORE_URL"], "environment variable DEEPSEEK_PROXY_STORE_URL"
+    if not url:
+        url = f"sqlite:///{default_data_dir(env) / 'store.db'}"
+    # Only the scheme is shown: a Redis URL may carry a password.
+    if not url.startswith(STORE_SCHEMES) or (url.startswith("sqlite://") and not url[len("sqlite://"):].strip("/")):
+        problem = (f"must be sqlite:///PATH, redis://HOST:PORT/DB (rediss://, unix:// too) or memory://, "
+                   f"got one starting {url.split(':', 1)[0][:10]!r}:")
+        raise ConfigError(f"{origin} (sets `store.url`) {problem}") if origin else reader.fail("store.url", problem)
+    values = {}
+    for name, default in (("ttl_days", d.ttl_seconds / 86400), ("reasoning_ttl_days", d.reasoning_ttl_seconds / 86400),
+                          ("max_response_mb", d.max_response_bytes / MB)):
+        value = reader.get(t, name, (int, float), default)
+        if value <= 0:
+            raise reader.fail(f"store.{name}", f"must be a positive number, got {value:g}")
+        values[name] = value
+    return StoreConfig(
+        url=url,
+        ttl_seconds=float(values["ttl_days"]) * 86400,
+        reasoning_ttl_seconds=float(values["reasoning_ttl_days"]) * 86400,
+        max_response_bytes=int(values["max_response_mb"] * MB),
+    )

@@ -1,0 +1,387 @@
+"""The store contract (deepseek_proxy/store/base.py), the same tests against every backend: memory, SQLite in a
+temporary directory, and Redis on a real redis-server the tests start (tests/redis_server.py)."""
+
+from __future__ import annotations
+
+import copy
+import uuid
+
+import pytest
+
+from deepseek_proxy.store import (
+    InvalidCursor,
+    ReasoningCacheAdapter,
+    ResponseTooLarge,
+    StoredResponse,
+    StoreUnavailable,
+)
+from deepseek_proxy.store import base as store_base
+from deepseek_proxy.store import memory as store_memory
+from deepseek_proxy.store import sqlite as store_sqlite
+from deepseek_proxy.store.memory import MemoryStore
+from deepseek_proxy.store.sqlite import SQLiteStore
+
+DAY = 86400.0
+LIMITS = {"ttl_seconds": 30 * DAY, "reasoning_ttl_seconds": 7 * DAY, "max_response_bytes": 1024 * 1024}
+
+
+class Clock:
+    """Every backend's notion of now, moved by the test. Starts at the real time: Redis's own key expiry runs on
+    the real clock, and keys set to expire in the fake future must not already be gone there."""
+
+    def __init__(self, monkeypatch):
+        import time
+
+        self.now = time.time()
+        modules = [store_base, store_memory, store_sqlite]
+        try:
+            from deepseek_proxy.store import redis as store_redis
+            modules.append(store_redis)
+        except ImportError:  # the Redis tests then fail on their own, with the reason
+            pass
+        for module in modules:
+            monkeypatch.setattr(module, "now_seconds", lambda: self.now)
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture()
+def clock(monkeypatch):
+    return Clock(monkeypatch)
+
+
+@pytest.fixture(params=["memory", "sqlite", "redis"])
+def store(request, tmp_path, clock):
+    if request.param == "memory":
+        yield MemoryStore(**LIMITS)
+    elif request.param == "sqlite":
+        s = SQLiteStore(tmp_path / "data" / "store.db", **LIMITS)
+        yield s
+        s.close()
+    else:
+        from deepseek_proxy.store.redis import RedisStore
+
+        server = request.getfixturevalue("redis_server")
+        # A prefix of its own per test: no test sees another's keys on the shared server.
+        s = RedisStore(server.url, prefix=f"t{uuid.uuid4().hex[:8]}:", **LIMITS)
+        yield s
+        s.close()
+
+
+def message(item_id: str, text: str, role: str = "user") -> dict:
+    content_type = "input_text" if role == "user" else "output_text"
+    return {"id": item_id, "type": "message", "role": role, "content": [{"type": content_type, "text": text}]}
+
+
+def response_record(response_id: str = "resp_1", *, inputs: list[dict] | None = None,
+                    outputs: list[dict] | None = None, previous: str | None = None) -> StoredResponse:
+    outputs = outputs if outputs is not None else [
+        {"id": f"rs_{response_id}", "type": "reasoning", "summary": [], "content": [
+            {"type": "reasoning_text", "text": "thinking"}]},
+        message(f"msg_{response_id}", "hello", role="assistant"),
+    ]
+    response = {"id": response_id, "object": "response", "created_at": 1_700_000_000, "status": "completed",
+                "model": "deepseek-v4-pro", "output": outputs, "previous_response_id": previous, "store": True}
+    return StoredResponse(id=response_id, response=response,
+                          input_items=inputs if inputs is not None else [message(f"in_{response_id}", "hi")],
+                          model="deepseek-v4-pro", created_at=1_700_000_000, previous_response_id=previous)
+
+
+# ---- responses ------------------------------------------------------------------------------------------------
+
+def test_put_then_get_round_trips_the_record(store, clock):
+    record = response_record(inputs=[message("in_a", "é 😀 中文"), {"type": "function_call_output", "call_id": "c1",
+                                                                    "output": "ok"}])
+    store.put_response(copy.deepcopy(record))
+    got = store.get_response("resp_1", with_input=True)
+    assert got is not None
+    assert got.response == record.response
+    assert got.input_items == record.input_items
+    assert got.output_items == record.response["output"]
+    assert (got.model, got.created_at, got.previous_response_id) == ("deepseek-v4-pro", 1_700_000_000, None)
+    assert got.expires_at == pytest.approx(clock.now + 30 * DAY)
+
+
+def test_get_without_input_does_not_load_it(store):
+    store.put_response(response_record())
+    got = store.get_response("resp_1")
+    assert got is not None and got.input_items is None and got.response["id"] == "resp_1"
+
+
+def test_unknown_id_is_none_everywhere(store):
+    assert store.get_response("resp_nope") is None
+    assert store.list_input_items("resp_nope") is None
+    assert store.get_conversation("resp_nope") is None
+    assert store.get_item("msg_nope") is None
+    assert store.delete_response("resp_nope") is False
+
+
+def test_the_store_keeps_a_copy_not_the_callers_objects(store):
+    record = response_record()
+    store.put_response(record)
+    record.response["status"] = "changed after put"
+    record.input_items.append(message("in_late", "late"))  # type: ignore[union-attr]
+    got = store.get_response("resp_1", with_input=True)
+    assert got.response["status"] == "completed"
+    assert [i["id"] for i in got.input_items] == ["in_resp_1"]
+
+
+def test_a_second_put_replaces_the_first(store):
+    in_progress = response_record(outputs=[])
+    in_progress.response["status"] = "in_progress"
+    store.put_response(in_progress)
+    store.put_response(response_record(inputs=[message("in_2", "second")]))
+    got = store.get_response("resp_1", with_input=True)
+    assert got.response["status"] == "completed"
+    assert [i["id"] for i in got.input_items] == ["in_2"]
+    assert store.get_item("in_resp_1") is None  # the replaced input is no longer indexed
+
+
+def test_delete_removes_the_response_and_its_items(store):
+    store.put_response(response_record())
+    assert store.delete_response("resp_1") is True
+    assert store.get_response("resp_1") is None
+    assert store.list_input_items("resp_1") is None
+    assert store.get_item("msg_resp_1") is None
+    assert store.delete_response("resp_1") is False
+
+
+# ---- input items and their pagination --------------------------------------------------------------------------
+
+def put_with_inputs(store, count: int) -> list[str]:
+    ids = [f"msg_{n:03d}" for n in range(count)]
+    store.put_response(response_record(inputs=[message(i, i) for i in ids]))
+    return ids
+
+
+def listed(page) -> list[str]:
+    return [item["id"] for item in page.data]
+
+
+def test_input_items_default_newest_first_twenty(store):
+    ids = put_with_inputs(store, 25)
+    page = store.list_input_items("resp_1")
+    assert listed(page) == ids[::-1][:20] and page.has_more is True
+    body = page.as_list_object()
+    assert body == {"object": "list", "data": page.data, "has_more": True, "first_id": ids[24], "last_id": ids[5]}
+
+
+def test_input_items_ascending_and_cursor_walk(store):
+    ids = put_with_inputs(store, 7)
+    seen, after = [], None
+    while True:
+        page = store.list_input_items("resp_1", order="asc", limit=3, after=after)
+        seen += listed(page)
+        if not page.has_more:
+            break
+        after = page.as_list_object()["last_id"]
+    assert seen == ids
+
+
+def test_input_items_before_and_between(store):
+    ids = put_with_inputs(store, 10)
+    assert listed(store.list_input_items("resp_1", order="asc", before=ids[3])) == ids[:3]
+    assert listed(store.list_input_items("resp_1", order="asc", after=ids[2], before=ids[6])) == ids[3:6]
+    # desc: "after" goes towards older items
+    assert listed(store.list_input_items("resp_1", order="desc", after=ids[5], limit=2)) == [ids[4], ids[3]]
+    assert listed(store.list_input_items("resp_1", order="desc", before=ids[7])) == [ids[9], ids[8]]
+
+
+def test_input_items_page_edges(store):
+    ids = put_with_inputs(store, 100)
+    exactly = store.list_input_items("resp_1", limit=100)
+    assert len(exactly.data) == 100 and exactly.has_more is False
+    one = store.list_input_items("resp_1", limit=1, order="asc")
+    assert listed(one) == [ids[0]] and one.has_more is True
+    past_end = store.list_input_items("resp_1", order="asc", after=ids[-1])
+    assert past_end.data == [] and past_end.has_more is False
+    assert past_end.as_list_object()["first_id"] is None
+    crossed = store.list_input_items("resp_1", order="asc", after=ids[5], before=ids[2])
+    assert crossed.data == [] and crossed.has_more is False
+
+
+def test_input_items_empty_input(store):
+    store.put_response(response_record(inputs=[]))
+    page = store.list_input_items("resp_1")
+    assert page.data == [] and page.has_more is False
+
+
+@pytest.mark.parametrize("limit", [0, 101, -1])
+def test_input_items_limit_out_of_range(store, limit):
+    put_with_inputs(store, 3)
+    with pytest.raises(ValueError, match="limit"):
+        store.list_input_items("resp_1", limit=limit)
+
+
+def test_input_items_unknown_cursor(store):
+    put_with_inputs(store, 3)
+    with pytest.raises(InvalidCursor) as caught:
+        store.list_input_items("resp_1", after="msg_elsewhere")
+    assert caught.value.param == "after"
+    with pytest.raises(InvalidCursor):
+        store.list_input_items("resp_1", before="msg_elsewhere")
+    with pytest.raises(ValueError, match="order"):
+        store.list_input_items("resp_1", order="sideways")
+
+
+# ---- item lookup (item_reference) ------------------------------------------------------------------------------
+
+def test_items_we_issued_are_found_by_id(store):
+    store.put_response(response_record())
+    assert store.get_item("rs_resp_1")["type"] == "reasoning"
+    assert store.get_item("msg_resp_1")["content"][0]["text"] == "hello"
+    assert store.get_item("in_resp_1")["role"] == "user"  # an input item with an id too
+    assert store.get_items(["rs_resp_1", "nope", "msg_resp_1"]).keys() == {"rs_resp_1", "msg_resp_1"}
+
+
+def test_the_output_item_wins_over_an_echo(store):
+    store.put_response(response_record("resp_a", outputs=[{"id": "fc_1", "type": "function_call", "call_id": "c1",
+                                                            "name": "f", "arguments": "{}"}]))
+    echo = {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"edited\":1}"}
+    store.put_response(response_record("resp_b", inputs=[echo]))
+    assert store.get_item("fc_1")["arguments"] == "{}"
+    # The issuing response deleted: the echo still held by a live response is what is left.
+    store.delete_response("resp_a")
+    assert store.get_item("fc_1")["arguments"] == "{\"edited\":1}"
+    store.delete_response("resp_b")
+    assert store.get_item("fc_1") is None
+
+
+# ---- conversations (previous_response_id) ----------------------------------------------------------------------
+
+def test_conversation_is_the_chain_oldest_first(store):
+    store.put_response(response_record("resp_1"))
+    store.put_response(response_record("resp_2", previous="resp_1"))
+    third = response_record("resp_3", previous="resp_2")
+    store.put_response(third)
+    assert third.chain == ["resp_1", "resp_2"]
+    conversation = store.get_conversation("resp_3")
+    assert [r.id for r in conversation] == ["resp_1", "resp_2", "resp_3"]
+    assert all(r.input_items for r in conversation)
+    assert [i["id"] for r in conversation for i in [*r.input_items, *r.output_items]] == [
+        "in_resp_1", "rs_resp_1", "msg_resp_1", "in_resp_2", "rs_resp_2", "msg_resp_2",
+        "in_resp_3", "rs_resp_3", "msg_resp_3"]
+    assert [r.id for r in store.get_conversation("resp_1")] == ["resp_1"]
+
+
+def test_a_missing_earlier_turn_is_never_a_shorter_history(store):
+    store.put_response(response_record("resp_1"))
+    store.put_response(response_record("resp_2", previous="resp_1"))
+    store.put_response(response_record("resp_3", previous="resp_2"))
+    store.delete_response("resp_1")
+    assert store.get_conversation("resp_3") is None
+    assert store.get_conversation("resp_2") is None
+    assert store.get_response("resp_3") is not None  # the record itself is still there
+
+
+def test_an_expired_earlier_turn_ends_the_conversation(store, clock):
+    store.put_response(response_record("resp_1"))
+    clock.advance(20 * DAY)
+    store.put_response(response_record("resp_2", previous="resp_1"))
+    assert len(store.get_conversation("resp_2")) == 2
+    clock.advance(11 * DAY)  # resp_1 is 31 days old, resp_2 11
+    assert store.get_response("resp_2") is not None
+    assert store.get_conversation("resp_2") is None
+
+
+# ---- TTL -------------------------------------------------------------------------------------------------------
+
+def test_an_expired_response_is_invisible_at_once(store, clock):
+    store.put_response(response_record())
+    clock.advance(30 * DAY - 1)
+    assert store.get_response("resp_1") is not None
+    clock.advance(1)
+    assert store.get_response("resp_1") is None
+    assert store.list_input_items("resp_1") is None
+    assert store.get_item("msg_resp_1") is None
+    assert store.get_item("in_resp_1") is None
+    assert store.get_conversation("resp_1") is None
+    assert store.delete_response("resp_1") is False
+
+
+def test_sweep_reclaims_expired_records_only(store, clock):
+    store.put_response(response_record("resp_old"))
+    store.put_reasoning("call_old", "old")
+    clock.advance(31 * DAY)
+    store.put_reasoning("call_new", "new")
+    swept = store.sweep()
+    assert store.get_reasoning("call_new") == "new"
+    assert store.get_response("resp_old") is None
+    if isinstance(store, (MemoryStore, SQLiteStore)):
+        assert swept == 2  # resp_old, call_old
+        assert store.sweep() == 0
+    else:
+        assert swept == 0  # Redis expires keys by itself
+
+
+def test_a_record_with_its_own_expiry_keeps_it(store, clock):
+    record = response_record()
+    record.expires_at = clock.now + 60
+    store.put_response(record)
+    clock.advance(61)
+    assert store.get_response("resp_1") is None
+
+
+# ---- size limit ------------------------------------------------------------------------------------------------
+
+def test_a_response_over_the_size_limit_is_refused_and_nothing_kept(store):
+    store.put_response(response_record("resp_1"))
+    huge = response_record("resp_1", inputs=[message("in_big", "x" * (1024 * 1024))])
+    with pytest.raises(ResponseTooLarge) as caught:
+        store.put_response(huge)
+    assert "max_response_mb" in str(caught.value) and caught.value.limit == 1024 * 1024
+    assert store.get_response("resp_1", with_input=True).input_items[0]["id"] == "in_resp_1"  # the old one stays
+    with pytest.raises(ResponseTooLarge):
+        store.put_response(response_record("resp_2", inputs=[message("in_big", "x" * (1024 * 1024))]))
+    assert store.get_response("resp_2") is None
+    assert store.get_item("in_big") is None
+
+
+def test_a_response_just_under_the_limit_is_kept(store):
+    record = response_record("resp_1", inputs=[message("in_big", "x" * (1024 * 1024 - 2000))])
+    store.put_response(record)
+    assert len(store.get_response("resp_1", with_input=True).input_items[0]["content"][0]["text"]) == 1024 * 1024 - 2000
+
+
+# ---- reasoning fallback cache ----------------------------------------------------------------------------------
+
+def test_reasoning_put_get_replace_expire(store, clock):
+    assert store.get_reasoning("call_1") is None
+    store.put_reasoning("call_1", "first thought")
+    store.put_reasoning("call_1", "é 😀 second thought")
+    assert store.get_reasoning("call_1") == "é 😀 second thought"
+    clock.advance(7 * DAY)
+    assert store.get_reasoning("call_1") is None
+
+
+def test_the_adapter_has_reasoning_caches_get_and_put(store):
+    cache = ReasoningCacheAdapter(store)
+    cache.put("call_9", "why")
+    assert cache.get("call_9") == "why"
+    assert cache.get("call_other") is None
+
+
+def test_the_adapter_reads_a_failing_store_as_a_miss(tmp_path, caplog):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("")
+    broken = SQLiteStore(blocker / "store.db", **LIMITS)  # its directory is a file: it cannot open
+    with pytest.raises(StoreUnavailable):
+        broken.get_reasoning("call_1")
+    cache = ReasoningCacheAdapter(broken)
+    cache.put("call_1", "lost")
+    assert cache.get("call_1") is None
+    assert "reasoning cache" in caplog.text
+
+
+def test_get_items_resolves_several_across_responses(store):
+    store.put_response(response_record("resp_a", outputs=[{"id": "fc_1", "type": "function_call", "call_id": "c1",
+                                                            "name": "f", "arguments": "{}"}]))
+    echo = {"id": "fc_1", "type": "function_call", "call_id": "c1", "name": "f", "arguments": "{\"echo\":1}"}
+    store.put_response(response_record("resp_b", inputs=[echo]))
+    found = store.get_items(["fc_1", "msg_resp_b", "rs_unknown", "fc_1", "rs_resp_b"])
+    assert found.keys() == {"fc_1", "msg_resp_b", "rs_resp_b"}
+    assert found["fc_1"]["arguments"] == "{}"
+    assert store.get_items([]) == {}
+    store.delete_response("resp_a")
+    assert store.get_items(["fc_1"])["fc_1"]["arguments"] == "{\"echo\":1}"
