@@ -62,6 +62,10 @@ class ServerConfig:
     # While the upstream only sends keep-alive comments (a queued DeepSeek request), send the client a
     # `response.in_progress` at most this often: Codex's idle timer ignores SSE comments.
     keepalive_interval: float = 5.0
+    # An upstream reply past either limit is ended with a failure event (a runaway or stuck stream). Far above any
+    # real reply: DeepSeek's 384 K output tokens are ~80 MB of SSE and a few hours at its slowest.
+    max_upstream_stream_mb: float = 512.0
+    max_upstream_stream_seconds: float = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -229,7 +233,8 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
     reader.only_keys(
         t,
         {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
-         "reasoning_secret", "retry_after_seconds", "keepalive_interval"},
+         "reasoning_secret", "retry_after_seconds", "keepalive_interval",
+         "max_upstream_stream_mb", "max_upstream_stream_seconds"},
     )
     d = ServerConfig()
     host = reader.get(t, "host", str, d.host)
@@ -274,7 +279,16 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         reasoning_secret=secret.encode() if secret else _reasoning_secret(env),
         retry_after_seconds=reader.get(t, "retry_after_seconds", int, d.retry_after_seconds),
         keepalive_interval=float(reader.get(t, "keepalive_interval", (int, float), d.keepalive_interval)),
+        max_upstream_stream_mb=_positive(reader, t, "max_upstream_stream_mb", d.max_upstream_stream_mb),
+        max_upstream_stream_seconds=_positive(reader, t, "max_upstream_stream_seconds", d.max_upstream_stream_seconds),
     )
+
+
+def _positive(reader: _Reader, table: str, name: str, default: float) -> float:
+    value = float(reader.get(table, name, (int, float), default))
+    if value <= 0:
+        raise reader.fail(f"{table}.{name}", "must be positive")
+    return value
 
 
 def _int_from_env(env: Mapping[str, str], name: str, default: int) -> int:

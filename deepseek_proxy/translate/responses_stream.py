@@ -18,12 +18,14 @@ import time
 import uuid
 from typing import Any, Callable, Iterable
 
+from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
 from .partial_json import StringFieldStream
 from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
 
 Event = dict[str, Any]
+__all__ = ["ResponseStream", "completion_as_chunks", "responses_usage", "new_id"]
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -337,23 +339,3 @@ def responses_usage(usage: dict | None) -> dict | None:
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": usage.get("total_tokens") or prompt + completion,
     }
-
-
-def completion_as_chunks(completion: dict) -> list[dict]:
-    """A complete (non-streamed) chat.completion as the chunks a stream would have carried, so one state machine
-    serves both paths: the same events, the same final Response."""
-    chunks = []
-    for choice in completion.get("choices") or ():
-        message = choice.get("message") or {}
-        delta: dict[str, Any] = {}
-        if message.get("reasoning_content"):
-            delta["reasoning_content"] = message["reasoning_content"]
-        if message.get("content"):
-            delta["content"] = message["content"]
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(message["tool_calls"])]
-        chunks.append({"choices": [{"index": choice.get("index", 0), "delta": delta,
-                                    "finish_reason": choice.get("finish_reason")}]})
-    if completion.get("usage"):
-        chunks.append({"choices": [], "usage": completion["usage"]})
-    return chunks

@@ -10,7 +10,6 @@ import logging
 import os
 import ssl
 import subprocess
-from dataclasses import dataclass
 from typing import Mapping
 
 from urllib.parse import urlsplit
@@ -19,6 +18,7 @@ from urllib.request import getproxies, proxy_bypass
 import requests
 
 from ..config import UpstreamConfig
+from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from .pool import PooledAdapter
 from .profiles import profile_named
@@ -30,19 +30,8 @@ class KeyUnavailable(Exception):
     """The configured key source gave no key."""
 
 
-@dataclass
-class UpstreamError(Exception):
-    """The upstream refused or failed a request before any reply byte: relayed with its status."""
-
-    status: int
-    message: str
-    code: str | None
-    type: str
-    param: str | None = None
-    retry_after: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
+# The upstream refused or failed a request before any reply byte: a neutral error each front door renders.
+UpstreamError = ProxyError
 
 
 def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
@@ -123,11 +112,14 @@ class UpstreamClient:
     def _headers(self, client_key: str | None) -> dict[str, str]:
         key = client_key if self.passes_client_key else self._key
         if key is None and not self.passes_client_key and self.config.api_key != "none":
-            raise UpstreamError(500, f"no upstream API key: {self.key_error}", "upstream_key_missing", "server_error")
+            raise ProxyError(ErrorKind.PROXY_KEY_MISSING, f"no upstream API key: {self.key_error}", 500)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
     def post_chat(self, body: dict, *, client_key: str | None = None) -> requests.Response:
-        """Send a chat completion request. Returns the open response (status 2xx) or raises UpstreamError."""
+        """Send a chat completion request. Returns the open response (status 2xx) or raises ProxyError.
+
+        Front doors do not call this: they go through `upstream.chat.open_chat`, which prepares the request and
+        reads the reply."""
         stream = bool(body.get("stream"))
         request = self._chat_template.copy()
         request.headers.update(self._headers(client_key))
@@ -136,18 +128,19 @@ class UpstreamClient:
             response = self._adapter.send(request, stream=stream, proxies=self.session.proxies, verify=self.verify,
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
         except requests.Timeout:
-            raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
+            raise ProxyError(ErrorKind.TIMEOUT, "the upstream did not answer in time", 504) from None
         except requests.ConnectionError as exc:
             if _certificate_rejected(exc):
                 # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
                 log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)",
                             self.config.name)
-                raise UpstreamError(502, f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
-                                    "a private CA can be named with REQUESTS_CA_BUNDLE", "upstream_tls_error",
-                                    "server_error") from None
+                raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
+                                 f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
+                                 "a private CA can be named with REQUESTS_CA_BUNDLE", 502,
+                                 upstream_code="upstream_tls_error") from None
             log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
-            raise UpstreamError(502, f"the upstream ({self.config.name}) is unreachable", "upstream_unreachable",
-                                "server_error") from None
+            raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, f"the upstream ({self.config.name}) is unreachable",
+                             502) from None
         if response.status_code >= 400:
             try:
                 raise self._error_from(response)
@@ -178,10 +171,9 @@ class UpstreamClient:
         except (JSONDecodeError, AttributeError):
             pass
         status = response.status_code
-        klass = self.profile.classify_error(status, message, upstream_code)
-        retry_after = None
+        error = self.profile.classify_error(status, message, upstream_code, param=param)
         if status == 429 or status == 503:
             header = response.headers.get("retry-after")
-            retry_after = int(header) if header and header.isdigit() else self.retry_after
-        log.info("upstream %s answered %s (%s)", self.config.name, status, klass.code)
-        return UpstreamError(status, message, klass.code, klass.type, param, retry_after)
+            error.retry_after = int(header) if header and header.isdigit() else self.retry_after
+        log.info("upstream %s answered %s (%s)", self.config.name, status, error.kind.value)
+        return error

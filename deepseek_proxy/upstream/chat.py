@@ -1,0 +1,240 @@
+"""The upstream layer's one entry point: a Chat request in, an iterator of chat events out.
+
+This is the seam between the front doors and the network (as httpx's transport is between its API and its
+sockets). Above it nothing knows about sockets, chunked framing, SSE or which upstream quirks apply; below it
+nothing knows which client asked.
+
+    events = open_chat(client, chat, model=..., thinking=..., limits=..., should_stop=...)   # may raise ProxyError
+    try:
+        for event in events:
+            list  → the ChatChunks of one network read, in order (a door writes their events in one write)
+            TICK  → the upstream has been silent for `limits.keepalive_interval`: keep the client's idle timer alive
+            END   → the reply is complete (the upstream's [DONE], or a finish_reason and a clean end of body)
+            Failure(error) → the reply broke; `error` is a neutral ProxyError (nothing follows)
+    finally:
+        events.close()   # closes the upstream connection at once (a client that left, a shutdown)
+
+`open_chat` applies the profile's clean-up to the request first (`prepare.py`), raises ProxyError when the
+upstream refuses it before any reply byte, and serves a non-streaming upstream (`stream = false` in the model's
+config) through the same events (`completion_as_chunks`). `complete_chat` is the blocking path: one complete
+chat.completion, for clients that did not ask for a stream.
+
+`should_stop` is looked at at least every `limits.poll_interval` seconds while the upstream is silent (and after
+every read): when it says True the events end at once, without END, and the upstream connection is closed. The
+relay passes "has the client hung up?" there.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass
+from typing import Any, Callable, Generator, Iterable
+
+import requests
+
+from ..config import ModelConfig
+from ..core.chat import ChatChunk, ChatRequest, completion_as_chunks
+from ..core.errors import ErrorKind, ProxyError
+from ..jsonfast import JSONDecodeError, loads
+from ..translate.reasoning import ReasoningCache
+from .body import iter_body
+from .client import UpstreamClient
+from .prepare import prepare_request
+from .profiles import OpenAICompatibleProfile
+from .sse import DONE, KEEPALIVE, SSEDecoder
+
+log = logging.getLogger("deepseek_proxy.upstream")
+
+
+class _Tick:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "TICK"
+
+
+class _End:
+    __slots__ = ()
+
+    def __repr__(self) -> str:
+        return "END"
+
+
+TICK = _Tick()
+END = _End()
+
+
+@dataclass(frozen=True)
+class Failure:
+    error: ProxyError
+
+
+ChatEvent = Any  # list[ChatChunk] | TICK | END | Failure
+ChatEvents = Generator[ChatEvent, None, None]
+
+
+@dataclass(frozen=True)
+class StreamLimits:
+    keepalive_interval: float = 5.0  # silence before a TICK
+    max_bytes: int = 512 * 1024 * 1024  # an upstream reply longer than this fails (TOO_LARGE)
+    max_seconds: float = 4 * 3600.0  # ... and one lasting longer than this (TIMEOUT)
+    poll_interval: float = 0.5  # how often `should_stop` is asked while the upstream is silent
+
+
+def open_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, thinking: bool,
+              cache: ReasoningCache | None = None, client_key: str | None = None,
+              limits: StreamLimits = StreamLimits(),
+              should_stop: Callable[[], bool] | None = None) -> ChatEvents:
+    """Send `chat` (prepared for the upstream's profile) and return its events. Raises ProxyError when the
+    upstream refuses the request before any reply byte. `chat["stream"]` chooses a streamed upstream call."""
+    prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
+    response = client.post_chat(prepared, client_key=client_key)
+    if prepared.get("stream"):
+        return _streamed(response, client.profile, limits, should_stop)
+    return _replayed(response, limits, should_stop)
+
+
+def complete_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, thinking: bool,
+                  cache: ReasoningCache | None = None, client_key: str | None = None) -> dict:
+    """The blocking path: `chat` sent without streaming; the complete chat.completion, or ProxyError."""
+    prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
+    response = client.post_chat(prepared, client_key=client_key)
+    try:
+        return _completion(response.content)
+    except requests.RequestException:
+        raise _unreadable() from None
+    finally:
+        response.close()
+
+
+# ---- below the seam -------------------------------------------------------------------------------------------
+def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, limits: StreamLimits,
+              should_stop: Callable[[], bool] | None) -> ChatEvents:
+    keepalive = limits.keepalive_interval
+    wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
+    decoder = SSEDecoder()
+    saw_done = finished = False
+    started = quiet_since = last_tick = time.monotonic()
+    received = 0
+    try:
+        for raw in iter_body(response, idle_interval=wake):
+            now = time.monotonic()
+            if now - started > limits.max_seconds:
+                yield Failure(_over_time(limits))
+                return
+            if not raw:  # `wake` seconds without a byte
+                if should_stop is not None and should_stop():
+                    return
+                if now - quiet_since >= keepalive:
+                    quiet_since = last_tick = now
+                    yield TICK
+                continue
+            quiet_since = now
+            received += len(raw)
+            if received > limits.max_bytes:
+                yield Failure(_over_size(limits))
+                return
+            chunks: list[ChatChunk] = []
+            tick = False
+            for payload in decoder.feed(raw):
+                if payload is KEEPALIVE:  # an SSE comment (DeepSeek's ": keep-alive" while a request is queued)
+                    if now - last_tick >= keepalive:
+                        last_tick = now
+                        tick = True
+                elif payload == DONE:
+                    saw_done = True
+                else:
+                    chunk = loads(payload)
+                    if chunk.get("error"):
+                        if chunks:
+                            yield chunks
+                        yield Failure(profile.stream_failure(chunk["error"]))
+                        return
+                    if not finished:
+                        finished = any(c.get("finish_reason") for c in chunk.get("choices") or ())
+                    chunks.append(chunk)
+            if chunks:
+                yield chunks
+            if tick:
+                yield TICK
+        if saw_done or finished:
+            yield END
+        else:
+            yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
+                                     "The upstream closed the stream before the reply was complete.", 502))
+    except JSONDecodeError:
+        yield Failure(ProxyError(ErrorKind.SERVER_ERROR, "The upstream sent a malformed stream chunk.", 502))
+    except requests.RequestException as exc:
+        log.warning("upstream stream broke: %s", exc.__class__.__name__)
+        yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "The upstream connection broke mid-reply.", 502))
+    finally:
+        response.close()
+
+
+def _replayed(response: requests.Response, limits: StreamLimits,
+              should_stop: Callable[[], bool] | None) -> ChatEvents:
+    """A non-streaming upstream: its reply is read whole (ticking through the wait), then replayed as chunks."""
+    wake = min(limits.keepalive_interval, limits.poll_interval) if should_stop is not None else limits.keepalive_interval
+    parts: list[bytes] = []
+    started = quiet_since = time.monotonic()
+    received = 0
+    try:
+        try:
+            for raw in iter_body(response, idle_interval=wake):
+                now = time.monotonic()
+                if now - started > limits.max_seconds:
+                    yield Failure(_over_time(limits))
+                    return
+                if raw:
+                    parts.append(raw)
+                    received += len(raw)
+                    quiet_since = now
+                    if received > limits.max_bytes:
+                        yield Failure(_over_size(limits))
+                        return
+                    continue
+                if should_stop is not None and should_stop():
+                    return
+                if now - quiet_since >= limits.keepalive_interval:
+                    quiet_since = now
+                    yield TICK
+            completion = _completion(b"".join(parts))
+        except requests.RequestException:
+            raise _unreadable() from None
+    except ProxyError as error:
+        yield Failure(error)
+        return
+    finally:
+        response.close()
+    yield completion_as_chunks(completion)
+    yield END
+
+
+def _completion(data: bytes) -> dict:
+    try:
+        completion = loads(data)
+    except JSONDecodeError:
+        raise _unreadable() from None
+    if not isinstance(completion, dict) or "choices" not in completion:
+        raise ProxyError(ErrorKind.SERVER_ERROR, "The upstream reply is not a chat completion.", 502)
+    return completion
+
+
+def _unreadable() -> ProxyError:
+    return ProxyError(ErrorKind.SERVER_ERROR, "The upstream sent an unreadable reply.", 502)
+
+
+def _over_size(limits: StreamLimits) -> ProxyError:
+    return ProxyError(ErrorKind.TOO_LARGE, f"The upstream reply passed this proxy's limit of "
+                      f"{limits.max_bytes / 2**20:g} MiB (server.max_upstream_stream_mb) and was cut.", 502)
+
+
+def _over_time(limits: StreamLimits) -> ProxyError:
+    return ProxyError(ErrorKind.TIMEOUT, f"The upstream reply passed this proxy's limit of "
+                      f"{limits.max_seconds:g} s (server.max_upstream_stream_seconds) and was cut.", 504)
+
+
+def chunks_of(events: Iterable[ChatEvent]) -> list[ChatChunk]:
+    """Every chunk in a sequence of events (for tests and tools)."""
+    return [chunk for event in events if isinstance(event, list) for chunk in event]
