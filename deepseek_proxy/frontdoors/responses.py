@@ -32,8 +32,8 @@ from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream
 from ..upstream.chat import complete_chat, completion_as_chunks, open_chat
 from ..upstream.sse import encode_events
-from .common import (Gateway, bearer_token, gateway, json_body, openai_type_and_code, request_error_response,
-                     require_client_key, upstream_error_response)
+from .common import (Gateway, bearer_token, gateway, json_body, request_error_response, require_client_key,
+                     upstream_error_response)
 from .relay import client_gone, relay
 
 log = logging.getLogger("deepseek_proxy.responses")
@@ -118,7 +118,7 @@ def stream_failure_code(error: ProxyError) -> str:
         return "rate_limit_exceeded"
     if error.kind in (ErrorKind.OVERLOADED, ErrorKind.SHUTTING_DOWN):
         return "server_error"  # Codex does not retry server_is_overloaded: it tells the user to switch models
-    return error.upstream_code or openai_type_and_code(error)[1] or "server_error"
+    return error.upstream_code or "server_error"  # retried by Codex (the upstream's own code, as it came)
 
 
 def _model_of(gw: Gateway, body) -> ModelConfig:

@@ -147,8 +147,9 @@ def test_a_private_ca_bundle_from_the_environment_is_used():
     ("plain text failure", "server_error"),
 ])
 def test_error_chunks_inside_a_stream_get_the_codes_codex_acts_on(error, want):
-    code, message = client().profile.stream_failure(error)
-    assert code == want and message
+    from deepseek_proxy.frontdoors.responses import stream_failure_code
+    failure = client().profile.stream_failure(error)
+    assert stream_failure_code(failure) == want and failure.message
 
 
 # ---- TLS failures: only a rejected certificate is reported as one ------------------------------------------------
