@@ -21,9 +21,9 @@ that hangs up is noticed within a second even while the upstream is silent.
 from __future__ import annotations
 
 import logging
-import select
 import socket
-from typing import Any, Callable, Iterator, Protocol
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
 
 from ..core.errors import ErrorKind, ProxyError
 from ..shutdown import ServerShuttingDown
@@ -99,7 +99,7 @@ def client_gone(environ: dict) -> Callable[[], bool] | None:
             return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
         except (BlockingIOError, InterruptedError):
             return False
-        except (OSError, ValueError, select.error):
+        except (OSError, ValueError):
             return True
 
     return gone

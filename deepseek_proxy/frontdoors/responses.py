@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import time
+from typing import Any
 
 from flask import Blueprint, Response, request
 
@@ -32,8 +33,15 @@ from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream
 from ..upstream.chat import complete_chat, completion_as_chunks, open_chat
 from ..upstream.sse import encode_events
-from .common import (Gateway, bearer_token, gateway, json_body, request_error_response, require_client_key,
-                     upstream_error_response)
+from .common import (
+    Gateway,
+    bearer_token,
+    gateway,
+    json_body,
+    request_error_response,
+    require_client_key,
+    upstream_error_response,
+)
 from .relay import client_gone, relay
 
 log = logging.getLogger("deepseek_proxy.responses")
@@ -67,23 +75,24 @@ def create_response() -> Response:
     door = ResponsesDoorStream(model=model.id, tool_map=chat.tool_map, codec=gw.codec,
                                response_fields=_echo_fields(body))
     done = _Completion(gw, door, started, stream)
-    upstream_call = dict(model=model, thinking=chat.thinking, cache=gw.reasoning_cache, client_key=bearer_token())
+    upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
+                                     "client_key": bearer_token()}
     if not stream:
         try:
-            completion = complete_chat(client, chat.body, **upstream_call)  # type: ignore[arg-type]
+            completion = complete_chat(client, chat.body, **upstream_call)
         except ProxyError as exc:
             done.log(exc.status, exc.message)
             return upstream_error_response(exc)
         door.start()
         for chunk in completion_as_chunks(completion):
-            door.feed(chunk)
+            door.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is the dict ResponseStream reads
         door.finish()
         done()
         return Response(dumps(door.response), status=200, mimetype="application/json")
 
     try:
         events = open_chat(client, chat.body, limits=gw.stream_limits, should_stop=client_gone(request.environ),
-                           **upstream_call)  # type: ignore[arg-type]
+                           **upstream_call)
     except ProxyError as exc:
         done.log(exc.status, f"upstream refused: {exc.kind.value}")
         if exc.kind.retryable:

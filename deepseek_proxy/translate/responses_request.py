@@ -21,7 +21,13 @@ from ..jsonfast import dumps_str
 from ..upstream.prepare import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .errors import RequestError
 from .reasoning import ReasoningCodec
-from .tools import CUSTOM_INPUT_ARG, ToolMap, flat_tool_name, translate_tool_choice, translate_tools
+from .tools import (
+    CUSTOM_INPUT_ARG,
+    ToolMap,
+    flat_tool_name,
+    translate_tool_choice,
+    translate_tools,
+)
 
 # Every top-level field of the Responses create call (openai SDK's ResponseCreateParams), plus what Codex sends
 # beyond it. A field outside this set is a client bug: it is rejected like OpenAI rejects it, not silently dropped.

@@ -16,7 +16,8 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
@@ -25,7 +26,7 @@ from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
 
 Event = dict[str, Any]
-__all__ = ["ResponseStream", "completion_as_chunks", "responses_usage", "new_id"]
+__all__ = ["ResponseStream", "completion_as_chunks", "new_id", "responses_usage"]
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -39,7 +40,7 @@ def new_id(prefix: str) -> str:
 class _Item:
     """One output item being streamed."""
 
-    __slots__ = ("id", "index", "kind", "text", "call_id", "name", "namespace", "input_stream", "streamed", "done")
+    __slots__ = ("call_id", "done", "id", "index", "input_stream", "kind", "name", "namespace", "streamed", "text")
 
     def __init__(self, item_id: str, index: int, kind: str):
         self.id = item_id

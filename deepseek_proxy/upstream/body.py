@@ -19,7 +19,7 @@ import os
 import queue
 import ssl
 import threading
-from typing import Iterator
+from collections.abc import Iterator
 
 import requests
 

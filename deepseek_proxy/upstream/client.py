@@ -10,8 +10,8 @@ import logging
 import os
 import ssl
 import subprocess
-from typing import Mapping
-
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -115,7 +115,7 @@ class UpstreamClient:
             raise ProxyError(ErrorKind.PROXY_KEY_MISSING, f"no upstream API key: {self.key_error}", 500)
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def post_chat(self, body: dict, *, client_key: str | None = None) -> requests.Response:
+    def post_chat(self, body: Mapping[str, Any], *, client_key: str | None = None) -> requests.Response:
         """Send a chat completion request. Returns the open response (status 2xx) or raises ProxyError.
 
         Front doors do not call this: they go through `upstream.chat.open_chat`, which prepares the request and

@@ -12,7 +12,6 @@ import threading
 import time
 
 
-
 class PacedHTTPServer:
     def __init__(self, parts: list[tuple[float, bytes]]):
         """`parts`: (seconds to wait first, bytes to send); the connection is closed after the last part."""
@@ -67,7 +66,7 @@ class PacedHTTPServer:
                 if connection.recv(1) == b"":
                     self._gone()
                     return True
-            except (TimeoutError, socket.timeout):
+            except TimeoutError:
                 continue
             except OSError:
                 self._gone()

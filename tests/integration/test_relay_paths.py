@@ -14,7 +14,7 @@ import requests
 from tests.conftest import FAKE_KEY
 from tests.fakes.fake_deepseek import Reply
 from tests.fakes.paced_http import PacedHTTPServer, paced_reply, sse_events, text_chunks
-from tests.integration.test_responses_api import MODEL, post_stream, strict_stream
+from tests.integration.test_responses_api import MODEL, strict_stream
 
 FAST_TICKS = "[server]\nkeepalive_interval = 0.2\n"
 
@@ -82,7 +82,7 @@ def test_upstream_reply_past_the_duration_limit_is_a_failed_response(start_proxy
     assert any(e["type"] == "response.output_text.delta" for e in events), "what arrived in time was relayed"
 
 
-@pytest.mark.parametrize("authorization", ["Bearer é", "Bearer é".encode("utf-8"), b"Bearer \xff\xfe"])
+@pytest.mark.parametrize("authorization", ["Bearer é", "Bearer é".encode(), b"Bearer \xff\xfe"])
 def test_non_ascii_client_key_is_a_401_not_a_500(start_proxy, fake_deepseek, authorization):
     fake_deepseek.reset()
     server = start_proxy(fake_deepseek.base_url, '[server]\nclient_keys = ["team-secret-1"]\n')
