@@ -10,8 +10,8 @@ import logging
 import os
 import ssl
 import subprocess
-from collections.abc import Mapping
-from typing import Any
+from typing import Any, Mapping
+
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
