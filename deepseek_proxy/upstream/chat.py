@@ -115,7 +115,8 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
     keepalive = limits.keepalive_interval
     wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
     decoder = SSEDecoder()
-    saw_done = finished = False
+    saw_done = False
+    tail: list[ChatChunk] = []  # the last two chunks: the finish_reason rides in one of them (then usage)
     started = quiet_since = last_tick = time.monotonic()
     received = 0
     try:
@@ -152,14 +153,13 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
                             yield chunks
                         yield Failure(profile.stream_failure(chunk["error"]))
                         return
-                    if not finished:
-                        finished = any(c.get("finish_reason") for c in chunk.get("choices") or ())
                     chunks.append(chunk)
             if chunks:
+                tail = chunks[-2:] if len(chunks) > 1 else tail[-1:] + chunks
                 yield chunks
             if tick:
                 yield TICK
-        if saw_done or finished:
+        if saw_done or any(c.get("finish_reason") for chunk in tail for c in chunk.get("choices") or ()):
             yield END
         else:
             yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
