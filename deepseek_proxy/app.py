@@ -12,7 +12,8 @@ from werkzeug.exceptions import HTTPException
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .frontdoors import health, models, responses
-from .frontdoors.common import EXTENSION, Gateway, openai_error
+from .core.errors import ProxyError
+from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .translate.reasoning import ReasoningCodec
 from .upstream.client import UpstreamClient
 
@@ -36,6 +37,8 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
+    # A door renders its own errors; one that escapes a view still gets a status and a body, never a 500.
+    app.register_error_handler(ProxyError, upstream_error_response)
     app.register_error_handler(Exception, _unexpected_error)
     return app
 

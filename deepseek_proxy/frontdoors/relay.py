@@ -14,6 +14,9 @@ END or Failure. It closes the upstream when it ends for any reason: the reply is
 streams once its grace period is over, and the stream ends with a retryable failure (`ErrorKind.SHUTTING_DOWN`)
 so the client sends the request again elsewhere instead of keeping a cut answer.
 
+`replay_completion()` is the one blocking path: a complete chat.completion (`upstream.chat.complete_chat`) fed
+through the same stream translator, for clients that did not ask for a stream.
+
 `client_gone(environ)` gives the upstream layer its `should_stop`: a look at the client's socket, so a client
 that hangs up is noticed within a second even while the upstream is silent.
 """
@@ -25,9 +28,10 @@ import socket
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
+from ..core.chat import completion_as_chunks
 from ..core.errors import ErrorKind, ProxyError
 from ..shutdown import ServerShuttingDown
-from ..upstream.chat import END, TICK, ChatEvents, Failure
+from ..upstream.chat import BATCH, END, TICK, ChatEvents, Failure
 from ..upstream.pool import readable_now
 
 log = logging.getLogger("deepseek_proxy.relay")
@@ -52,7 +56,7 @@ def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | 
     try:
         yield encode(door.start())
         for event in events:
-            if type(event) is list:  # the chunks of one upstream read: their events leave in one write
+            if type(event) is BATCH:  # the chunks of one upstream read: their events leave in one write
                 out: list = []
                 for chunk in event:
                     out += door.feed(chunk)
@@ -75,6 +79,15 @@ def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | 
         events.close()
         if on_end is not None:
             on_end()
+
+
+def replay_completion(completion: dict, door: DoorStream) -> None:
+    """The blocking path: a complete chat.completion through the door's stream translator (the same state machine
+    as a stream, so the same final object); the door then answers with what it accumulated."""
+    door.start()
+    for chunk in completion_as_chunks(completion):
+        door.feed(chunk)  # type: ignore[arg-type]
+    door.finish()
 
 
 def client_socket(environ: dict) -> socket.socket | None:

@@ -31,7 +31,7 @@ from ..jsonfast import dumps
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream
-from ..upstream.chat import complete_chat, completion_as_chunks, open_chat
+from ..upstream.chat import complete_chat, open_chat
 from ..upstream.sse import encode_events
 from .common import (
     Gateway,
@@ -42,7 +42,7 @@ from .common import (
     require_client_key,
     upstream_error_response,
 )
-from .relay import client_gone, relay
+from .relay import client_gone, relay, replay_completion
 
 log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
@@ -83,10 +83,7 @@ def create_response() -> Response:
         except ProxyError as exc:
             done.log(exc.status, exc.message)
             return upstream_error_response(exc)
-        door.start()
-        for chunk in completion_as_chunks(completion):
-            door.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is the dict ResponseStream reads
-        door.finish()
+        replay_completion(completion, door)
         done()
         return Response(dumps(door.response), status=200, mimetype="application/json")
 

@@ -21,7 +21,7 @@ from deepseek_proxy.upstream.chat import (
     TICK,
     Failure,
     StreamLimits,
-    chunks_of,
+    collect,
     open_chat,
 )
 from deepseek_proxy.upstream.client import UpstreamClient
@@ -59,11 +59,15 @@ class FakeEvents:
         self.closed = True
 
 
+def batch(*chunks):
+    return (chunk for chunk in chunks)  # the upstream layer's batch: a generator
+
+
 CHUNK = {"choices": [{"index": 0, "delta": {"content": "hello"}, "finish_reason": None}]}
 
 
 def test_relay_writes_start_chunks_ticks_and_the_end():
-    events = FakeEvents([CHUNK, CHUNK], TICK, END)
+    events = FakeEvents(batch(CHUNK, CHUNK), TICK, END)
     ended = []
     frames = list(relay(events, door(), on_end=lambda: ended.append(True)))
     types = [e["type"] for e in decoded(frames)]
@@ -76,14 +80,14 @@ def test_relay_writes_start_chunks_ticks_and_the_end():
 
 
 def test_relay_failure_event_renders_the_neutral_error():
-    events = FakeEvents([CHUNK], Failure(ProxyError(ErrorKind.CONTEXT_OVERFLOW, "too long", 400)))
+    events = FakeEvents(batch(CHUNK), Failure(ProxyError(ErrorKind.CONTEXT_OVERFLOW, "too long", 400)))
     final = decoded(list(relay(events, door())))[-1]
     assert final["type"] == "response.failed"
     assert final["response"]["error"] == {"code": "context_length_exceeded", "message": "too long"}
 
 
 def test_server_shutdown_ends_the_stream_with_a_retryable_failure_and_closes_the_upstream():
-    events = FakeEvents([CHUNK], [CHUNK])
+    events = FakeEvents(batch(CHUNK), batch(CHUNK))
     ended = []
     stream = relay(events, door(), on_end=lambda: ended.append(True))
     next(stream)  # the start
@@ -100,7 +104,7 @@ def test_server_shutdown_ends_the_stream_with_a_retryable_failure_and_closes_the
 
 
 def test_closing_the_relay_closes_the_upstream():
-    events = FakeEvents([CHUNK], [CHUNK])
+    events = FakeEvents(batch(CHUNK), batch(CHUNK))
     stream = relay(events, door())
     next(stream)
     stream.close()  # what the server does when its client went away
@@ -125,9 +129,9 @@ def test_open_chat_prepares_the_request_and_yields_chunks_then_end(fake):
         {"role": "assistant", "content": "", "tool_calls": [
             {"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}}]},
     ]}
-    events = list(open_chat(client_for(fake.base_url), chat, model=PRO, thinking=True))
+    events = collect(open_chat(client_for(fake.base_url), chat, model=PRO, thinking=True))
     assert events[-1] is END
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks_of(events)
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in [c for e in events if isinstance(e, list) for c in e]
                    if c.get("choices")) == "one two"
     sent = fake.chat_requests[-1].body
     assert sent["max_tokens"] == PRO.max_output_tokens  # clamped
@@ -151,7 +155,7 @@ def test_should_stop_ends_the_events_and_closes_the_upstream_while_it_is_silent(
         events = open_chat(client_for(upstream.base_url), CHAT, model=PRO, thinking=True,
                            limits=StreamLimits(keepalive_interval=60, poll_interval=0.1), should_stop=stop.is_set)
         threading.Timer(0.3, stop.set).start()
-        assert list(events) == []  # no tick (60 s), no end: just over
+        assert collect(events) == []  # no tick (60 s), no end: just over
         assert upstream.client_closed.wait(2)
     finally:
         upstream.close()
@@ -165,13 +169,13 @@ def test_ticks_on_every_framing_and_both_readers(monkeypatch, framing, reader):
     upstream = PacedHTTPServer(paced_reply(framing, sse_events(chunks[0], done=False), sse_events(*chunks[1:]),
                                            silence=0.8))
     try:
-        events = list(open_chat(client_for(upstream.base_url), CHAT, model=PRO, thinking=True,
+        events = collect(open_chat(client_for(upstream.base_url), CHAT, model=PRO, thinking=True,
                                 limits=StreamLimits(keepalive_interval=0.2, poll_interval=0.1)))
     finally:
         upstream.close()
     assert events.count(TICK) >= 2
     assert events[-1] is END
-    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in chunks_of(events)) == "a b"
+    assert "".join(c["choices"][0]["delta"].get("content") or "" for c in [c for e in events if isinstance(e, list) for c in e]) == "a b"
 
 
 def test_the_iter_content_reader_passes_read_errors_on(monkeypatch):
@@ -180,7 +184,7 @@ def test_the_iter_content_reader_passes_read_errors_on(monkeypatch):
     head = b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: %d\r\n\r\n" % (len(compressed) + 50)
     upstream = PacedHTTPServer([(0, head + compressed)])  # then closes: 50 bytes short
     try:
-        events = list(open_chat(client_for(upstream.base_url), CHAT, model=PRO, thinking=True,
+        events = collect(open_chat(client_for(upstream.base_url), CHAT, model=PRO, thinking=True,
                                 limits=StreamLimits(keepalive_interval=0.2)))
     finally:
         upstream.close()
@@ -189,17 +193,18 @@ def test_the_iter_content_reader_passes_read_errors_on(monkeypatch):
 
 def test_size_and_duration_limits_are_failures(fake):
     fake.script(Reply.text(" ".join(["word"] * 300), reasoning=None))
-    events = list(open_chat(client_for(fake.base_url), CHAT, model=PRO, thinking=True,
+    events = collect(open_chat(client_for(fake.base_url), CHAT, model=PRO, thinking=True,
                             limits=StreamLimits(max_bytes=2000)))
     assert isinstance(events[-1], Failure) and events[-1].error.kind is ErrorKind.TOO_LARGE
     fake.script(Reply.text(" ".join(["word"] * 30), reasoning=None, delay=0.05))
-    events = list(open_chat(client_for(fake.base_url), CHAT, model=PRO, thinking=True,
+    events = collect(open_chat(client_for(fake.base_url), CHAT, model=PRO, thinking=True,
                             limits=StreamLimits(max_seconds=0.3)))
     assert isinstance(events[-1], Failure) and events[-1].error.kind is ErrorKind.TIMEOUT
 
 
 def test_non_streaming_upstream_is_replayed_as_chunks(fake):
     fake.script(Reply.text("all at once"))
-    events = list(open_chat(client_for(fake.base_url), {**CHAT, "stream": False}, model=PRO, thinking=True))
+    events = collect(open_chat(client_for(fake.base_url), {**CHAT, "stream": False}, model=PRO, thinking=True))
     assert events[-1] is END
-    assert chunks_of(events)[0]["choices"][0]["delta"]["content"] == "all at once"
+    first = next(c for e in events if isinstance(e, list) for c in e)
+    assert first["choices"][0]["delta"]["content"] == "all at once"
