@@ -103,6 +103,21 @@ def test_server_shutdown_ends_the_stream_with_a_retryable_failure_and_closes_the
     assert ended == [True]
 
 
+def test_server_shutdown_raised_inside_the_upstream_read_ends_the_stream_the_same_way():
+    """Where the worker's exception really lands: in the greenlet blocked on the upstream socket, below the relay."""
+
+    class ShutDownWhileReading(FakeEvents):
+        def __next__(self):
+            if not self.events:
+                raise ServerShuttingDown()
+            return super().__next__()
+
+    events = ShutDownWhileReading(batch(CHUNK))
+    final = decoded(list(relay(events, door())))[-1]
+    assert final["type"] == "response.failed" and final["response"]["error"]["code"] == "server_error"
+    assert events.closed
+
+
 def test_closing_the_relay_closes_the_upstream():
     events = FakeEvents(batch(CHUNK), batch(CHUNK))
     stream = relay(events, door())
