@@ -113,32 +113,48 @@ def complete_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConf
 
 
 # ---- below the seam -------------------------------------------------------------------------------------------
-def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, limits: StreamLimits,
-              should_stop: Callable[[], bool] | None) -> ChatEvents:
+_STOPPED = object()  # should_stop said so
+
+
+def _watched(response: requests.Response, limits: StreamLimits,
+             should_stop: Callable[[], bool] | None) -> Iterator[Any]:
+    """The body's bytes as they arrive; TICK after each `keepalive_interval` of silence; _STOPPED (and the end)
+    once `should_stop` says so, asked every `poll_interval` of silence. Raises ProxyError past the limits."""
     keepalive = limits.keepalive_interval
     wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
-    decoder = SSEDecoder()
-    started = quiet_since = last_tick = time.monotonic()
+    started = quiet_since = time.monotonic()
     received = 0
+    for raw in iter_body(response, idle_interval=wake):
+        now = time.monotonic()
+        if now - started > limits.max_seconds:
+            raise _over_time(limits)
+        if raw:
+            received += len(raw)
+            if received > limits.max_bytes:
+                raise _over_size(limits)
+            quiet_since = now
+            yield raw
+        elif should_stop is not None and should_stop():
+            yield _STOPPED
+            return
+        elif now - quiet_since >= keepalive:
+            quiet_since = now
+            yield TICK
+
+
+def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, limits: StreamLimits,
+              should_stop: Callable[[], bool] | None) -> ChatEvents:
+    decoder = SSEDecoder()
+    last_tick = time.monotonic()
     # What a batch found while the relay iterated it (see _batch): read once the relay asks for the next event.
     state = _BatchState()
     try:
-        for raw in iter_body(response, idle_interval=wake):
-            now = time.monotonic()
-            if now - started > limits.max_seconds:
-                yield Failure(_over_time(limits))
-                return
-            if not raw:  # `wake` seconds without a byte
-                if should_stop is not None and should_stop():
-                    return
-                if now - quiet_since >= keepalive:
-                    quiet_since = last_tick = now
-                    yield TICK
+        for raw in _watched(response, limits, should_stop):
+            if raw is TICK:
+                last_tick = time.monotonic()
+                yield TICK
                 continue
-            quiet_since = now
-            received += len(raw)
-            if received > limits.max_bytes:
-                yield Failure(_over_size(limits))
+            if raw is _STOPPED:
                 return
             payloads = decoder.feed(raw)
             if payloads:
@@ -148,7 +164,8 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
                     return
                 if state.keepalive:  # an SSE comment (DeepSeek's ": keep-alive" while a request is queued)
                     state.keepalive = False
-                    if now - last_tick >= keepalive:
+                    now = time.monotonic()
+                    if now - last_tick >= limits.keepalive_interval:
                         last_tick = now
                         yield TICK
         if state.saw_done or any(c.get("finish_reason") for chunk in state.tail for c in chunk.get("choices") or ()):
@@ -156,6 +173,8 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
         else:
             yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
                                      "The upstream closed the stream before the reply was complete.", 502))
+    except ProxyError as error:
+        yield Failure(error)
     except requests.RequestException as exc:
         log.warning("upstream stream broke: %s", exc.__class__.__name__)
         yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "The upstream connection broke mid-reply.", 502))
@@ -200,30 +219,16 @@ def _batch(payloads: list, state: _BatchState, profile: OpenAICompatibleProfile)
 def _replayed(response: requests.Response, limits: StreamLimits,
               should_stop: Callable[[], bool] | None) -> ChatEvents:
     """A non-streaming upstream: its reply is read whole (ticking through the wait), then replayed as chunks."""
-    wake = min(limits.keepalive_interval, limits.poll_interval) if should_stop is not None else limits.keepalive_interval
     parts: list[bytes] = []
-    started = quiet_since = time.monotonic()
-    received = 0
     try:
         try:
-            for raw in iter_body(response, idle_interval=wake):
-                now = time.monotonic()
-                if now - started > limits.max_seconds:
-                    yield Failure(_over_time(limits))
-                    return
-                if raw:
-                    parts.append(raw)
-                    received += len(raw)
-                    quiet_since = now
-                    if received > limits.max_bytes:
-                        yield Failure(_over_size(limits))
-                        return
-                    continue
-                if should_stop is not None and should_stop():
-                    return
-                if now - quiet_since >= limits.keepalive_interval:
-                    quiet_since = now
+            for raw in _watched(response, limits, should_stop):
+                if raw is TICK:
                     yield TICK
+                elif raw is _STOPPED:
+                    return
+                else:
+                    parts.append(raw)
             completion = _completion(b"".join(parts))
         except requests.RequestException:
             raise _unreadable() from None
