@@ -8,7 +8,7 @@ proxy can keep its own client's idle timer alive.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from typing import Iterable
 
 from ..jsonfast import dumps
 
