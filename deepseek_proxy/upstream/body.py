@@ -148,10 +148,13 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
                     data = sock.recv(READ_SIZE)
                     break
                 except TimeoutError:
-                    silent += wait
-                    if read_timeout is not None and silent >= read_timeout:
-                        raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s") from None
-                    yield b""
+                    pass
+                # The tick is yielded outside the except clause: a generator suspended inside one keeps the
+                # exception and its traceback alive until it resumes (per silent stream, measured in RSS).
+                silent += wait
+                if read_timeout is not None and silent >= read_timeout:
+                    raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s")
+                yield b""
             if not data:
                 # End of connection: complete only for a body that runs until the connection closes.
                 complete = chunked is None and remaining is None
@@ -200,6 +203,8 @@ def iter_content_with_ticks(response: requests.Response, idle_interval: float | 
             try:
                 piece = pieces.get(timeout=idle_interval)
             except queue.Empty:
+                piece = None
+            if piece is None:  # (yielded outside the except clause, as above)
                 yield b""
                 continue
             if piece is _END:
