@@ -31,7 +31,7 @@ from typing import Any, Protocol
 from ..core.chat import completion_as_chunks
 from ..core.errors import ErrorKind, ProxyError
 from ..shutdown import ServerShuttingDown
-from ..upstream.chat import BATCH, END, TICK, ChatEvents, Failure
+from ..upstream.chat import BATCHES, END, TICK, ChatEvents, Failure
 from ..upstream.pool import readable_now
 
 log = logging.getLogger("deepseek_proxy.relay")
@@ -56,7 +56,7 @@ def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | 
     try:
         yield encode(door.start())
         for event in events:
-            if type(event) is BATCH:  # the chunks of one upstream read: their events leave in one write
+            if type(event) in BATCHES:  # the chunks of one upstream read: their events leave in one write
                 out: list = []
                 for chunk in event:
                     out += door.feed(chunk)

@@ -24,8 +24,9 @@ chat.completion, for clients that did not ask for a stream.
 hangs up while tokens flow is noticed by the server's next write): when it says True the events end at once,
 without END, and the upstream connection is closed. The relay passes "has the client hung up?" there.
 
-A batch is a generator (`type(event) is BATCH`) that parses the read's chunks one at a time as they are taken
-(measured: holding a read's few hundred parsed chunks at once made parsing 6× slower). A stand-in upstream for
+A batch (`type(event) in BATCHES`) is a generator that parses the read's chunks one at a time as they are taken
+(measured: holding a read's few hundred parsed chunks at once made parsing 6× slower), or a 1-tuple when the read
+held one chunk (a paced stream: no generator per read). A stand-in upstream for
 tests plugs into the same place by yielding generators, TICK, END and Failure; `collect()` turns events into
 lists for assertions.
 """
@@ -78,7 +79,8 @@ class Failure:
     error: ProxyError
 
 
-BATCH = GeneratorType  # the chunks of one network read
+BATCH = GeneratorType  # the chunks of one network read (a tuple when the read held one chunk)
+BATCHES = frozenset({GeneratorType, tuple})
 ChatEvent = Any  # batch (an iterator of ChatChunk) | TICK | END | Failure
 ChatEvents = Generator[ChatEvent, None, None]
 
@@ -153,6 +155,9 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
     last_tick = time.monotonic()
     # What a batch found while the relay iterated it (see _batch): read once the relay asks for the next event.
     state = _BatchState()
+    # The payloads of the last two reads, as bytes: the finish_reason rides in one of them (then usage, [DONE]).
+    previous: list = []
+    last: list = []
     try:
         for raw in _watched(response, limits, should_stop):
             if raw is TICK:
@@ -162,18 +167,25 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
             if raw is _STOPPED:
                 return
             payloads = decoder.feed(raw)
-            if payloads:
+            if not payloads:
+                continue
+            previous, last = last, payloads
+            if len(payloads) == 1:  # a paced stream: one event per read, no batch generator needed
+                chunk = _parse(payloads[0], state, profile)
+                if chunk is not None:
+                    yield (chunk,)
+            else:
                 yield _batch(payloads, state, profile)
-                if state.failure is not None:
-                    yield Failure(state.failure)
-                    return
-                if state.keepalive:  # an SSE comment (DeepSeek's ": keep-alive" while a request is queued)
-                    state.keepalive = False
-                    now = time.monotonic()
-                    if now - last_tick >= limits.keepalive_interval:
-                        last_tick = now
-                        yield TICK
-        if state.saw_done or any(c.get("finish_reason") for chunk in state.tail for c in chunk.get("choices") or ()):
+            if state.failure is not None:
+                yield Failure(state.failure)
+                return
+            if state.keepalive:  # an SSE comment (DeepSeek's ": keep-alive" while a request is queued)
+                state.keepalive = False
+                now = time.monotonic()
+                if now - last_tick >= limits.keepalive_interval:
+                    last_tick = now
+                    yield TICK
+        if state.saw_done or any(_finishes(payload) for payload in (*previous, *last)):
             yield END
         else:
             yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
@@ -188,37 +200,54 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
 
 
 class _BatchState:
-    __slots__ = ("failure", "keepalive", "saw_done", "tail")
+    __slots__ = ("failure", "keepalive", "saw_done")
 
     def __init__(self) -> None:
         self.saw_done = False
         self.keepalive = False
         self.failure: ProxyError | None = None
-        self.tail: list[ChatChunk] = []  # the last two chunks: the finish_reason rides in one of them (then usage)
+
+
+def _parse(payload: Any, state: _BatchState, profile: OpenAICompatibleProfile) -> ChatChunk | None:
+    """One SSE payload: a chunk, or None (a keep-alive, [DONE], or a failure, noted in `state`)."""
+    if payload is KEEPALIVE:
+        state.keepalive = True
+    elif payload == DONE:
+        state.saw_done = True
+    else:
+        try:
+            chunk = loads(payload)
+        except JSONDecodeError:
+            state.failure = ProxyError(ErrorKind.SERVER_ERROR, "The upstream sent a malformed stream chunk.", 502)
+            return None
+        if chunk.get("error"):
+            state.failure = profile.stream_failure(chunk["error"])
+            return None
+        return chunk
+    return None
 
 
 def _batch(payloads: list, state: _BatchState, profile: OpenAICompatibleProfile) -> Iterator[ChatChunk]:
     """The chunks of one network read, parsed one at a time as the relay takes them: each chunk dict is freed
     before the next is parsed (holding a read's few hundred chunks at once made orjson 6× slower, measured)."""
-    previous = last = None
     for payload in payloads:
-        if payload is KEEPALIVE:
-            state.keepalive = True
-        elif payload == DONE:
-            state.saw_done = True
-        else:
-            try:
-                chunk = loads(payload)
-            except JSONDecodeError:
-                state.failure = ProxyError(ErrorKind.SERVER_ERROR, "The upstream sent a malformed stream chunk.", 502)
-                return
-            if chunk.get("error"):
-                state.failure = profile.stream_failure(chunk["error"])
-                return
-            previous, last = last, chunk
+        chunk = _parse(payload, state, profile)
+        if chunk is not None:
             yield chunk
-    if last is not None:
-        state.tail = [previous, last] if previous is not None else [*state.tail[-1:], last]
+        elif state.failure is not None:
+            return
+
+
+def _finishes(payload: Any) -> bool:
+    """Whether a payload is a chunk carrying a finish_reason (read again only at the end of a stream)."""
+    if payload is KEEPALIVE or payload == DONE:
+        return False
+    try:
+        chunk = loads(payload)
+    except JSONDecodeError:
+        return False
+    return isinstance(chunk, dict) and any(isinstance(c, dict) and c.get("finish_reason")
+                                           for c in chunk.get("choices") or ())
 
 
 def _replayed(response: requests.Response, limits: StreamLimits,
@@ -272,9 +301,9 @@ def _over_time(limits: StreamLimits) -> ProxyError:
 
 def chunks_of(events: Iterable[ChatEvent]) -> list[ChatChunk]:
     """Every chunk in a sequence of events, each batch iterated as it comes (for tests and tools)."""
-    return [chunk for event in events if type(event) is BATCH for chunk in event]
+    return [chunk for event in events if type(event) in BATCHES for chunk in event]
 
 
 def collect(events: ChatEvents) -> list:
     """The events with each batch turned into a list as it comes (for tests)."""
-    return [list(event) if type(event) is BATCH else event for event in events]
+    return [list(event) if type(event) in BATCHES else event for event in events]
