@@ -70,8 +70,9 @@ def _with_reasoning(messages: list[ChatMessage], thinking: bool, cache: Reasonin
             out.append(message)
             continue
         if not thinking:
-            out.append({k: v for k, v in message.items() if k != "reasoning_content"}  # type: ignore[misc]
-                       if "reasoning_content" in message else message)
+            if "reasoning_content" in message:
+                message = {k: v for k, v in message.items() if k != "reasoning_content"}  # type: ignore[assignment]
+            out.append(message)
             continue
         reasoning = message.get("reasoning_content")
         if not reasoning and cache is not None:
