@@ -42,15 +42,16 @@ def free_port() -> int:
 class Server:
     """A subprocess in its own session (so we can stop it and its workers as one group)."""
 
-    def __init__(self, name: str, argv: list[str], env: dict, port: int, logdir: str, health: str = "/healthz"):
-        self.name, self.argv, self.env, self.port, self.health = name, argv, env, port, health
+    def __init__(self, name: str, argv: list[str], env: dict, port: int, logdir: str, health: str = "/healthz",
+                 cwd: str = REPO):
+        self.name, self.argv, self.env, self.port, self.health, self.cwd = name, argv, env, port, health, cwd
         self.log = os.path.join(logdir, f"{name}.log")
         self.proc: subprocess.Popen | None = None
 
     def start(self, timeout: float = 60.0) -> None:
         with open(self.log, "ab") as logf:
             self.proc = subprocess.Popen(self.argv, env=self.env, stdout=logf, stderr=subprocess.STDOUT,
-                                         stdin=subprocess.DEVNULL, cwd=REPO, start_new_session=True)
+                                         stdin=subprocess.DEVNULL, cwd=self.cwd, start_new_session=True)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -372,6 +373,13 @@ def main(argv=None) -> int:
                     help="proxy and pass-through reach the fake upstream over HTTPS (self-signed, trusted through "
                          "REQUESTS_CA_BUNDLE / SSL_CERT_FILE), as they reach the real DeepSeek; `direct` stays plain "
                          "HTTP, so the proxy's figures then include TLS. Meant for --only a,d")
+    ap.add_argument("--baseline", default=None, metavar="DIR",
+                    help="also measure the proxy of another checkout (e.g. a worktree of main) as one more target, "
+                         "interleaved with this one: a same-run A/B")
+    ap.add_argument("--baseline-name", default="baseline", help="the column name of --baseline (default: baseline)")
+    ap.add_argument("--baseline-env", action="append", default=[], metavar="K=V",
+                    help="extra environment for the --baseline proxy only (repeatable), e.g. "
+                         "DEEPSEEK_PROXY_BODY_READER=iter_content to compare the body readers of one tree")
     args = ap.parse_args(argv)
     reps = args.reps or (1 if args.smoke else 5)
     chosen = select_scenarios(args.only, args.smoke)
@@ -424,6 +432,21 @@ def main(argv=None) -> int:
                 targets.append(scenarios.Target("proxy", f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
                                                 srv.restart))
                 notes.append(f"proxy = real `deepseek-proxy {why}`")
+        if args.baseline:
+            port = free_port()
+            base_dir = os.path.abspath(args.baseline)
+            benv = dict(penv, PYTHONPATH=base_dir, **dict(kv.split("=", 1) for kv in args.baseline_env))
+            argv_ = [py, "-m", "deepseek_proxy.cli", "--config", empty_cfg, "serve", "--host", "127.0.0.1",
+                     "--port", str(port)]
+            srv = Server(args.baseline_name, argv_, benv, port, logdir, cwd=base_dir)
+            srv.start()
+            servers.append(srv)
+            targets.append(scenarios.Target(args.baseline_name, f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
+                                            srv.restart))
+            head = subprocess.run(["git", "-C", base_dir, "rev-parse", "--short", "HEAD"], capture_output=True,
+                                  text=True, check=False).stdout.strip()
+            notes.append(f"{args.baseline_name} = the proxy of {base_dir} (commit {head or '?'})"
+                         + (f" with {' '.join(args.baseline_env)}" if args.baseline_env else ""))
         if "passthrough" in wanted:
             port = free_port()
             argv_ = [venv_bin("gunicorn") or "gunicorn", "-k", "gevent", "-w", str(args.passthrough_workers),

@@ -275,11 +275,22 @@ def _find_translator():
     except Exception as e:
         return None, f"translate_request{sig}: could not build its arguments the way the app does ({e!r})"
 
+    try:  # since the one-relay seam: the door translates, the upstream layer prepares (both on every request)
+        from deepseek_proxy.upstream.prepare import prepare_request  # type: ignore
+    except ImportError:
+        prepare_request = None
+
     def call(body):
         model = gw.config.model(body["model"])
         client = gw.client_for(model)
-        return translate_request(body, model, client.profile, gw.codec, gw.reasoning_cache, upstream_stream=True)
-    return call, "translate_request(body, model, profile, codec, cache) as the front door calls it"
+        if prepare_request is None:
+            return translate_request(body, model, client.profile, gw.codec, gw.reasoning_cache, upstream_stream=True)
+        chat = translate_request(body, model, client.profile, gw.codec, upstream_stream=True)
+        return prepare_request(chat.body, model=model, profile=client.profile, thinking=chat.thinking,
+                               cache=gw.reasoning_cache)
+    if prepare_request is None:
+        return call, "translate_request(body, model, profile, codec, cache) as the front door calls it"
+    return call, "translate_request + upstream.prepare.prepare_request, as the door and the upstream layer call them"
 
 
 def _find_validator():

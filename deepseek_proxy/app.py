@@ -12,8 +12,9 @@ from werkzeug.exceptions import HTTPException
 from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
+from .core.errors import ProxyError
 from .frontdoors import health, models, openapi, responses
-from .frontdoors.common import EXTENSION, Gateway, openai_error
+from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
 from .translate.reasoning import ReasoningCodec
@@ -41,6 +42,8 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
         app.register_blueprint(blueprint)
     app.register_blueprint(openapi.bp)
     app.register_error_handler(HTTPException, _http_error)
+    # A door renders its own errors; one that escapes a view still gets a status and a body, never a 500.
+    app.register_error_handler(ProxyError, upstream_error_response)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_tag_request_id)
     return app

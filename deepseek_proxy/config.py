@@ -83,6 +83,10 @@ class ServerConfig:
     # 8 s: the whole stop then fits in `docker stop`'s 10 s, the shortest supervisor default (systemd: 90 s,
     # Kubernetes: 30 s), before a SIGKILL would cut streams with no final event.
     shutdown_grace_seconds: float = 8.0
+    # An upstream reply past either limit is ended with a failure event (a runaway or stuck stream). Far above any
+    # real reply: DeepSeek's 384 K output tokens are ~80 MB of SSE and a few hours at its slowest.
+    max_upstream_stream_mb: float = 512.0
+    max_upstream_stream_seconds: float = 4 * 3600.0
 
 
 @dataclass(frozen=True)
@@ -368,7 +372,8 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         t,
         {"host", "port", "workers", "worker_connections", "max_body_mb", "log_level", "client_keys",
          "reasoning_secret", "retry_after_seconds", "keepalive_interval", "header_timeout", "body_timeout",
-         "body_min_rate", "idle_timeout", "send_timeout", "max_connections_per_address", "shutdown_grace_seconds"},
+         "body_min_rate", "idle_timeout", "send_timeout", "max_connections_per_address", "shutdown_grace_seconds",
+         "max_upstream_stream_mb", "max_upstream_stream_seconds"},
     )
     d = ServerConfig()
     origins = _Origins(reader)
@@ -419,8 +424,17 @@ def _server_from(reader: _Reader, env: Mapping[str, str], overrides: Mapping[str
         reasoning_secret=secret.encode() if secret else _reasoning_secret(env),
         retry_after_seconds=reader.get(t, "retry_after_seconds", int, d.retry_after_seconds),
         keepalive_interval=float(reader.get(t, "keepalive_interval", (int, float), d.keepalive_interval)),
+        max_upstream_stream_mb=_positive(reader, t, "max_upstream_stream_mb", d.max_upstream_stream_mb),
+        max_upstream_stream_seconds=_positive(reader, t, "max_upstream_stream_seconds", d.max_upstream_stream_seconds),
         **_edge_limits_from(reader, d),
     )
+
+
+def _positive(reader: _Reader, table: str, name: str, default: float) -> float:
+    value = float(reader.get(table, name, (int, float), default))
+    if value <= 0:
+        raise reader.fail(f"{table}.{name}", "must be positive")
+    return value
 
 
 def _edge_limits_from(reader: _Reader, d: ServerConfig) -> dict[str, Any]:

@@ -1,4 +1,6 @@
-"""What every OpenAI-style front door shares: the gateway services, client auth, and the error body format."""
+"""What every front door shares: the gateway services, client auth (a blueprint hook), and the OpenAI error
+format (the Responses door's, and the Chat Completions door's to come): neutral `ProxyError` kinds rendered as
+OpenAI status / type / code."""
 
 from __future__ import annotations
 
@@ -9,10 +11,12 @@ from typing import Any
 from flask import Response, current_app, request
 
 from ..config import Config, ModelConfig
+from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..translate.errors import RequestError
 from ..translate.reasoning import ReasoningCache, ReasoningCodec
-from ..upstream.client import UpstreamClient, UpstreamError
+from ..upstream.chat import StreamLimits
+from ..upstream.client import UpstreamClient
 
 EXTENSION = "deepseek_proxy"
 
@@ -29,6 +33,13 @@ class Gateway:
     def client_for(self, model: ModelConfig) -> UpstreamClient:
         return self.upstreams[model.upstream]
 
+    @property
+    def stream_limits(self) -> StreamLimits:
+        server = self.config.server
+        return StreamLimits(keepalive_interval=server.keepalive_interval,
+                            max_bytes=int(server.max_upstream_stream_mb * 2**20),
+                            max_seconds=server.max_upstream_stream_seconds)
+
 
 def gateway() -> Gateway:
     return current_app.extensions[EXTENSION]
@@ -44,10 +55,43 @@ def request_error_response(error: RequestError) -> Response:
     return openai_error(error.status, error.message, code=error.code, param=error.param)
 
 
-def upstream_error_response(error: UpstreamError) -> Response:
+# kind → (OpenAI error type, code when the upstream gave none). What the openai SDK and Codex read from an HTTP
+# error body; the status stays the upstream's own.
+_OPENAI_ERRORS: dict[ErrorKind, tuple[str, str | None]] = {
+    ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
+    ErrorKind.AUTHENTICATION: ("authentication_error", "invalid_api_key"),
+    ErrorKind.PROXY_KEY_MISSING: ("server_error", "upstream_key_missing"),
+    ErrorKind.PERMISSION: ("permission_error", None),
+    ErrorKind.NOT_FOUND: ("invalid_request_error", "model_not_found"),
+    ErrorKind.TOO_LARGE: ("invalid_request_error", "request_too_large"),
+    ErrorKind.CONTEXT_OVERFLOW: ("invalid_request_error", "context_length_exceeded"),
+    ErrorKind.INSUFFICIENT_BALANCE: ("insufficient_quota", "insufficient_quota"),
+    ErrorKind.RATE_LIMITED: ("rate_limit_error", "rate_limit_exceeded"),
+    ErrorKind.OVERLOADED: ("server_error", "server_is_overloaded"),
+    ErrorKind.UPSTREAM_UNAVAILABLE: ("server_error", "upstream_unreachable"),
+    ErrorKind.TIMEOUT: ("server_error", "upstream_timeout"),
+    ErrorKind.SERVER_ERROR: ("server_error", "server_error"),
+    ErrorKind.SHUTTING_DOWN: ("server_error", "server_error"),
+}
+# Kinds whose code is always ours: the upstream's own code would not tell the client what to do.
+_FIXED_CODE = frozenset({ErrorKind.AUTHENTICATION, ErrorKind.CONTEXT_OVERFLOW, ErrorKind.INSUFFICIENT_BALANCE,
+                         ErrorKind.RATE_LIMITED, ErrorKind.OVERLOADED, ErrorKind.PROXY_KEY_MISSING})
+
+
+def openai_type_and_code(error: ProxyError) -> tuple[str, str | None]:
+    kind_type, default_code = _OPENAI_ERRORS[error.kind]
+    if error.kind in _FIXED_CODE:
+        return kind_type, default_code
+    if error.kind is ErrorKind.INVALID_REQUEST and error.status == 422:
+        default_code = "invalid_value"
+    return kind_type, error.upstream_code or default_code
+
+
+def upstream_error_response(error: ProxyError) -> Response:
+    """A neutral error as an OpenAI error body, with the upstream's status (and retry-after when known)."""
     headers = {"retry-after": str(error.retry_after)} if error.retry_after is not None else None
-    return openai_error(error.status, error.message, type=error.type, code=error.code, param=error.param,
-                        headers=headers)
+    kind_type, code = openai_type_and_code(error)
+    return openai_error(error.status, error.message, type=kind_type, code=code, param=error.param, headers=headers)
 
 
 def bearer_token() -> str | None:
@@ -59,16 +103,29 @@ def bearer_token() -> str | None:
 
 
 def check_client_key(config: Config) -> Response | None:
-    """When the proxy is configured with client keys, a request must present one of them."""
+    """When the proxy is configured with client keys, a request must present one of them.
+
+    Compared as bytes: hmac.compare_digest refuses non-ASCII str, and a header value is whatever bytes the client
+    sent (WSGI hands them over as latin-1 text), so `Authorization: Bearer é` is a wrong key, not a crash."""
     if not config.server.client_keys:
         return None
-    # As bytes: compare_digest refuses str with non-ASCII characters (a 500 on `Bearer é`). WSGI headers are the
-    # raw bytes decoded as latin-1.
-    presented = (bearer_token() or "").encode("latin-1", "replace")
-    if any(hmac.compare_digest(presented, key.encode()) for key in config.server.client_keys):
+    presented = _raw_bytes(bearer_token() or "")
+    if any(hmac.compare_digest(presented, key.encode("utf-8")) for key in config.server.client_keys):
         return None
     return openai_error(401, "Incorrect API key provided for this proxy.", type="invalid_request_error",
                         code="invalid_api_key")
+
+
+def require_client_key() -> Response | None:
+    """`before_request` hook for a door's blueprint: the client-key check once per request, before any view."""
+    return check_client_key(gateway().config)
+
+
+def _raw_bytes(header_value: str) -> bytes:
+    try:
+        return header_value.encode("latin-1")  # the bytes as sent (PEP 3333)
+    except UnicodeEncodeError:
+        return header_value.encode("utf-8", "surrogateescape")
 
 
 def json_body() -> Any:

@@ -6,9 +6,10 @@ from flask import Blueprint, Response
 
 from ..config import ModelConfig
 from ..jsonfast import dumps
-from .common import check_client_key, gateway, openai_error
+from .common import gateway, openai_error, require_client_key
 
 bp = Blueprint("models", __name__)
+bp.before_request(require_client_key)
 
 
 def _model_object(model: ModelConfig) -> dict:
@@ -19,9 +20,6 @@ def _model_object(model: ModelConfig) -> dict:
 @bp.get("/models")
 def list_models() -> Response:
     gw = gateway()
-    denied = check_client_key(gw.config)
-    if denied is not None:
-        return denied
     data = [_model_object(m) for m in gw.config.models.values()]
     return Response(dumps({"object": "list", "data": data}), mimetype="application/json")
 
@@ -30,9 +28,6 @@ def list_models() -> Response:
 @bp.get("/models/<path:model_id>")
 def get_model(model_id: str) -> Response:
     gw = gateway()
-    denied = check_client_key(gw.config)
-    if denied is not None:
-        return denied
     model = gw.config.model(model_id)
     if model is None:
         return openai_error(404, f"The model `{model_id}` does not exist or you do not have access to it.",

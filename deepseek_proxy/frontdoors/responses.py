@@ -1,44 +1,65 @@
 """The Responses API front door: POST /v1/responses (and /responses), streamed or not.
 
-Data flows one way: body → translate_request → upstream client → ResponseStream → SSE out. Every upstream delta
-is written to the client as soon as its read returns; events from one network read leave in one write.
+Data flows one way: body → translate_request (the door's request translator) → the upstream layer
+(`upstream.chat`: clean-up, send, chat events) → `relay()` with `ResponsesDoorStream` (the door's stream
+translator) → SSE out. Every upstream delta is written to the client as soon as its read returns; events from one
+network read leave in one write.
+
+Errors as Codex acts on them (Codex 0.169, measured with the real CLI; see tests/e2e):
+- streamed request, an upstream refusal that retrying cannot fix (balance, key rejected or missing, invalid
+  request, context too long): a 200 SSE stream, response.created … response.failed with a code Codex stops at at
+  once: `context_length_exceeded` (Codex then says its context window is full), otherwise `invalid_prompt`, the
+  one final code for which Codex shows the error's own message (for `insufficient_quota` it prints a canned
+  "Quota exceeded" text instead of DeepSeek's words, for `server_is_overloaded` "Selected model is at capacity";
+  both stop at once too);
+- retryable refusals (429 with retry-after, 5xx) stay HTTP statuses: Codex backs off and retries those;
+- non-streamed requests always get the HTTP status with an OpenAI error body;
+- a stream cut by the server's shutdown ends with `server_error`, which Codex retries.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Iterator
+from typing import Any
 
-import requests
-from flask import Blueprint, Response
+from flask import Blueprint, Response, request
 
-from ..jsonfast import JSONDecodeError, dumps, loads
-from ..translate.errors import RequestError
 from ..config import ModelConfig
+from ..core.errors import ErrorKind, ProxyError
+from ..jsonfast import dumps
+from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream
-from ..upstream.body import iter_body
-from ..upstream.client import UpstreamError
-from ..upstream.profiles import OpenAICompatibleProfile
-from ..upstream.sse import DONE, KEEPALIVE, SSEDecoder, encode_events
-from .common import (Gateway, bearer_token, check_client_key, gateway, json_body, request_error_response,
-                     upstream_error_response)
+from ..upstream.chat import complete_chat, open_chat
+from ..upstream.sse import encode_events
+from .common import (
+    Gateway,
+    bearer_token,
+    gateway,
+    json_body,
+    request_error_response,
+    require_client_key,
+    upstream_error_response,
+)
+from .relay import client_gone, relay, replay_completion
 from .responses_validation import validate_responses_request
 
 log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
+bp.before_request(require_client_key)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+# Codex stops at once on these codes (any other response.failed code is retried with backoff).
+FINAL_CODE = "invalid_prompt"  # ... and shows the error's own message
+CONTEXT_CODE = "context_length_exceeded"
 
 
 @bp.post("/v1/responses")
 @bp.post("/responses")
 def create_response() -> Response:
     gw = gateway()
-    denied = check_client_key(gw.config)
-    if denied is not None:
-        return denied
     started = time.monotonic()
     try:
         body = json_body()
@@ -47,29 +68,65 @@ def create_response() -> Response:
         client = gw.client_for(model)
         stream = bool(body.get("stream", False))
         # A non-streaming client gets a blocking upstream call: one JSON parse, not one per token.
-        chat = translate_request(body, model, client.profile, gw.codec, gw.reasoning_cache,
-                                 upstream_stream=model.stream and stream)
+        chat = translate_request(body, model, client.profile, gw.codec, upstream_stream=model.stream and stream)
     except RequestError as exc:
         return request_error_response(exc)
     if chat.tool_map.dropped:
         log.info("dropped hosted tools the upstream cannot run: %s", ", ".join(chat.tool_map.dropped))
 
-    translator = ResponseStream(model=model.id, tool_map=chat.tool_map, codec=gw.codec,
-                                response_fields=_echo_fields(body))
-    done = _Completion(gw, translator, started, stream)
-    try:
-        upstream = client.post_chat(chat.body, client_key=bearer_token())
-    except UpstreamError as exc:
-        done.log(exc.status, f"upstream refused: {exc.code}")
-        return upstream_error_response(exc)
-
+    door = ResponsesDoorStream(model=model.id, tool_map=chat.tool_map, codec=gw.codec,
+                               response_fields=_echo_fields(body))
+    done = _Completion(gw, door, started, stream)
+    upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
+                                     "client_key": bearer_token()}
     if not stream:
-        return _blocking(upstream, translator, done)
-    events = (_relay_stream(upstream, translator, done, client.profile) if chat.body["stream"]
-              else _replay_completion(upstream, translator, done))
+        try:
+            completion = complete_chat(client, chat.body, **upstream_call)
+        except ProxyError as exc:
+            done.log(exc.status, exc.message)
+            return upstream_error_response(exc)
+        replay_completion(completion, door)
+        done()
+        return Response(dumps(door.response), status=200, mimetype="application/json")
+
+    try:
+        events = open_chat(client, chat.body, limits=gw.stream_limits, should_stop=client_gone(request.environ),
+                           **upstream_call)
+    except ProxyError as exc:
+        done.log(exc.status, f"upstream refused: {exc.kind.value}")
+        if exc.kind.retryable:
+            return upstream_error_response(exc)  # Codex backs off and retries an HTTP 429 / 5xx
+        # Retrying cannot fix it: a failed response Codex stops at, with the upstream's words.
+        return Response(encode_events(door.start() + door.fail(exc)), status=200, mimetype="text/event-stream",
+                        headers=SSE_HEADERS)
     # direct_passthrough: the generator already yields bytes, so the server iterates it as it is, with no
     # re-encoding layers between an upstream read and the socket write (and closes it when the client goes).
-    return Response(events, status=200, mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+    return Response(relay(events, door, on_end=done), status=200, mimetype="text/event-stream",
+                    headers=SSE_HEADERS, direct_passthrough=True)
+
+
+class ResponsesDoorStream(ResponseStream):
+    """The Responses stream translator as the relay drives it: failures arrive as neutral errors."""
+
+    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:  # type: ignore[override]
+        if isinstance(error, ProxyError):
+            return super().fail(stream_failure_code(error), error.message)
+        return super().fail(error, message or "")
+
+    encode = staticmethod(encode_events)
+
+
+def stream_failure_code(error: ProxyError) -> str:
+    """The `response.failed` code for a neutral error: what Codex does with it decides (module docstring)."""
+    if error.kind is ErrorKind.CONTEXT_OVERFLOW:
+        return CONTEXT_CODE
+    if not error.kind.retryable:
+        return FINAL_CODE
+    if error.kind is ErrorKind.RATE_LIMITED:
+        return "rate_limit_exceeded"
+    if error.kind in (ErrorKind.OVERLOADED, ErrorKind.SHUTTING_DOWN):
+        return "server_error"  # Codex does not retry server_is_overloaded: it tells the user to switch models
+    return error.upstream_code or "server_error"  # retried by Codex (the upstream's own code, as it came)
 
 
 def _model_of(gw: Gateway, body) -> ModelConfig:
@@ -123,86 +180,3 @@ def _echo_fields(body: dict) -> dict:
         "top_p": body.get("top_p"),
         "truncation": body.get("truncation", "disabled"),
     }
-
-
-def _relay_stream(upstream: requests.Response, translator: ResponseStream, done: _Completion,
-                  profile: OpenAICompatibleProfile) -> Iterator[bytes]:
-    """Relay the upstream stream. Closing this generator (the client went away) closes the upstream at once."""
-    decoder = SSEDecoder()
-    keepalive_interval = done.gw.config.server.keepalive_interval
-    saw_done = False
-    last_keepalive = 0.0
-    try:
-        yield encode_events(translator.start())
-        for raw in iter_body(upstream, idle_interval=keepalive_interval):
-            events: list = []
-            if not raw:  # the upstream has been silent for keepalive_interval
-                events += translator.keepalive()
-                last_keepalive = time.monotonic()
-            for payload in decoder.feed(raw):
-                if payload is KEEPALIVE:
-                    now = time.monotonic()
-                    if now - last_keepalive >= keepalive_interval:
-                        last_keepalive = now
-                        events += translator.keepalive()
-                elif payload == DONE:
-                    saw_done = True
-                else:
-                    chunk = loads(payload)
-                    if chunk.get("error"):
-                        yield encode_events(events + translator.fail(*profile.stream_failure(chunk["error"])))
-                        return
-                    events += translator.feed(chunk)
-            if events:
-                yield encode_events(events)
-        if saw_done or translator.finish_reason:
-            yield encode_events(translator.finish())
-        else:
-            yield encode_events(translator.fail(
-                "server_error", "The upstream closed the stream before the reply was complete."))
-    except JSONDecodeError:
-        yield encode_events(translator.fail("server_error", "The upstream sent a malformed stream chunk."))
-    except requests.RequestException as exc:
-        log.warning("response %s: upstream stream broke: %s", translator.response_id, exc.__class__.__name__)
-        yield encode_events(translator.fail("server_error", "The upstream connection broke mid-reply."))
-    finally:
-        upstream.close()
-        done()
-
-
-def _replay_completion(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Iterator[bytes]:
-    """An upstream configured as non-streaming: its complete reply, replayed as the same event sequence."""
-    try:
-        events = translator.start()
-        try:
-            completion = _read_completion(upstream)
-        except UpstreamError as exc:
-            yield encode_events(events + translator.fail(exc.code or "server_error", exc.message))
-            return
-        yield encode_events(events + translator.replay(completion))
-    finally:
-        done()
-
-
-def _blocking(upstream: requests.Response, translator: ResponseStream, done: _Completion) -> Response:
-    try:
-        completion = _read_completion(upstream)
-    except UpstreamError as exc:
-        done.log(exc.status, exc.message)
-        return upstream_error_response(exc)
-    translator.start()
-    translator.replay(completion)
-    done()
-    return Response(dumps(translator.response), status=200, mimetype="application/json")
-
-
-def _read_completion(upstream: requests.Response) -> dict:
-    try:
-        completion = loads(upstream.content)
-    except (JSONDecodeError, requests.RequestException):
-        raise UpstreamError(502, "The upstream sent an unreadable reply.", "server_error", "server_error") from None
-    finally:
-        upstream.close()
-    if not isinstance(completion, dict) or "choices" not in completion:
-        raise UpstreamError(502, "The upstream reply is not a chat completion.", "server_error", "server_error")
-    return completion

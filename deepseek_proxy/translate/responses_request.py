@@ -1,7 +1,13 @@
-"""Responses API request → Chat Completions request. Pure: no I/O, no clock, no randomness.
+"""Responses API request → Chat Completions request (the Responses door's request translator). Pure: no I/O,
+no clock, no randomness.
 
 The same Responses history always yields the same Chat messages, byte for byte, so turn N's upstream request is a
 prefix of turn N+1's and the upstream's context cache keeps hitting.
+
+Only what is particular to the Responses API is done here (items → messages, reasoning items → reasoning_content,
+tools and tool_choice, text.format). The Chat-side clean-up every door needs (answering every tool call, the
+reasoning fallback cache, clamping max_tokens, fields the upstream does not accept) is the upstream layer's:
+`upstream/prepare.py`.
 """
 
 from __future__ import annotations
@@ -10,10 +16,18 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ModelConfig
+from ..core.chat import TOOL_IMAGES, ChatRequest
 from ..jsonfast import dumps_str
+from ..upstream.prepare import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .errors import RequestError
-from .reasoning import ReasoningCache, ReasoningCodec
-from .tools import CUSTOM_INPUT_ARG, ToolMap, flat_tool_name, translate_tool_choice, translate_tools
+from .reasoning import ReasoningCodec
+from .tools import (
+    CUSTOM_INPUT_ARG,
+    ToolMap,
+    flat_tool_name,
+    translate_tool_choice,
+    translate_tools,
+)
 
 # Every top-level field of the Responses create call (openai SDK's ResponseCreateParams), plus what Codex sends
 # beyond it. A field outside this set is a client bug: it is rejected like OpenAI rejects it, not silently dropped.
@@ -29,7 +43,6 @@ KNOWN_FIELDS = frozenset({
 IMAGE_PLACEHOLDER = "[image omitted: this model does not accept image input]"
 IMAGE_FOLLOWS = "[image: attached in the next user message]"
 FILE_PLACEHOLDER = "[file omitted: this model does not accept file input]"
-NO_TOOL_OUTPUT = "[no output was recorded for this tool call]"
 JSON_SCHEMA_INSTRUCTION = (
     "Reply with a single JSON object and nothing else. It must validate against this JSON schema{name}:\n{schema}"
 )
@@ -37,8 +50,8 @@ JSON_OBJECT_INSTRUCTION = "Reply with a single JSON object and nothing else."
 
 
 @dataclass
-class ChatRequest:
-    body: dict[str, Any]  # what goes to the upstream
+class TranslatedRequest:
+    body: ChatRequest  # the door's Chat request (the upstream layer still prepares it: upstream/prepare.py)
     tool_map: ToolMap  # to restore tool calls coming back
     thinking: bool  # assistant turns carry reasoning_content
     stream: bool  # the client asked for SSE
@@ -49,10 +62,9 @@ def translate_request(
     model: ModelConfig,
     profile,
     codec: ReasoningCodec,
-    cache: ReasoningCache | None = None,
     *,
     upstream_stream: bool | None = None,
-) -> ChatRequest:
+) -> TranslatedRequest:
     """Translate one validated-as-we-go Responses body for `model` on an upstream described by `profile`.
 
     `upstream_stream` forces the upstream call's mode; by default it follows the model's config.
@@ -78,8 +90,8 @@ def translate_request(
     thinking = profile.thinking(model, effort)
     tools, tool_map = translate_tools(body.get("tools"), profile)
 
-    messages = _MessageBuilder(model, codec, cache, thinking.enabled).build(body.get("instructions"), body.get("input"))
-    chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
+    messages = _MessageBuilder(model, codec, thinking.enabled).build(body.get("instructions"), body.get("input"))
+    chat: ChatRequest = {"model": model.upstream_model or model.id, "messages": messages}
     _apply_text_format(chat, _object(body, "text"))
 
     if tools:
@@ -87,27 +99,27 @@ def translate_request(
         choice = translate_tool_choice(body.get("tool_choice"), tool_map)
         if choice is not None:
             chat["tool_choice"] = choice
-        if profile.accepts_parallel_tool_calls and isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]
-    chat.update(thinking.fields)
+        if isinstance(body.get("parallel_tool_calls"), bool):
+            chat["parallel_tool_calls"] = body["parallel_tool_calls"]  # dropped for upstreams without it
+    chat.update(thinking.fields)  # type: ignore[typeddict-item]
 
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
         if not isinstance(max_tokens, int) or isinstance(max_tokens, bool) or max_tokens < 1:
             raise RequestError("max_output_tokens must be a positive integer", param="max_output_tokens")
-        chat["max_tokens"] = min(max_tokens, model.max_output_tokens)
+        chat["max_tokens"] = max_tokens  # clamped to the model's limit by the upstream layer
     for key in ("temperature", "top_p"):
         value = body.get(key)
         if value is not None:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise RequestError(f"{key} must be a number", param=key)
-            chat[key] = value
+            chat[key] = value  # type: ignore[literal-required]
 
     stream = bool(body.get("stream", False))
     chat["stream"] = model.stream if upstream_stream is None else upstream_stream
     if chat["stream"]:
         chat["stream_options"] = {"include_usage": True}
-    return ChatRequest(body=chat, tool_map=tool_map, thinking=thinking.enabled, stream=stream)
+    return TranslatedRequest(body=chat, tool_map=tool_map, thinking=thinking.enabled, stream=stream)
 
 
 def _object(body: dict, key: str) -> dict:
@@ -142,14 +154,13 @@ class _MessageBuilder:
     """Walks the input items in order and builds Chat messages.
 
     Grouping rules: consecutive function/custom calls (and an assistant text right before them) form one assistant
-    message; a reasoning item attaches to the next assistant message; outputs become `tool` messages. A final pass
-    makes sure every tool call is answered right after its assistant message (DeepSeek 400s otherwise).
+    message; a reasoning item attaches to the next assistant message; outputs become `tool` messages, in the
+    order they came (the upstream layer pairs them with their calls).
     """
 
-    def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool):
+    def __init__(self, model: ModelConfig, codec: ReasoningCodec, thinking: bool):
         self.model = model
         self.codec = codec
-        self.cache = cache
         self.thinking = thinking
         self.messages: list[dict] = []
         self.pending_reasoning: str | None = None
@@ -180,7 +191,7 @@ class _MessageBuilder:
             self._item(item, index)
         if not self.messages:
             raise RequestError("`input` is empty: there is nothing to send to the model", param="input")
-        return self._answer_every_tool_call(self.messages)
+        return self.messages
 
     # ---- items -------------------------------------------------------------------------------------------
     def _item(self, item: dict, index: int) -> None:
@@ -202,7 +213,7 @@ class _MessageBuilder:
             self._append({"role": "user", "content": self._user_content(item.get("content"), where)})
         elif role == "assistant":
             message = {"role": "assistant", "content": self._text_content(item.get("content"), where)}
-            self._attach_reasoning(message, call_ids=())
+            self._attach_reasoning(message)
             self._append(message)
             self.open_assistant = message  # tool calls that follow belong to the same turn
         else:
@@ -235,13 +246,9 @@ class _MessageBuilder:
         message = self.open_assistant
         if message is None:
             message = {"role": "assistant", "content": ""}
-            self._attach_reasoning(message, call_ids=(call_id,))
+            self._attach_reasoning(message)
             self._append(message)
             self.open_assistant = message
-        elif self.thinking and not message.get("reasoning_content") and self.cache is not None:
-            cached = self.cache.get(call_id)
-            if cached:
-                message["reasoning_content"] = cached
         message.setdefault("tool_calls", []).append(call)
 
     def _output(self, item: dict, index: int) -> None:
@@ -254,7 +261,7 @@ class _MessageBuilder:
         if self.model.images and not isinstance(output, str):
             images = [self._image_part(p) for p in self._parts(output, where) if p.get("type") == "input_image"]
             if images:
-                message[_TOOL_IMAGES] = images  # moved into a user message by _answer_every_tool_call
+                message[_TOOL_IMAGES] = images  # moved into a user message by the upstream layer
         self._append(message)
 
     # ---- content -----------------------------------------------------------------------------------------
@@ -307,7 +314,7 @@ class _MessageBuilder:
 
     def _tool_output(self, output: Any, where: str) -> str:
         # Chat `tool` messages carry text only: an image becomes a placeholder, or, for a model that accepts
-        # images, a pointer to the user message that carries it (see _answer_every_tool_call).
+        # images, a pointer to the user message that carries it (see upstream/prepare.py).
         if isinstance(output, str):
             return output
         if not self.model.images:
@@ -321,60 +328,12 @@ class _MessageBuilder:
             self.open_assistant = None
         self.messages.append(message)
 
-    def _attach_reasoning(self, message: dict, call_ids: tuple[str, ...]) -> None:
+    def _attach_reasoning(self, message: dict) -> None:
+        """The reasoning items before an assistant turn go with it (a turn without any gets the cached one or ""
+        from the upstream layer)."""
         reasoning, self.pending_reasoning = self.pending_reasoning, None
-        if not self.thinking:
-            return
-        if reasoning is None and self.cache is not None:
-            reasoning = next((r for r in map(self.cache.get, call_ids) if r), None)
-        message["reasoning_content"] = reasoning or ""
-
-    def _answer_every_tool_call(self, messages: list[dict]) -> list[dict]:
-        """Each assistant tool-call message is followed by exactly its answers; missing ones are filled in,
-        outputs whose call is unknown become user text (a `tool` message without its call is a 400)."""
-        out: list[dict] = []
-        i = 0
-        while i < len(messages):
-            message = messages[i]
-            i += 1
-            if message["role"] == "tool":
-                out.append(_stray_output(message))
-                continue
-            out.append(message)
-            calls = message.get("tool_calls")
-            if not calls:
-                continue
-            wanted = {call["id"] for call in calls}
-            answers: dict[str, dict] = {}
-            strays: list[dict] = []
-            while i < len(messages) and messages[i]["role"] == "tool":
-                answer = messages[i]
-                i += 1
-                if answer["tool_call_id"] in wanted and answer["tool_call_id"] not in answers:
-                    answers[answer["tool_call_id"]] = answer
-                else:
-                    strays.append(answer)
-            images: list[dict] = []
-            for call in calls:
-                answer = answers.get(call["id"]) or {"role": "tool", "tool_call_id": call["id"], "content": NO_TOOL_OUTPUT}
-                if _TOOL_IMAGES in answer:
-                    answer = dict(answer)
-                    images += [{"type": "text", "text": f"Image output of tool call {call['id']}:"},
-                               *answer.pop(_TOOL_IMAGES)]
-                out.append(answer)
-            if images:  # tool messages cannot carry images: they follow the answers as a user message
-                out.append({"role": "user", "content": images})
-            for stray in strays:
-                out.append(_stray_output(stray))
-        return out
+        if self.thinking and reasoning is not None:
+            message["reasoning_content"] = reasoning
 
 
-_TOOL_IMAGES = "_images"  # internal key on a tool message, never sent
-
-
-def _stray_output(message: dict) -> dict:
-    """A tool output whose call is not in the preceding assistant message, as user text (plus its images)."""
-    text = f"Output of tool call {message['tool_call_id']}:\n{message['content']}"
-    if _TOOL_IMAGES not in message:
-        return {"role": "user", "content": text}
-    return {"role": "user", "content": [{"type": "text", "text": text}, *message[_TOOL_IMAGES]]}
+_TOOL_IMAGES = TOOL_IMAGES  # moved into a user message by the upstream layer (upstream/prepare.py)

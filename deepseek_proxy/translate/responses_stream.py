@@ -16,14 +16,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Any, Callable, Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
 from .partial_json import StringFieldStream
 from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
 
 Event = dict[str, Any]
+__all__ = ["ResponseStream", "completion_as_chunks", "new_id", "responses_usage"]
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -37,7 +40,7 @@ def new_id(prefix: str) -> str:
 class _Item:
     """One output item being streamed."""
 
-    __slots__ = ("id", "index", "kind", "text", "call_id", "name", "namespace", "input_stream", "streamed", "done")
+    __slots__ = ("call_id", "done", "id", "index", "input_stream", "kind", "name", "namespace", "streamed", "text")
 
     def __init__(self, item_id: str, index: int, kind: str):
         self.id = item_id
@@ -351,23 +354,3 @@ def responses_usage(usage: dict | None) -> dict | None:
         "output_tokens_details": {"reasoning_tokens": reasoning},
         "total_tokens": usage.get("total_tokens") or prompt + completion,
     }
-
-
-def completion_as_chunks(completion: dict) -> list[dict]:
-    """A complete (non-streamed) chat.completion as the chunks a stream would have carried, so one state machine
-    serves both paths: the same events, the same final Response."""
-    chunks = []
-    for choice in completion.get("choices") or ():
-        message = choice.get("message") or {}
-        delta: dict[str, Any] = {}
-        if message.get("reasoning_content"):
-            delta["reasoning_content"] = message["reasoning_content"]
-        if message.get("content"):
-            delta["content"] = message["content"]
-        if message.get("tool_calls"):
-            delta["tool_calls"] = [{**call, "index": i} for i, call in enumerate(message["tool_calls"])]
-        chunks.append({"choices": [{"index": choice.get("index", 0), "delta": delta,
-                                    "finish_reason": choice.get("finish_reason")}]})
-    if completion.get("usage"):
-        chunks.append({"choices": [], "usage": completion["usage"]})
-    return chunks

@@ -7,17 +7,24 @@ read directly: one `recv()` returns everything that has arrived, possibly many e
 removed by a small state machine. requests still sends the request, follows the pool and the timeouts; once the
 body is complete the connection goes back to the pool as usual.
 
-Anything unexpected (another adapter, a compressed body) falls back to `iter_content(chunk_size=None)`.
+Anything unexpected (another adapter, a compressed body) falls back to `iter_content(chunk_size=None)`, read
+by a helper greenlet (a thread outside gevent) so that silences still give idle ticks on that path too.
+`DEEPSEEK_PROXY_BODY_READER=iter_content` forces the fallback everywhere: that is how the benchmark compares the
+two readers in one run (README, Performance).
 """
 
 from __future__ import annotations
 
+import os
+import queue
 import ssl
-from typing import Iterator
+import threading
+from collections.abc import Iterator
 
 import requests
 
 READ_SIZE = 65536
+FORCE_ITER_CONTENT = os.environ.get("DEEPSEEK_PROXY_BODY_READER") == "iter_content"
 
 
 class ChunkedDecoder:
@@ -80,15 +87,17 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
     """The body's bytes as they arrive. Raises requests.ConnectionError / ChunkedEncodingError when it breaks.
 
     With `idle_interval`, an empty b"" is yielded whenever that many seconds pass without a byte, so the caller can
-    keep its own client's idle timer alive; the read timeout requests set still bounds the silence as a whole.
+    keep its own client's idle timer alive (and look at its client); the read timeout requests set still bounds
+    the silence as a whole. Whatever the framing: chunked, sized, compressed or until the connection closes.
     """
     raw = response.raw
     http_response = getattr(raw, "_fp", None)  # http.client.HTTPResponse inside urllib3's response
     reader = getattr(http_response, "fp", None)  # the socket's BufferedReader (holds what came with the headers)
     sock = getattr(getattr(raw, "connection", None), "sock", None)
     encoding = response.headers.get("content-encoding", "identity").lower()
-    if reader is None or sock is None or not hasattr(reader, "read1") or encoding not in ("identity", ""):
-        yield from response.iter_content(chunk_size=None)
+    if (FORCE_ITER_CONTENT or reader is None or sock is None or not hasattr(reader, "read1")
+            or encoding not in ("identity", "")):
+        yield from iter_content_with_ticks(response, idle_interval)
         return
 
     read_timeout = sock.gettimeout()
@@ -139,10 +148,13 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
                     data = sock.recv(READ_SIZE)
                     break
                 except TimeoutError:
-                    silent += wait
-                    if read_timeout is not None and silent >= read_timeout:
-                        raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s") from None
-                    yield b""
+                    pass
+                # The tick is yielded outside the except clause: a generator suspended inside one keeps the
+                # exception and its traceback alive until it resumes (per silent stream, measured in RSS).
+                silent += wait
+                if read_timeout is not None and silent >= read_timeout:
+                    raise requests.exceptions.ReadTimeout(f"the upstream sent nothing for {silent:.0f} s")
+                yield b""
             if not data:
                 # End of connection: complete only for a body that runs until the connection closes.
                 complete = chunked is None and remaining is None
@@ -160,3 +172,48 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
             raw.release_conn()
         else:
             raw.close()  # a half-read connection can never be reused
+
+
+_END = object()
+
+
+def iter_content_with_ticks(response: requests.Response, idle_interval: float | None) -> Iterator[bytes]:
+    """`requests`' own `iter_content(chunk_size=None)` (decompression included), with the same idle ticks.
+
+    iter_content blocks until bytes arrive, so it runs in a helper (a greenlet under the server's gevent) that
+    hands each piece over through a queue; waiting on the queue with a timeout gives the ticks. Closing this
+    generator closes the response, which ends the helper's read.
+    """
+    if not idle_interval:
+        yield from response.iter_content(chunk_size=None)
+        return
+    pieces: queue.Queue = queue.Queue()
+
+    def read() -> None:
+        try:
+            for piece in response.iter_content(chunk_size=None):
+                pieces.put(piece)
+            pieces.put(_END)
+        except BaseException as exc:  # noqa: BLE001 - handed to the consumer, which raises it
+            pieces.put(exc)
+
+    threading.Thread(target=read, daemon=True, name="upstream-body").start()
+    try:
+        while True:
+            try:
+                piece = pieces.get(timeout=idle_interval)
+            except queue.Empty:
+                piece = None
+            if piece is None:  # (yielded outside the except clause, as above)
+                yield b""
+                continue
+            if piece is _END:
+                return
+            if isinstance(piece, BaseException):
+                if isinstance(piece, requests.RequestException):
+                    raise piece
+                raise requests.ConnectionError(f"upstream read failed: {piece.__class__.__name__}")
+            if piece:
+                yield piece
+    finally:
+        response.close()

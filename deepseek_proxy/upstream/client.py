@@ -14,8 +14,7 @@ import os
 import re
 import ssl
 import time
-from dataclasses import dataclass
-from typing import Mapping
+from typing import Any, Mapping
 
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
@@ -24,6 +23,7 @@ import requests
 
 # Key sources are resolved in config (the server's master process checks them without importing requests).
 from ..config import KeyUnavailable, UpstreamConfig, key_source_fix, resolve_key  # noqa: F401 - re-exported
+from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from .pool import PooledAdapter
 from .profiles import profile_named
@@ -31,19 +31,8 @@ from .profiles import profile_named
 log = logging.getLogger("deepseek_proxy.upstream")
 
 
-@dataclass
-class UpstreamError(Exception):
-    """The upstream refused or failed a request before any reply byte: relayed with its status."""
-
-    status: int
-    message: str
-    code: str | None
-    type: str
-    param: str | None = None
-    retry_after: int | None = None
-
-    def __str__(self) -> str:
-        return f"{self.status} {self.code}: {self.message}"
+# The upstream refused or failed a request before any reply byte: a neutral error each front door renders.
+UpstreamError = ProxyError
 
 
 def _certificate_rejected(exc: BaseException) -> bool:
@@ -106,14 +95,18 @@ class UpstreamClient:
         if key is None and not self.passes_client_key and self.config.api_key != "none":
             # 401: no request can succeed until the proxy's operator gives it a key; the message says whose
             # configuration it is, so a client (and its user) does not blame its own key or wait for capacity.
-            raise UpstreamError(401, f"deepseek-proxy itself has no API key for its upstream `{self.config.name}` "
-                                f"({self.config.base_url}): {self.key_error}. This is the proxy's configuration, "
-                                f"not your request or your key. Fix: {key_source_fix(self.config)}.",
-                                "upstream_key_missing", "authentication_error")
+            raise ProxyError(ErrorKind.PROXY_KEY_MISSING,
+                             f"deepseek-proxy itself has no API key for its upstream `{self.config.name}` "
+                             f"({self.config.base_url}): {self.key_error}. This is the proxy's configuration, "
+                             f"not your request or your key. Fix: {key_source_fix(self.config)}.", 401,
+                             upstream_code="upstream_key_missing")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def post_chat(self, body: dict, *, client_key: str | None = None) -> requests.Response:
-        """Send a chat completion request. Returns the open response (status 2xx) or raises UpstreamError."""
+    def post_chat(self, body: Mapping[str, Any], *, client_key: str | None = None) -> requests.Response:
+        """Send a chat completion request. Returns the open response (status 2xx) or raises ProxyError.
+
+        Front doors do not call this: they go through `upstream.chat.open_chat`, which prepares the request and
+        reads the reply."""
         stream = bool(body.get("stream"))
         request = self._chat_template.copy()
         request.headers.update(self._headers(client_key))
@@ -122,18 +115,19 @@ class UpstreamClient:
             response = self._adapter.send(request, stream=stream, proxies=self.session.proxies, verify=self.verify,
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
         except requests.Timeout:
-            raise UpstreamError(504, "the upstream did not answer in time", "upstream_timeout", "server_error") from None
+            raise ProxyError(ErrorKind.TIMEOUT, "the upstream did not answer in time", 504) from None
         except requests.ConnectionError as exc:
             if _certificate_rejected(exc):
                 # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
                 log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)",
                             self.config.name)
-                raise UpstreamError(502, f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
-                                    "a private CA can be named with REQUESTS_CA_BUNDLE", "upstream_tls_error",
-                                    "server_error") from None
+                raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
+                                 f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
+                                 "a private CA can be named with REQUESTS_CA_BUNDLE", 502,
+                                 upstream_code="upstream_tls_error") from None
             log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
-            raise UpstreamError(502, f"the upstream ({self.config.name}) is unreachable", "upstream_unreachable",
-                                "server_error") from None
+            raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, f"the upstream ({self.config.name}) is unreachable",
+                             502) from None
         if response.status_code >= 400:
             try:
                 raise self._error_from(response)
@@ -164,14 +158,12 @@ class UpstreamClient:
         except (JSONDecodeError, AttributeError):
             pass
         status = response.status_code
-        klass = self.profile.classify_error(status, message, upstream_code)
-        retry_after = None
+        error = self.profile.classify_error(status, message, upstream_code, param=param)
         if status == 429 or status == 503:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
-            if retry_after is None:
-                retry_after = self.retry_after
-        log.info("upstream %s answered %s (%s)", self.config.name, status, klass.code)
-        return UpstreamError(status, message, klass.code, klass.type, param, retry_after)
+            error.retry_after = retry_after if retry_after is not None else self.retry_after
+        log.info("upstream %s answered %s (%s)", self.config.name, status, error.kind.value)
+        return error
 
 
 MAX_ERROR_BODY = 64 * 1024  # an error body is read up to this much: a message, not a download

@@ -1,7 +1,8 @@
 """Per-upstream quirks. The translators ask the profile; they never test which upstream they talk to.
 
 A profile is pure (no I/O): how thinking is switched on, what a function tool may carry, which optional Chat
-Completions fields the upstream accepts, and how its error texts map onto the error codes clients act on.
+Completions fields the upstream accepts, and how its errors map onto the neutral error kinds (core/errors.py);
+each front door then says a kind in its own client's terms.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..config import ModelConfig
+from ..core.errors import ErrorKind, ProxyError, context_numbers
 
 
 @dataclass(frozen=True)
@@ -18,10 +20,19 @@ class ThinkingChoice:
     enabled: bool  # assistant turns must then carry reasoning_content
 
 
-@dataclass(frozen=True)
-class ErrorClass:
-    code: str | None
-    type: str
+_KIND_BY_STATUS = {
+    400: ErrorKind.INVALID_REQUEST,
+    401: ErrorKind.AUTHENTICATION,
+    402: ErrorKind.INSUFFICIENT_BALANCE,
+    403: ErrorKind.PERMISSION,
+    404: ErrorKind.NOT_FOUND,
+    413: ErrorKind.TOO_LARGE,
+    422: ErrorKind.INVALID_REQUEST,
+    429: ErrorKind.RATE_LIMITED,
+    502: ErrorKind.UPSTREAM_UNAVAILABLE,
+    503: ErrorKind.OVERLOADED,
+    504: ErrorKind.TIMEOUT,
+}
 
 
 class OpenAICompatibleProfile:
@@ -50,32 +61,28 @@ class OpenAICompatibleProfile:
         lowered = message.lower()
         return "context length" in lowered or "context_length" in lowered or "too many tokens" in lowered
 
-    def classify_error(self, status: int, message: str, upstream_code: str | None) -> ErrorClass:
+    def classify_error(self, status: int, message: str, upstream_code: str | None, *,
+                       param: str | None = None) -> ProxyError:
+        """The upstream refused a request (HTTP `status`, its own `message` and code): a neutral error."""
         if self.is_context_overflow(message):
-            return ErrorClass("context_length_exceeded", "invalid_request_error")
-        by_status = {
-            400: ErrorClass(upstream_code, "invalid_request_error"),
-            401: ErrorClass("invalid_api_key", "authentication_error"),
-            402: ErrorClass("insufficient_quota", "insufficient_quota"),
-            403: ErrorClass(upstream_code, "permission_error"),
-            404: ErrorClass(upstream_code or "model_not_found", "invalid_request_error"),
-            413: ErrorClass(upstream_code or "request_too_large", "invalid_request_error"),
-            422: ErrorClass(upstream_code or "invalid_value", "invalid_request_error"),
-            429: ErrorClass("rate_limit_exceeded", "rate_limit_error"),
-            503: ErrorClass("server_is_overloaded", "server_error"),
-        }
-        return by_status.get(status, ErrorClass(upstream_code or "server_error", "server_error"))
+            limit, requested = context_numbers(message)
+            return ProxyError(ErrorKind.CONTEXT_OVERFLOW, message, status, upstream_code, param,
+                              context_limit=limit, requested_tokens=requested)
+        kind = _KIND_BY_STATUS.get(status, ErrorKind.SERVER_ERROR if status >= 500 else ErrorKind.INVALID_REQUEST)
+        return ProxyError(kind, message, status, upstream_code, param)
 
-    def stream_failure(self, error) -> tuple[str, str]:
-        """(code, message) for an error chunk inside a stream that had already started."""
+    def stream_failure(self, error: Any) -> ProxyError:
+        """An error chunk inside a stream that had already started."""
         if isinstance(error, dict):
             message = str(error.get("message") or "The upstream failed mid-reply.")
             code = error.get("code") if isinstance(error.get("code"), str) else None
         else:
             message, code = str(error), None
         if self.is_context_overflow(message):
-            code = "context_length_exceeded"
-        return code or "server_error", message
+            limit, requested = context_numbers(message)
+            return ProxyError(ErrorKind.CONTEXT_OVERFLOW, message, 400, code,
+                              context_limit=limit, requested_tokens=requested)
+        return ProxyError(ErrorKind.SERVER_ERROR, message, 500, code)
 
 
 class DeepSeekProfile(OpenAICompatibleProfile):

@@ -101,6 +101,7 @@ def make_codex_home(
     extra_toml: str = "",
     provider_id: str = "deepseek-proxy",
     offline: bool = True,
+    max_retries: int = 0,
 ) -> Path:
     """Create ``root/codex-home`` with a config.toml pointing Codex at ``base_url``.
 
@@ -127,9 +128,10 @@ def make_codex_home(
         'name = "DeepSeek proxy"',
         f"base_url = {_toml_str(base_url)}",
         'wire_api = "responses"',
-        # Keep failing tests fast: Codex's defaults retry up to ~30 times with backoff.
-        "request_max_retries = 0",
-        "stream_max_retries = 0",
+        # Keep failing tests fast: Codex's defaults retry up to ~30 times with backoff. A test of how often Codex
+        # retries sets its own number.
+        f"request_max_retries = {max_retries}",
+        f"stream_max_retries = {max_retries}",
     ]
     if env_key:
         lines.append(f"env_key = {_toml_str(env_key)}")

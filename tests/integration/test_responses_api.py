@@ -251,11 +251,37 @@ def test_sdk_non_stream_text(proxy, upstream):
     (503, "Server overloaded, please try again later.", "server_error", "server_is_overloaded"),
 ])
 def test_upstream_errors_keep_status_with_openai_codes(proxy, upstream, status, message, code, want_code):
+    """Non-streamed requests: the upstream's status and an OpenAI error body."""
     upstream.script(Reply.error(status, message, code=code))
-    response = post_stream(proxy, {"model": MODEL, "input": "hi", "stream": True})
+    response = requests.post(proxy.base_url + "/v1/responses", json={"model": MODEL, "input": "hi"}, timeout=30)
     assert response.status_code == status
     error = response.json()["error"]
     assert error["code"] == want_code and error["message"] == message
+
+
+@pytest.mark.parametrize("status, message, want_code", [
+    (402, "Insufficient Balance", "invalid_prompt"),
+    (401, "Authentication Fails, Your api key: ****abcd is invalid", "invalid_prompt"),
+    (403, "Forbidden", "invalid_prompt"),
+    (422, "Failed to deserialize the JSON body", "invalid_prompt"),
+    (400, "This model's maximum context length is 1048576 tokens. However, you requested 1100000 tokens.",
+     "context_length_exceeded"),
+])
+def test_streamed_refusals_retrying_cannot_fix_are_a_failed_response(proxy, upstream, status, message, want_code):
+    """Streamed: a 200 stream ending in response.failed with a code Codex stops at, and the upstream's words."""
+    upstream.script(Reply.error(status, message))
+    events = strict_stream(proxy, {"model": MODEL, "input": "hi", "stream": True})
+    assert [e["type"] for e in events] == ["response.created", "response.in_progress", "response.failed"]
+    assert events[-1]["response"]["error"] == {"code": want_code, "message": message}
+
+
+@pytest.mark.parametrize("status", [429, 500, 503])
+def test_streamed_retryable_refusals_stay_http_statuses(proxy, upstream, status):
+    upstream.script(Reply.error(status, "busy"))
+    response = post_stream(proxy, {"model": MODEL, "input": "hi", "stream": True})
+    assert response.status_code == status
+    if status in (429, 503):
+        assert int(response.headers["retry-after"]) >= 1
 
 
 def test_rate_limit_gets_a_retry_after_header(proxy, upstream):

@@ -26,6 +26,7 @@ from deepseek_proxy.translate.responses_request import (
 )
 from deepseek_proxy.translate.responses_stream import ResponseStream
 from deepseek_proxy.translate.tools import CUSTOM_INPUT_ARG, ToolOrigin, flat_tool_name, translate_tools
+from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import CODEX_FIXTURES, FAKE_KEY, codex_fixture
 from tests.fakes.fake_deepseek import DeepSeekRules, Rejection
@@ -46,9 +47,11 @@ MULTI_TURN_DIRS = ["normal", "reasoning_content", "minimal_sse", "view_image"]
 
 
 def translate(body, model=PRO, profile=DEEPSEEK, cache=None, **kwargs):
+    """The door's translation plus the upstream layer's clean-up: exactly what the upstream receives."""
     original = copy.deepcopy(body)
-    chat = translate_request(body, model, profile, CODEC, cache, **kwargs)
+    chat = translate_request(body, model, profile, CODEC, **kwargs)
     assert body == original, "the translator must not modify the client's body"
+    chat.body = prepare_request(chat.body, model=model, profile=profile, thinking=chat.thinking, cache=cache)
     return chat
 
 

@@ -10,6 +10,8 @@ import requests
 import responses
 
 from deepseek_proxy.config import UpstreamConfig
+from deepseek_proxy.core.errors import ErrorKind
+from deepseek_proxy.frontdoors.common import openai_type_and_code
 from deepseek_proxy.upstream.client import UpstreamClient, UpstreamError
 
 BASE = "https://api.deepseek.test"
@@ -25,19 +27,35 @@ def error_body(message, code="invalid_request_error"):
 
 
 @responses.activate
-@pytest.mark.parametrize("status, message, code, want", [
-    (402, "Insufficient Balance", "invalid_request_error", "insufficient_quota"),
+@pytest.mark.parametrize("status, message, code, kind, want", [
+    (402, "Insufficient Balance", "invalid_request_error", ErrorKind.INSUFFICIENT_BALANCE, "insufficient_quota"),
     (400, "This model's maximum context length is 1048576 tokens. However, you requested 2000000 tokens "
-          "(2000000 in the messages, 0 in the completion).", "invalid_request_error", "context_length_exceeded"),
-    (401, "Authentication Fails, Your api key: ****5678 is invalid", "invalid_request_error", "invalid_api_key"),
-    (422, "Failed to deserialize the JSON body", "invalid_request_error", "invalid_request_error"),
-    (500, "Internal Server Error", None, "server_error"),
+          "(2000000 in the messages, 0 in the completion).", "invalid_request_error", ErrorKind.CONTEXT_OVERFLOW,
+     "context_length_exceeded"),
+    (401, "Authentication Fails, Your api key: ****5678 is invalid", "invalid_request_error",
+     ErrorKind.AUTHENTICATION, "invalid_api_key"),
+    (422, "Failed to deserialize the JSON body", "invalid_request_error", ErrorKind.INVALID_REQUEST,
+     "invalid_request_error"),
+    (500, "Internal Server Error", None, ErrorKind.SERVER_ERROR, "server_error"),
+    (503, "Server overloaded", None, ErrorKind.OVERLOADED, "server_is_overloaded"),
 ])
-def test_errors_keep_status_and_get_openai_codes(status, message, code, want):
+def test_errors_keep_status_and_message_and_get_a_neutral_kind(status, message, code, kind, want):
     responses.post(f"{BASE}/chat/completions", json=error_body(message, code), status=status)
     with pytest.raises(UpstreamError) as caught:
         client().post_chat({"model": "m", "messages": [], "stream": True})
-    assert (caught.value.status, caught.value.code, caught.value.message) == (status, want, message)
+    assert (caught.value.status, caught.value.kind, caught.value.message) == (status, kind, message)
+    assert openai_type_and_code(caught.value)[1] == want  # what the OpenAI-style doors make of it
+
+
+@responses.activate
+def test_context_overflow_carries_deepseeks_numbers():
+    message = ("This model's maximum context length is 1048576 tokens. However, you requested 1100000 tokens "
+               "(1100000 in the messages, 0 in the completion).")
+    responses.post(f"{BASE}/chat/completions", json=error_body(message), status=400)
+    with pytest.raises(UpstreamError) as caught:
+        client().post_chat({"model": "m", "messages": []})
+    assert (caught.value.context_limit, caught.value.requested_tokens) == (1048576, 1100000)
+    assert not caught.value.kind.retryable
 
 
 @responses.activate
@@ -45,7 +63,7 @@ def test_rate_limit_without_retry_after_gets_the_configured_one():
     responses.post(f"{BASE}/chat/completions", json=error_body("Rate Limit Reached"), status=429)
     with pytest.raises(UpstreamError) as caught:
         client().post_chat({"model": "m", "messages": []})
-    assert caught.value.code == "rate_limit_exceeded" and caught.value.retry_after == 3
+    assert caught.value.kind is ErrorKind.RATE_LIMITED and caught.value.retry_after == 3
 
 
 @responses.activate
@@ -88,7 +106,7 @@ def test_missing_key_is_a_clear_error_before_any_request():
     assert "NOPE" in keyless.key_error
     with pytest.raises(UpstreamError) as caught:
         keyless.post_chat({"model": "m", "messages": []})
-    assert caught.value.code == "upstream_key_missing"
+    assert caught.value.kind is ErrorKind.PROXY_KEY_MISSING and openai_type_and_code(caught.value)[1] == "upstream_key_missing"
 
 
 @responses.activate
@@ -96,7 +114,7 @@ def test_unreachable_upstream_is_a_502():
     responses.post(f"{BASE}/chat/completions", body=requests.ConnectionError("refused"))
     with pytest.raises(UpstreamError) as caught:
         client().post_chat({"model": "m", "messages": []})
-    assert caught.value.status == 502 and caught.value.code == "upstream_unreachable"
+    assert caught.value.status == 502 and openai_type_and_code(caught.value)[1] == "upstream_unreachable"
 
 
 def test_proxy_settings_are_read_once_from_the_environment(monkeypatch):
@@ -129,8 +147,9 @@ def test_a_private_ca_bundle_from_the_environment_is_used():
     ("plain text failure", "server_error"),
 ])
 def test_error_chunks_inside_a_stream_get_the_codes_codex_acts_on(error, want):
-    code, message = client().profile.stream_failure(error)
-    assert code == want and message
+    from deepseek_proxy.frontdoors.responses import stream_failure_code
+    failure = client().profile.stream_failure(error)
+    assert stream_failure_code(failure) == want and failure.message
 
 
 # ---- TLS failures: only a rejected certificate is reported as one ------------------------------------------------
@@ -149,13 +168,13 @@ def _post_error(client: UpstreamClient) -> UpstreamError:
 
 def test_an_untrusted_certificate_is_a_tls_error_naming_the_ca_setting(tls_upstream):
     error = _post_error(_https_client(tls_upstream.base_url))  # no REQUESTS_CA_BUNDLE: self-signed is untrusted
-    assert (error.status, error.code) == (502, "upstream_tls_error")
+    assert (error.status, openai_type_and_code(error)[1]) == (502, "upstream_tls_error")
     assert "REQUESTS_CA_BUNDLE" in error.message
 
 
 def test_a_plain_http_port_behind_an_https_url_is_unreachable_not_a_certificate_problem(upstream):
     error = _post_error(_https_client(upstream.base_url.replace("http://", "https://")))
-    assert (error.status, error.code) == (502, "upstream_unreachable")
+    assert (error.status, openai_type_and_code(error)[1]) == (502, "upstream_unreachable")
 
 
 def test_a_handshake_the_server_drops_is_unreachable_not_a_certificate_problem():
@@ -175,4 +194,4 @@ def test_a_handshake_the_server_drops_is_unreachable_not_a_certificate_problem()
         error = _post_error(_https_client(f"https://127.0.0.1:{port}"))
     finally:
         listener.close()
-    assert (error.status, error.code) == (502, "upstream_unreachable")
+    assert (error.status, openai_type_and_code(error)[1]) == (502, "upstream_unreachable")

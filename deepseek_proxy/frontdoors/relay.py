@@ -1,0 +1,118 @@
+"""One relay for every front door: upstream chat events in, the door's own stream bytes out.
+
+A front door is three small pieces around this module (the Agents SDK's `Model` interface has the same shape: one
+contract, several implementations):
+
+- a request translator: its client's body → `core.chat.ChatRequest` (pure; e.g. translate/responses_request.py);
+- a stream translator implementing `DoorStream` below: chunks → its client's events (a small state machine);
+- an error renderer: a neutral `ProxyError` → its client's error format (HTTP body, or an in-stream event).
+
+`relay()` drives any `DoorStream` over the upstream layer's events (`upstream.chat.open_chat`): the start events
+at once, the events of one upstream read in one write, a keep-alive on every TICK, the door's terminal event on
+END or Failure. It closes the upstream when it ends for any reason: the reply is over, the client went away
+(the server closes this generator), or the server stops: the worker raises `ServerShuttingDown` into open
+streams once its grace period is over, and the stream ends with a retryable failure (`ErrorKind.SHUTTING_DOWN`)
+so the client sends the request again elsewhere instead of keeping a cut answer.
+
+`replay_completion()` is the one blocking path: a complete chat.completion (`upstream.chat.complete_chat`) fed
+through the same stream translator, for clients that did not ask for a stream.
+
+`client_gone(environ)` gives the upstream layer its `should_stop`: a look at the client's socket, so a client
+that hangs up is noticed within a second even while the upstream is silent.
+"""
+
+from __future__ import annotations
+
+import logging
+import socket
+from collections.abc import Callable, Iterator
+from typing import Any, Protocol
+
+from ..core.chat import completion_as_chunks
+from ..core.errors import ErrorKind, ProxyError
+from ..shutdown import ServerShuttingDown
+from ..upstream.chat import BATCHES, END, TICK, ChatEvents, Failure
+from ..upstream.pool import readable_now
+
+log = logging.getLogger("deepseek_proxy.relay")
+
+SHUTDOWN_MESSAGE = "The proxy is shutting down; send the request again."
+
+
+class DoorStream(Protocol):
+    """A front door's stream translator: each method returns the door's events for one step, ready to encode."""
+
+    def start(self) -> list[Any]: ...
+    def feed(self, chunk: dict) -> list[Any]: ...
+    def keepalive(self) -> list[Any]: ...
+    def finish(self) -> list[Any]: ...
+    def fail(self, error: ProxyError) -> list[Any]: ...
+    def encode(self, events: list[Any]) -> bytes: ...
+
+
+def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | None = None) -> Iterator[bytes]:
+    """The door's stream for `events`. `on_end` runs once, however the stream ended (logging, caches)."""
+    encode = door.encode
+    try:
+        yield encode(door.start())
+        for event in events:
+            if type(event) in BATCHES:  # the chunks of one upstream read: their events leave in one write
+                out: list = []
+                for chunk in event:
+                    out += door.feed(chunk)
+                if out:
+                    yield encode(out)
+            elif event is TICK:
+                yield encode(door.keepalive())
+            elif event is END:
+                yield encode(door.finish())
+                return
+            elif isinstance(event, Failure):
+                yield encode(door.fail(event.error))
+                return
+        # The events stopped without an end: should_stop said the client is gone; there is nobody to tell.
+    except ServerShuttingDown:
+        events.close()
+        log.info("stream ended by the server's shutdown")
+        yield encode(door.fail(ProxyError(ErrorKind.SHUTTING_DOWN, SHUTDOWN_MESSAGE, 503)))
+    finally:
+        events.close()
+        if on_end is not None:
+            on_end()
+
+
+def replay_completion(completion: dict, door: DoorStream) -> None:
+    """The blocking path: a complete chat.completion through the door's stream translator (the same state machine
+    as a stream, so the same final object); the door then answers with what it accumulated."""
+    door.start()
+    for chunk in completion_as_chunks(completion):
+        door.feed(chunk)  # type: ignore[arg-type]
+    door.finish()
+
+
+def client_socket(environ: dict) -> socket.socket | None:
+    """The client's connection under gunicorn's gevent worker (`gunicorn.sock`), else None."""
+    sock = environ.get("gunicorn.sock")
+    return sock if hasattr(sock, "fileno") else None
+
+
+def client_gone(environ: dict) -> Callable[[], bool] | None:
+    """A check that the client has hung up: its socket reads as closed (EOF or reset). None when the server does
+    not expose the socket. A client that sent more bytes (a pipelined request) is still there."""
+    sock = client_socket(environ)
+    if sock is None:
+        return None
+
+    def gone() -> bool:
+        try:
+            if sock.fileno() < 0:
+                return True
+            if not readable_now(sock):
+                return False
+            return sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT) == b""
+        except (BlockingIOError, InterruptedError):
+            return False
+        except (OSError, ValueError):
+            return True
+
+    return gone
