@@ -60,7 +60,7 @@ def request_error_response(error: RequestError) -> Response:
 _OPENAI_ERRORS: dict[ErrorKind, tuple[str, str | None]] = {
     ErrorKind.INVALID_REQUEST: ("invalid_request_error", None),
     ErrorKind.AUTHENTICATION: ("authentication_error", "invalid_api_key"),
-    ErrorKind.PROXY_KEY_MISSING: ("server_error", "upstream_key_missing"),
+    ErrorKind.PROXY_KEY_MISSING: ("authentication_error", "upstream_key_missing"),
     ErrorKind.PERMISSION: ("permission_error", None),
     ErrorKind.NOT_FOUND: ("invalid_request_error", "model_not_found"),
     ErrorKind.TOO_LARGE: ("invalid_request_error", "request_too_large"),

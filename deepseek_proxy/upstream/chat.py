@@ -195,6 +195,14 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
                 if now - last_tick >= keepalive:
                     last_tick = now
                     yield TICK
+        # Any OpenAI-compatible server may close the connection right after its last event, without the blank
+        # line that ends it: that event still counts.
+        payloads = decoder.close()
+        if payloads:
+            yield _batch(payloads, state, profile)
+            if state.failure is not None:
+                yield Failure(state.failure)
+                return
         if state.saw_done or state.finished:
             yield END
         else:

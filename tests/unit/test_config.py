@@ -21,6 +21,7 @@ from deepseek_proxy.config import (
     load_config,
 )
 from deepseek_proxy.upstream.client import KeyUnavailable, UpstreamClient, UpstreamError, resolve_key
+from deepseek_proxy.core.errors import ErrorKind
 
 
 @pytest.fixture()
@@ -254,7 +255,7 @@ def test_missing_env_key_fails_the_request_not_the_start(env):
         client._headers(client_key=None)
     error = caught.value
     # The client is told it is the proxy's own missing key (401, a code of its own, the fix), not its fault.
-    assert (error.status, error.code, error.type) == (401, "upstream_key_missing", "authentication_error")
+    assert (error.status, error.kind, error.upstream_code) == (401, ErrorKind.PROXY_KEY_MISSING, "upstream_key_missing")
     assert "deepseek-proxy itself has no API key" in error.message
     assert "export DEEPSEEK_API_KEY=" in error.message and "restart" in error.message
 

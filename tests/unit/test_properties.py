@@ -24,6 +24,7 @@ from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
 from deepseek_proxy.translate.responses_request import translate_request
 from deepseek_proxy.translate.responses_stream import ResponseStream
+from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.unit.test_responses_request import check_with_deepseek_rules
 from tests.unit.test_responses_stream import CODEX_TOOLS, check_events, new_stream
@@ -118,8 +119,10 @@ def translate_or_refuse(body: dict, model: ModelConfig, profile) -> None:
     original = copy.deepcopy(body)
     try:
         validate_responses_request(body)
-        chat = translate_request(body, model, profile, CODEC, ReasoningCache(),
-                                 upstream_stream=bool(body.get("stream")))
+        chat = translate_request(body, model, profile, CODEC, upstream_stream=bool(body.get("stream")))
+        # The upstream layer's clean-up, as the relay applies it before sending.
+        chat.body = prepare_request(chat.body, model=model, profile=profile, thinking=chat.thinking,
+                                    cache=ReasoningCache())
     except RequestError as error:
         assert error.status in (400, 404) and error.message
         return
@@ -141,7 +144,9 @@ def test_any_codex_shaped_request_translates_or_is_refused_cleanly(body, model, 
 def test_a_translated_codex_history_passes_the_fake_deepseeks_rules(body):
     try:
         validate_responses_request(body)
-        chat = translate_request(body, PRO, PROFILES[0], CODEC, ReasoningCache(), upstream_stream=True)
+        chat = translate_request(body, PRO, PROFILES[0], CODEC, upstream_stream=True)
+        chat.body = prepare_request(chat.body, model=PRO, profile=PROFILES[0], thinking=chat.thinking,
+                                    cache=ReasoningCache())
     except RequestError:
         return
     check_with_deepseek_rules(chat.body)
