@@ -98,9 +98,11 @@ def test_units_are_hardened(name):
     assert unit["ProtectHome"] == (["read-only"] if name == USER_UNIT else ["yes"])
     assert unit["StateDirectory"] == ["deepseek-proxy"]
     if name == USER_UNIT:
-        assert unit["ReadWritePaths"] == ["-%S/deepseek-proxy"]
+        # the state dir (reasoning secret, run-state files) and the data dir (the SQLite response store) only
+        assert unit["ReadWritePaths"] == ["-%S/deepseek-proxy", "-%h/.local/share/deepseek-proxy"]
     else:  # a dynamic user's StateDirectory is made writable by systemd itself
         assert unit["DynamicUser"] == ["yes"] and "ReadWritePaths" not in unit
+        assert "XDG_DATA_HOME=/var/lib" in unit["Environment"], "the store must land in the StateDirectory"
     assert unit["EnvironmentFile"][0].startswith("-") and unit["EnvironmentFile"][0].endswith("/env")
 
 
