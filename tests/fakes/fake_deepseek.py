@@ -1070,7 +1070,7 @@ class FakeDeepSeek:
         port: int = 0,
         thinking_default: bool = True,
         tls: tuple[str, str] | None = None,  # (certfile, keyfile): serve HTTPS
-        cache: "PromptCache | None" = None,  # the prefix-cache model (block size, lifetime, size); one per fake
+        cache: PromptCache | None = None,  # the prefix-cache model (block size, lifetime, size); one per fake
     ):
         self.api_key = api_key
         self.host = host

@@ -7,7 +7,13 @@ import json
 
 import requests
 
-from tests.fakes.fake_deepseek import FakeDeepSeek, PromptCache, Reply, prompt_pieces, prompt_tokens
+from tests.fakes.fake_deepseek import (
+    FakeDeepSeek,
+    PromptCache,
+    Reply,
+    prompt_pieces,
+    prompt_tokens,
+)
 
 SYSTEM = {"role": "system", "content": "You are a coding agent. Follow the repository conventions. " * 40}
 TOOLS = [
