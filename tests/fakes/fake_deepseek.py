@@ -9,6 +9,11 @@ Only the standard library is used so the fake can also run as a subprocess next 
     python -m tests.fakes.fake_deepseek --port 0 --script script.json
     # prints "LISTENING http://127.0.0.1:PORT", then serves until killed
 
+Usage reports prompt-cache hits from a model of DeepSeek's context cache (``PromptCache``: the longest prefix shared
+with the same key's earlier prompts for the same model, in 64-token blocks); each ``RecordedRequest`` keeps its
+``prompt_tokens`` and ``cache_hit_tokens``. ``FakeDeepSeek(cache=PromptCache(block_tokens=..., ttl=...,
+max_blocks=...))`` configures it; ``fake.cache.clear()`` (or ``reset()``) empties it.
+
 ``FakeDeepSeek(tls=(certfile, keyfile))`` serves HTTPS instead (``base_url`` is then ``https://...``), as the real
 DeepSeek does; the client must trust that certificate.
 
@@ -700,7 +705,7 @@ def completion_body(reply: Reply, turn: _Turn) -> dict:
 
 class PromptCache:
     """DeepSeek's context cache, modelled: a request hits the longest prefix it shares with earlier requests of the
-    same account, counted in whole blocks of ``block_tokens`` tokens.
+    same account (the fake passes API key and model), counted in whole blocks of ``block_tokens`` tokens.
 
     DeepSeek documented its disk cache in 64-token storage units (a prefix shorter than a unit is never cached); the
     V4 docs describe "cache prefix units" persisted at the end of each request's input, at fixed token intervals and
@@ -933,8 +938,10 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer_chat(self, record: RecordedRequest, body: dict) -> None:
         fake = self.server.fake
         reply = fake._next_reply(body)
-        # The cache is per account (DeepSeek isolates users); a request that fails does not fill it.
-        turn = fake._turn_for(body, record.headers.get("authorization", ""), store=reply.error_body is None)
+        # The cache is per account (DeepSeek isolates users) and per model (a KV cache belongs to one model); a request
+        # that fails does not fill it.
+        account = f"{record.headers.get('authorization', '')}|{body.get('model')}"
+        turn = fake._turn_for(body, account, store=reply.error_body is None)
         record.prompt_tokens, record.cache_hit_tokens = turn.prompt_tokens, turn.cache_hit_tokens
         if reply.error_body is not None:
             record.error_message = reply.error_body.get("error", {}).get("message")

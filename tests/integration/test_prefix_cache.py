@@ -7,6 +7,8 @@ resume that renames the leading items), shortened."""
 
 from __future__ import annotations
 
+from itertools import pairwise
+
 from bench.cache_session import SessionPlan, run_proxy_session, scripted_reply
 from deepseek_proxy.core.prefix import PrefixTracker
 from tests.fakes.fake_deepseek import CACHE_UNIT_TOKENS
@@ -20,7 +22,7 @@ def test_each_upstream_prompt_hits_everything_the_previous_one_cached(proxy, ups
     records = upstream.chat_requests
     assert [r.rejection for r in records] == [None] * plan.calls
     assert records[0].cache_hit_tokens == 0
-    for previous, current in zip(records, records[1:]):
+    for previous, current in pairwise(records):
         whole_blocks = previous.prompt_tokens // CACHE_UNIT_TOKENS * CACHE_UNIT_TOKENS
         assert current.cache_hit_tokens >= whole_blocks > 0
 

@@ -153,6 +153,14 @@ def test_the_fake_reports_hits_in_usage_streamed_and_not_and_records_them():
             (first["prompt_tokens"], 0), (streamed["prompt_tokens"], expected)]
 
 
+def test_models_do_not_share_a_cache():
+    with FakeDeepSeek() as fake:
+        request = body([SYSTEM, *turn(1)])
+        _post(fake, request)
+        assert _post(fake, dict(request, model="deepseek-v4-flash")).json()["usage"]["prompt_cache_hit_tokens"] == 0
+        assert _post(fake, request).json()["usage"]["prompt_cache_hit_tokens"] > 0
+
+
 def test_a_failed_request_does_not_fill_the_cache():
     with FakeDeepSeek() as fake:
         request = body([SYSTEM, *turn(1)])
