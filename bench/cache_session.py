@@ -203,11 +203,14 @@ def _text(item: dict) -> str:
     return "\n".join(part.get("text", "") for part in item.get("content") or [])
 
 
-def run_direct_session(base_url: str, plan: SessionPlan) -> None:
+def run_direct_session(base_url: str, plan: SessionPlan, *, nonce: bool = False) -> None:
+    """`nonce`: the control: a per-request line at the top of the system prompt (what Claude Code's `cch=` billing
+    header does to a gateway that forwards it), which should defeat the cache on every call."""
     head, codex_tools, fields = codex_start()
     tools = ideal_tools(codex_tools)
     messages: list[dict] = [{"role": "system" if item.get("role") == "developer" else "user", "content": _text(item)}
                             for item in head]
+    first_system = messages[0]["content"]
     messages.append({"role": "user", "content": USER_TASKS[0]})
     task = 1
     http = requests.Session()
@@ -216,6 +219,8 @@ def run_direct_session(base_url: str, plan: SessionPlan) -> None:
             messages.append({"role": "system", "content": STEER_TEXT})
         if call == plan.resume_at:
             http = requests.Session()  # a resumed client sends the same conversation again
+        if nonce:
+            messages[0] = {"role": "system", "content": f"x-billing: cch={call:05x};\n" + first_system}
         body = {"model": fields["model"], "messages": messages, "tools": tools, "stream": False}
         response = http.post(base_url + "/chat/completions", json=body, timeout=60,
                              headers={"Authorization": "Bearer sk-fake-deepseek"})
@@ -268,6 +273,12 @@ def run_cache_session(start_proxy: Callable[[str, str], tuple[Callable[[], str],
         except (RuntimeError, requests.RequestException) as exc:
             out["direct_failure"] = str(exc)
         out["direct"] = hit_share(fake)
+    with scripted_fake() as fake:  # the control: proves the measurement sees a broken prefix
+        try:
+            run_direct_session(fake.base_url, plan, nonce=True)
+        except (RuntimeError, requests.RequestException) as exc:
+            out["control_failure"] = str(exc)
+        out["control"] = hit_share(fake)
     if start_proxy is None:
         out["proxy_skip"] = "no proxy"
         return out

@@ -294,6 +294,10 @@ def summarize_cache(table: Table, reps: list[dict]) -> None:
     table.row(f"input tokens hitting the cache from call {FROM_CALL} on (%)", cells,
               f"{(p - d) * 100:+.1f} pts" if p is not None and d is not None else "",
               f"≥ {TARGET_SHARE * 100:.0f}%", None if p is None else p >= TARGET_SHARE)
+    control = [r["control"]["share"] for r in reps if r.get("control", {}).get("share") is not None]
+    table.row("control: direct with a per-request nonce atop the system prompt (%)",
+              {"direct": cell(control, ".1f", 100)} if control else {}, "", "< 10%: the measurement sees breaks",
+              None if not control else med(control) < 0.10)
     table.row("model calls seen by the upstream",
               {t: "/".join(str(r[t]["calls"]) for r in reps if t in r) for t in ("direct", "proxy")}, "", "", None)
     failures = [r.get(f"{t}_failure") or r.get(t, {}).get("error") for r in reps for t in ("direct", "proxy")]

@@ -719,6 +719,10 @@ class PromptCache:
     Tokens are a deterministic stand-in for DeepSeek's BPE pieces (``prompt_tokens``): consistency matters here, not
     the exact count.
 
+    Not modelled: the unit DeepSeek V4 also persists at the end of the model's output (a client that replays the
+    reply exactly would hit it one turn earlier; here the reply is first cached as part of the next prompt), and the
+    "common prefix" units only being created once a second request shares them (here every block is cached at once).
+
     Entries expire ``ttl`` seconds after their last use (DeepSeek: "hours to days"), and at most ``max_blocks`` are
     kept (least recently used evicted first). Thread-safe.
     """
@@ -1295,9 +1299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON list of reply specs")
     parser.add_argument("--no-thinking", action="store_true", help="thinking disabled unless a request enables it")
     parser.add_argument("--record", help="append every request as a JSON line to this file, once its reply is finished")
+    parser.add_argument("--cache-block-tokens", type=int, default=CACHE_UNIT_TOKENS,
+                        help="prefix-cache model: tokens per cached block")
+    parser.add_argument("--cache-ttl", type=float, default=3600.0, help="prefix-cache model: seconds an entry lives")
+    parser.add_argument("--cache-max-blocks", type=int, default=500_000, help="prefix-cache model: blocks kept")
     args = parser.parse_args(argv)
 
-    fake = FakeDeepSeek(api_key=args.api_key, host=args.host, port=args.port, thinking_default=not args.no_thinking)
+    cache = PromptCache(block_tokens=args.cache_block_tokens, ttl=args.cache_ttl, max_blocks=args.cache_max_blocks)
+    fake = FakeDeepSeek(api_key=args.api_key, host=args.host, port=args.port, thinking_default=not args.no_thinking,
+                        cache=cache)
     if args.script:
         fake.script(*load_script(args.script))
     if args.record:
