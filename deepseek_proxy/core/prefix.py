@@ -37,7 +37,7 @@ import orjson
 
 BLOCK_BYTES = 1024  # ~290 DeepSeek tokens: a 100 KB prompt costs ~800 bytes of block digests
 DIGEST_BYTES = 8
-FIRST_MESSAGES = 2  # the fallback key hashes the leading system messages and this many conversation messages
+FIRST_MESSAGES = 2  # the fallback key hashes this many leading conversation (non-system) messages
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,11 +98,11 @@ def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
 
 
 def first_messages_key(chat_body: dict) -> str:
-    """The fallback: a hash of the model, the leading system messages and the first conversation messages of the
-    upstream request. Two sessions that start alike share it, and then they also share DeepSeek's cache."""
-    messages = chat_body.get("messages") or []
-    lead = _leading_system_count(messages)
-    head = [chat_body.get("model"), *messages[: lead + FIRST_MESSAGES]]
+    """The fallback: a hash of the model and the first conversation (non-system) messages of the upstream request,
+    usually the client's context and the task. System messages are left out so that a system prompt that changes, or
+    a system message moved to the front, is seen as a break of the same conversation rather than a new one."""
+    messages = [m for m in chat_body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
+    head = [chat_body.get("model"), *messages[:FIRST_MESSAGES]]
     return "first:" + hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
 
 

@@ -98,6 +98,8 @@ def test_gemini_has_no_session_on_the_gemini_api_so_the_first_messages_key_stand
     a, b = chat(history(1)), chat(history(3))
     assert first_messages_key(a) == first_messages_key(b)  # later turns keep the key
     assert first_messages_key(a) != first_messages_key(chat([LONG_SYSTEM, {"role": "user", "content": "other"}]))
+    edited_system = [{"role": "system", "content": "Today is Friday."}, *history(1)[1:]]
+    assert first_messages_key(chat(edited_system)) == first_messages_key(a)  # a system edit is a break, not a new key
 
 
 # ---- fingerprints and breaks ----------------------------------------------------------------------------------------
@@ -263,3 +265,14 @@ def test_the_store_backed_memory_is_shared_and_tolerates_failures(tmp_path):
             raise StoreError("down")
 
     assert PrefixTracker(StoreFingerprints(Broken())).observe("k", chat(history(1))) is None
+
+
+def test_a_system_message_added_mid_conversation_in_place_extends_the_prompt():
+    tracker = PrefixTracker()
+    before = history(2)
+    steered = [*before, {"role": "system", "content": "Plan mode is on."}, {"role": "user", "content": "go on"}]
+    assert tracker.observe(None, chat(before, TOOLS)) is None  # no session named: the first-messages key
+    assert tracker.observe(None, chat(steered, TOOLS)) is None
+    hoisted = [before[0], steered[-2], *before[1:], steered[-1]]
+    found = tracker.observe(None, chat(hoisted, TOOLS))
+    assert found is not None and found.what == "system"
