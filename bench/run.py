@@ -280,6 +280,36 @@ def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> N
         table.row("RSS growth per held stream (KiB)", cells("rss_per_stream", ".1f", 1 / 1024), "", "", None)
 
 
+def summarize_cache(table: Table, reps: list[dict]) -> None:
+    """(i): the share of input tokens that hit the modelled prefix cache, from the third model call on."""
+    from .cache_session import FROM_CALL, TARGET_SHARE
+    plan = reps[0]["plan"]
+    table.section(f"(i) {plan['calls']}-call Codex session (steer before call {plan['steer_at']}, resumed before call "
+                  f"{plan['resume_at']}) against the cache-modelling fake")
+    cells, shares = {}, {}
+    for t in ("direct", "proxy"):
+        vals = [r[t]["share"] for r in reps if t in r and r[t].get("share") is not None]
+        if vals:
+            cells[t], shares[t] = cell(vals, ".1f", 100), med(vals)
+    p, d = shares.get("proxy"), shares.get("direct")
+    table.row(f"input tokens hitting the cache from call {FROM_CALL} on (%)", cells,
+              f"{(p - d) * 100:+.1f} pts" if p is not None and d is not None else "",
+              f"≥ {TARGET_SHARE * 100:.0f}%", None if p is None else p >= TARGET_SHARE)
+    control = [r["control"]["share"] for r in reps if r.get("control", {}).get("share") is not None]
+    table.row("control: direct with a per-request nonce atop the system prompt (%)",
+              {"direct": cell(control, ".1f", 100)} if control else {}, "", "< 10%: the measurement sees breaks",
+              None if not control else med(control) < 0.10)
+    table.row("model calls seen by the upstream",
+              {t: "/".join(str(r[t]["calls"]) for r in reps if t in r) for t in ("direct", "proxy")}, "", "", None)
+    failures = [r.get(f"{t}_failure") or r.get(t, {}).get("error") for r in reps for t in ("direct", "proxy")]
+    failures = [f for f in failures if f]
+    skipped = next((r["proxy_skip"] for r in reps if r.get("proxy_skip")), None)
+    calls_ok = all(r[t]["calls"] == plan["calls"] for r in reps for t in ("direct", "proxy") if t in r)
+    table.row("errors" + (f" — e.g. {failures[0][:80]!r}" if failures else "") + (f" ({skipped})" if skipped else ""),
+              {t: str(sum(1 for r in reps if r.get(f"{t}_failure") or r.get(t, {}).get("errors"))) for t in
+               ("direct", "proxy")}, "", "0 errors, every call made", not failures and calls_ok, always_judge=True)
+
+
 def summarize_translate(table: Table, reps: list[dict]) -> None:
     r0 = reps[0]
     table.section(f"(e) translate a {r0['bytes'] / 1e6:.2f} MB Codex request in-process ({r0['json']})")
@@ -361,7 +391,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n")[0])
     ap.add_argument("--smoke", action="store_true", help="tiny version of every scenario; judges errors only")
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, smoke 1)")
-    ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e")
+    ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e,i")
     ap.add_argument("--targets", default=None,
                     help="comma list from direct,proxy,passthrough (default: all that are available)")
     ap.add_argument("--passthrough-workers", type=int, default=1,
@@ -469,10 +499,23 @@ def main(argv=None) -> int:
         # Everything before each target's first measured request: imports, pools.
         for t in targets:
             scenarios.warm(t)
+        def start_proxy(upstream_url: str, api_key: str):
+            """(i): a proxy of our own against another upstream (the cache-modelling fake)."""
+            port = free_port()
+            argv_, why = proxy_argv(port, empty_cfg)
+            if argv_ is None:
+                raise RuntimeError(why)
+            srv = Server("proxy-cache", argv_, dict(penv, DEEPSEEK_BASE_URL=upstream_url, DEEPSEEK_API_KEY=api_key),
+                         port, logdir)
+            srv.start()
+            servers.append(srv)
+            return (lambda: f"http://127.0.0.1:{port}"), srv.restart, srv.stop
+
         env_ = scenarios.Env(set_upstream=lambda sc: post_json(up_port, "/_bench/scenario", sc),
                              upstream_stats=lambda: get_json(up_port, "/_bench/stats"),
                              upstream_pid=upstream.pid(), smoke=args.smoke, restart_for_rss=not args.no_restart,
-                             all_pids=lambda: [s.pid() for s in servers])
+                             all_pids=lambda: [s.pid() for s in servers],
+                             start_proxy=start_proxy if "proxy" in names else None)
 
         table = Table(names, judged, args.smoke)
         all_results = {}
@@ -483,7 +526,7 @@ def main(argv=None) -> int:
             if not sc.needs_targets:
                 res = [sc.run(env_, None) for _ in range(reps)]
                 all_results[label] = res
-                summarize_translate(table, res)
+                (summarize_cache if sc.key == "i" else summarize_translate)(table, res)
                 continue
             up = dict(sc.upstream)
             if args.smoke:

@@ -1,4 +1,4 @@
-"""The benchmark scenarios (a)-(e) of issue #4: each runs one rep against one target and returns plain numbers.
+"""The benchmark scenarios (a)-(e) of issue #4 and (i) of issue #14: each runs one rep and returns plain numbers.
 
 A *target* is where the load goes: ``direct`` (Chat Completions straight to the fake upstream: the limit),
 ``proxy`` (the real ``deepseek-proxy serve``) or ``passthrough`` (bench/passthrough_app.py, the bare-stack
@@ -41,6 +41,8 @@ class Env:
     smoke: bool = False
     restart_for_rss: bool = True
     upstream_stats: Callable[[], dict] = dict   # GET /_bench/stats on the fake upstream
+    # (i): start a proxy against another upstream: (base_url, api_key) -> (url getter, restart, stop); None: no proxy
+    start_proxy: Callable[[str, str], tuple] | None = None
 
 
 @dataclass
@@ -368,6 +370,12 @@ def _as_jsonable(res):
     return res
 
 
+# -- (i) prefix-cache hits over a long agent session ------------------------------------------------------------------
+def run_cache(env: Env, t: Target | None = None) -> dict:
+    from .cache_session import run_cache_session
+    return run_cache_session(env.start_proxy, env.smoke)
+
+
 SCENARIOS = [
     Scenario("a", "TTFT at concurrency 1", {"ttft": 0.05, "tokens": 10, "delay": 0.0}, run_ttft),
     Scenario("b", "one 20k-token stream, no delay", {"ttft": 0.0, "tokens": TOKENS_B, "delay": 0.0}, run_long_stream,
@@ -378,4 +386,5 @@ SCENARIOS = [
     Scenario("d", "non-stream requests (16 clients)", {"ttft": 0.0, "tokens": 50, "delay": 0.0}, run_nonstream),
     Scenario("h", f"{HELD_STREAMS} streams waiting for their first token", H_UPSTREAM, run_held),
     Scenario("e", "translate a ~1 MB Codex request", {}, run_translate, needs_targets=False),
+    Scenario("i", "a 50-call Codex session against the cache-modelling upstream", {}, run_cache, needs_targets=False),
 ]

@@ -9,6 +9,11 @@ Only the standard library is used so the fake can also run as a subprocess next 
     python -m tests.fakes.fake_deepseek --port 0 --script script.json
     # prints "LISTENING http://127.0.0.1:PORT", then serves until killed
 
+Usage reports prompt-cache hits from a model of DeepSeek's context cache (``PromptCache``: the longest prefix shared
+with the same key's earlier prompts for the same model, in 64-token blocks); each ``RecordedRequest`` keeps its
+``prompt_tokens`` and ``cache_hit_tokens``. ``FakeDeepSeek(cache=PromptCache(block_tokens=..., ttl=...,
+max_blocks=...))`` configures it; ``fake.cache.clear()`` (or ``reset()``) empties it.
+
 ``FakeDeepSeek(tls=(certfile, keyfile))`` serves HTTPS instead (``base_url`` is then ``https://...``), as the real
 DeepSeek does; the client must trust that certificate.
 
@@ -30,6 +35,7 @@ from __future__ import annotations
 import argparse
 import collections
 import dataclasses
+import hashlib
 import json
 import math
 import re
@@ -82,6 +88,8 @@ class RecordedRequest:
     error_message: str | None = None  # the message of the error body it got, if any
     client_disconnected: bool = False  # the client went away before the stream ended
     client_port: int = 0  # the same port on two requests means the client reused a keep-alive connection
+    prompt_tokens: int = 0  # an accepted chat request: its prompt, in the cache model's tokens
+    cache_hit_tokens: int = 0  # ... and how many of them hit the modelled prefix cache
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -695,26 +703,110 @@ def completion_body(reply: Reply, turn: _Turn) -> dict:
     }
 
 
-class _PrefixCache:
-    """DeepSeek bills identical leading messages as cache hits (in 64-token units); imitate that across requests."""
+class PromptCache:
+    """DeepSeek's context cache, modelled: a request hits the longest prefix it shares with earlier requests of the
+    same account (the fake passes API key and model), counted in whole blocks of ``block_tokens`` tokens.
 
-    def __init__(self, capacity: int = 64):
-        self._seen: collections.deque[list[str]] = collections.deque(maxlen=capacity)
+    DeepSeek documented its disk cache in 64-token storage units (a prefix shorter than a unit is never cached); the
+    V4 docs describe "cache prefix units" persisted at the end of each request's input, at fixed token intervals and
+    at common prefixes detected across requests. Storing every whole block of every prompt models both: after one
+    request, any later request that starts with the same tokens hits them, a block at a time.
+
+    The prompt is what DeepSeek's chat template renders, in its order (``prompt_pieces``): the leading system
+    messages, then the tool definitions (the template appends them to the system prompt), then the conversation,
+    where a mid-conversation system message stays in place. Within a message, JSON key order does not matter (the
+    server parses the body), but every value does; tool definitions are rendered as sent (key order included).
+    Tokens are a deterministic stand-in for DeepSeek's BPE pieces (``prompt_tokens``): consistency matters here, not
+    the exact count.
+
+    Not modelled: the unit DeepSeek V4 also persists at the end of the model's output (a client that replays the
+    reply exactly would hit it one turn earlier; here the reply is first cached as part of the next prompt), and the
+    "common prefix" units only being created once a second request shares them (here every block is cached at once).
+
+    Entries expire ``ttl`` seconds after their last use (DeepSeek: "hours to days"), and at most ``max_blocks`` are
+    kept (least recently used evicted first). Thread-safe.
+    """
+
+    def __init__(self, *, block_tokens: int = CACHE_UNIT_TOKENS, ttl: float = 3600.0, max_blocks: int = 500_000,
+                 clock: Callable[[], float] = time.monotonic):
+        if block_tokens < 1:
+            raise ValueError("block_tokens must be at least 1")
+        self.block_tokens = block_tokens
+        self.ttl = ttl
+        self.max_blocks = max_blocks
+        self._clock = clock
+        self._blocks: collections.OrderedDict[tuple[str, bytes], float] = collections.OrderedDict()  # -> expiry
         self._lock = threading.Lock()
 
-    def hit_tokens(self, messages: list) -> int:
-        encoded = [json.dumps(m, sort_keys=True, ensure_ascii=False) for m in messages]
+    def clear(self) -> None:
         with self._lock:
-            best = 0
-            for previous in self._seen:
-                shared = 0
-                for mine, theirs in zip(encoded, previous):
-                    if mine != theirs:
-                        break
-                    shared += 1
-                best = max(best, _count_tokens("".join(encoded[:shared])))
-            self._seen.append(encoded)
-        return best // CACHE_UNIT_TOKENS * CACHE_UNIT_TOKENS
+            self._blocks.clear()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return len(self._blocks)
+
+    def lookup(self, account: str, body: dict, *, store: bool = True) -> tuple[int, int]:
+        """``(prompt_tokens, cache_hit_tokens)`` for a chat request body; with ``store``, its blocks are cached."""
+        tokens = prompt_tokens(body)
+        chain = _block_chain(tokens, self.block_tokens)
+        now = self._clock()
+        hit_blocks = 0
+        with self._lock:
+            for digest in chain:
+                expiry = self._blocks.get((account, digest))
+                if expiry is None or expiry <= now:
+                    break
+                hit_blocks += 1
+            if store:
+                for digest in chain:
+                    self._blocks[(account, digest)] = now + self.ttl
+                    self._blocks.move_to_end((account, digest))
+                while len(self._blocks) > self.max_blocks:
+                    self._blocks.popitem(last=False)
+        return len(tokens), hit_blocks * self.block_tokens
+
+
+# A word with its leading space, up to three digits, a run of punctuation, or a run of whitespace: roughly the pieces
+# DeepSeek's pre-tokenizer cuts (BPE then splits long words further; that does not matter for prefix matching).
+_TOKEN = re.compile(r" ?[^\W\d_]+| ?\d{1,3}| ?[^\s\w]+|_+|\s+")
+
+
+def prompt_pieces(body: dict) -> list[str]:
+    """The request as DeepSeek's template reads it, one string per part: leading system messages, then tools, then
+    the rest of the conversation in its order."""
+    messages = body.get("messages") or []
+    lead = 0
+    while lead < len(messages) and isinstance(messages[lead], dict) and messages[lead].get("role") == "system":
+        lead += 1
+
+    def message(m: Any) -> str:
+        return json.dumps(m, sort_keys=True, ensure_ascii=False, separators=COMPACT)
+
+    pieces = [message(m) for m in messages[:lead]]
+    pieces += [json.dumps(tool, ensure_ascii=False, separators=COMPACT) for tool in body.get("tools") or []]
+    pieces += [message(m) for m in messages[lead:]]
+    return pieces
+
+
+def prompt_tokens(body: dict) -> list[str]:
+    """The prompt's tokens (stand-in): each part gets a role/framing marker token, then its pieces."""
+    tokens: list[str] = []
+    for piece in prompt_pieces(body):
+        tokens.append("\x00")  # the template's separator between parts: a change of part boundary is a change
+        tokens.extend(_TOKEN.findall(piece))
+    return tokens
+
+
+def _block_chain(tokens: list[str], block: int) -> list[bytes]:
+    """One digest per whole block, each covering everything before it too (so equal digests = equal prefixes)."""
+    chain = []
+    digest = b""
+    for start in range(0, len(tokens) - block + 1, block):
+        digest = hashlib.blake2b(digest + "\x01".join(tokens[start : start + block]).encode("utf-8"),
+                                 digest_size=16).digest()
+        chain.append(digest)
+    return chain
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -850,7 +942,11 @@ class _Handler(BaseHTTPRequestHandler):
     def _answer_chat(self, record: RecordedRequest, body: dict) -> None:
         fake = self.server.fake
         reply = fake._next_reply(body)
-        turn = fake._turn_for(body)
+        # The cache is per account (DeepSeek isolates users) and per model (a KV cache belongs to one model); a request
+        # that fails does not fill it.
+        account = f"{record.headers.get('authorization', '')}|{body.get('model')}"
+        turn = fake._turn_for(body, account, store=reply.error_body is None)
+        record.prompt_tokens, record.cache_hit_tokens = turn.prompt_tokens, turn.cache_hit_tokens
         if reply.error_body is not None:
             record.error_message = reply.error_body.get("error", {}).get("message")
             self._send_json(reply.status, reply.error_body, reply.headers)
@@ -985,6 +1081,7 @@ class FakeDeepSeek:
         port: int = 0,
         thinking_default: bool = True,
         tls: tuple[str, str] | None = None,  # (certfile, keyfile): serve HTTPS
+        cache: PromptCache | None = None,  # the prefix-cache model (block size, lifetime, size); one per fake
     ):
         self.api_key = api_key
         self.host = host
@@ -998,7 +1095,7 @@ class FakeDeepSeek:
         self._finished_count = 0
         self.on_request: Callable[[RecordedRequest], None] | None = None  # called when a request is done
         self._replies: collections.deque[ReplySource] = collections.deque()
-        self._cache = _PrefixCache()
+        self.cache = cache if cache is not None else PromptCache()
         self._changed = threading.Condition()
         self._stopping = threading.Event()
         self._connections: set[socket.socket] = set()
@@ -1063,6 +1160,7 @@ class FakeDeepSeek:
             self.rejections.clear()
             self.disconnects = 0
             self._finished_count = 0
+        self.cache.clear()
 
     @property
     def pending_replies(self) -> int:
@@ -1118,18 +1216,16 @@ class FakeDeepSeek:
             source = self._replies.popleft() if self._replies else self.default_reply
         return source(body) if callable(source) else source
 
-    def _turn_for(self, body: dict) -> _Turn:
-        messages = body["messages"]
-        prompt_text = json.dumps(messages, ensure_ascii=False) + json.dumps(body.get("tools") or [], ensure_ascii=False)
-        prompt_tokens = max(1, _count_tokens(prompt_text))
+    def _turn_for(self, body: dict, account: str = "", *, store: bool = True) -> _Turn:
+        prompt_count, hit_tokens = self.cache.lookup(account, body, store=store)
         stream_options = body.get("stream_options") or {}
         return _Turn(
             model=body["model"],
             stream=bool(body.get("stream")),
             thinking=self.rules.thinking_enabled(body),
             include_usage=bool(stream_options.get("include_usage")),
-            prompt_tokens=prompt_tokens,
-            cache_hit_tokens=min(prompt_tokens, self._cache.hit_tokens(messages)),
+            prompt_tokens=max(1, prompt_count),
+            cache_hit_tokens=min(prompt_count, hit_tokens),
         )
 
 
@@ -1203,9 +1299,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--script", help="JSON list of reply specs")
     parser.add_argument("--no-thinking", action="store_true", help="thinking disabled unless a request enables it")
     parser.add_argument("--record", help="append every request as a JSON line to this file, once its reply is finished")
+    parser.add_argument("--cache-block-tokens", type=int, default=CACHE_UNIT_TOKENS,
+                        help="prefix-cache model: tokens per cached block")
+    parser.add_argument("--cache-ttl", type=float, default=3600.0, help="prefix-cache model: seconds an entry lives")
+    parser.add_argument("--cache-max-blocks", type=int, default=500_000, help="prefix-cache model: blocks kept")
     args = parser.parse_args(argv)
 
-    fake = FakeDeepSeek(api_key=args.api_key, host=args.host, port=args.port, thinking_default=not args.no_thinking)
+    cache = PromptCache(block_tokens=args.cache_block_tokens, ttl=args.cache_ttl, max_blocks=args.cache_max_blocks)
+    fake = FakeDeepSeek(api_key=args.api_key, host=args.host, port=args.port, thinking_default=not args.no_thinking,
+                        cache=cache)
     if args.script:
         fake.script(*load_script(args.script))
     if args.record:
