@@ -404,7 +404,7 @@ class _Session:
             return
         kind = message.get("type") if isinstance(message, dict) else None
         if kind == "response.create":
-            yield from self._create(message)
+            yield from self._create(message, len(text))
         elif kind == "response.processed":
             return  # newer Codex acknowledges a response it has taken in; there is nothing to do about it
         else:
@@ -412,9 +412,8 @@ class _Session:
                                                 "`response.create`.", code="unsupported_message_type",
                                            param="type")])
 
-    def _create(self, message: dict) -> Iterator[bytes]:
+    def _create(self, message: dict, frame_size: int) -> Iterator[bytes]:
         gw, started = self.gw, time.monotonic()
-        frame_size = len(dumps(message))
         body = {key: value for key, value in message.items() if key not in ("type", "generate", "stream")}
         generate = message.get("generate", True) is not False
         previous_id = body.get("previous_response_id")
