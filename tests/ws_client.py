@@ -8,6 +8,7 @@ import contextlib
 import json
 import socket
 import time
+from collections.abc import Sequence
 from typing import Any
 
 from wsproto import ConnectionType, WSConnection
@@ -35,10 +36,10 @@ class Rejected(Exception):
 
 class WsClient:
     def __init__(self, port: int, *, path: str = "/v1/responses", key: str | None = "sk-client",
-                 deflate: bool = True, timeout: float = 10.0):
+                 deflate: bool = True, timeout: float = 10.0, extra_headers: Sequence[tuple[bytes, bytes]] = ()):
         self.sock = socket.create_connection(("127.0.0.1", port), timeout=timeout)
         self.ws = WSConnection(ConnectionType.CLIENT)
-        headers = list(CODEX_HEADERS)
+        headers = [*CODEX_HEADERS, *extra_headers]
         if key:
             headers.append((b"authorization", b"Bearer " + key.encode()))
         self.pings = 0

@@ -90,7 +90,7 @@ CLOSE_WAIT_SECONDS = 1.0  # after our close frame, how long the client's reply i
 KEPT_RESPONSES = 8  # responses one connection remembers (Codex only ever continues the latest)
 READ_SIZE = 65536
 
-GOING_AWAY, PROTOCOL_ERROR, UNSUPPORTED_DATA, TOO_BIG, INTERNAL_ERROR = 1001, 1002, 1003, 1009, 1011
+GOING_AWAY, PROTOCOL_ERROR, UNSUPPORTED_DATA, TOO_BIG = 1001, 1002, 1003, 1009  # close codes (RFC 6455)
 
 _PING = object()  # an event of _FramedDoor.keepalive(): a ping frame rather than a text frame
 
@@ -120,7 +120,10 @@ def responses_websocket() -> Response:
                             headers={"Sec-WebSocket-Version": "13"})
     offers = [offer.strip() for offer in headers.get("Sec-WebSocket-Extensions", "").split(",") if offer.strip()]
     deflate = PerMessageDeflate()
-    accepted = server_extensions_handshake(offers, [deflate]) if offers else None
+    try:
+        accepted = server_extensions_handshake(offers, [deflate]) if offers else None
+    except ValueError:  # a malformed offer (e.g. client_max_window_bits=abc): declined, as RFC 7692 allows
+        accepted, deflate = None, PerMessageDeflate()
     upgrade = [("Upgrade", "websocket"), ("Connection", "Upgrade"),
                ("Sec-WebSocket-Accept", generate_accept_token(key.encode("latin-1")).decode("ascii"))]
     if accepted:

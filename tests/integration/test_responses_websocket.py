@@ -248,3 +248,15 @@ def test_upgrade_refusals_are_http_errors(proxy, start_proxy, upstream):
         assert client.response()[-1]["type"] == "response.completed"
     finally:
         client.close()
+
+
+def test_a_malformed_deflate_offer_is_declined_not_an_error(proxy, upstream):
+    upstream.script(Reply.text("plain", reasoning=None))
+    client = WsClient(proxy.port, deflate=False,
+                      extra_headers=[(b"sec-websocket-extensions", b"permessage-deflate; client_max_window_bits=abc")])
+    try:
+        assert client.extensions == []
+        client.send(create(input="hi"))
+        assert text_of(client.response()) == "plain"
+    finally:
+        client.close()
