@@ -62,6 +62,8 @@ def _parser() -> argparse.ArgumentParser:
     setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     setup.add_argument("--codex-home", type=Path, default=None, help="default: $CODEX_HOME or ~/.codex")
     setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
+    setup.add_argument("--websockets", action="store_true",
+                       help="let Codex use the Responses WebSocket transport (only new items are sent each turn)")
     setup.set_defaults(handler=_codex_setup)
 
     claude = commands.add_parser("claude", help="Claude Code integration")
@@ -292,7 +294,8 @@ def _key_state(upstream: UpstreamConfig) -> str:
 def _codex_setup(config: Config, args: argparse.Namespace) -> int:
     from .codex.config_toml import run_setup
 
-    return run_setup(_target(config, args), codex_home=args.codex_home, dry_run=args.dry_run, out=sys.stdout)
+    return run_setup(_target(config, args), codex_home=args.codex_home, dry_run=args.dry_run, out=sys.stdout,
+                     websockets=args.websockets)
 
 
 def _claude_setup(config: Config, args: argparse.Namespace) -> int:

@@ -63,6 +63,9 @@ DRAIN_READ_SECONDS = 5.0
 # After the grace period, how long streams get to write their final event before the worker exits anyway.
 FINAL_EVENT_SECONDS = 3.0
 
+# The environ key of a callable saying whether the server is stopping (read by frontdoors/responses_ws.py).
+STOPPING_KEY = "deepseek_proxy.stopping"
+
 # Connection phases: what the next read from the client is for.
 IDLE, HEAD, BODY, DRAIN = "idle", "head", "body", "drain"
 
@@ -272,6 +275,7 @@ class StreamingHandler(PyWSGIHandler):
     def get_environ(self):
         env = super().get_environ()
         self.request_id = env[faults.ENVIRON_KEY] = faults.new_request_id()
+        env[STOPPING_KEY] = self._server_stopping  # a WebSocket, idle between turns, closes itself at the stop
         self.phase = BODY
         self.body_started = time.monotonic()
         self.body_bytes = 0
@@ -285,7 +289,15 @@ class StreamingHandler(PyWSGIHandler):
                 self.phase = DRAIN
                 self.deadline = time.monotonic() + DRAIN_SECONDS
 
+    def _server_stopping(self) -> bool:
+        return self.server.draining
+
     def start_response(self, status, headers, exc_info=None):
+        if status[:3] == "101":
+            # The connection now speaks another protocol (frontdoors/responses_ws.py): the app's body iterable is
+            # its whole life, and no HTTP request follows on it.
+            self.close_connection = True
+            return super().start_response(status, headers, exc_info)
         if self.server.draining or self.close_connection:
             # Tell the client this connection ends with this response (gevent says so only to HTTP/1.0 clients).
             if not any(name.lower() == "connection" for name, _ in headers):

@@ -171,6 +171,10 @@ def model_entry(
         supports_reasoning_effort_updates=False,
         # Read by older Codex versions; 0.169 ignores it and always sends parallel_tool_calls: true.
         supports_parallel_tool_calls=True,
+        # The proxy serves Responses over WebSocket. Codex versions that gate the transport per model read this;
+        # 0.169 does not (its ModelInfo has no such field) and goes by the provider's `supports_websockets`
+        # alone, which `codex setup --websockets` sets: that stays the one switch.
+        prefer_websockets=True,
     )
     return entry
 

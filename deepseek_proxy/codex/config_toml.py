@@ -109,8 +109,10 @@ def profile_file(codex_home: Path, model_id: str) -> Path:
     return codex_home / f"{profile_name(model_id)}.config.toml"
 
 
-def provider_settings(config: Config) -> tuple[dict[str, Any], set[str]]:
-    """(keys to set, keys to remove) in `[model_providers.deepseek-proxy]`."""
+def provider_settings(config: Config, *, websockets: bool = False) -> tuple[dict[str, Any], set[str]]:
+    """(keys to set, keys to remove) in `[model_providers.deepseek-proxy]`. `websockets`: Codex talks Responses
+    over one WebSocket per session (frontdoors/responses_ws.py) and, from its second request on, sends only the
+    new input items; without it the key is removed, so running setup again without the option turns it off."""
     key = key_choice(config)
     settings: dict[str, Any] = {
         "name": PROVIDER_NAME,
@@ -118,6 +120,10 @@ def provider_settings(config: Config) -> tuple[dict[str, Any], set[str]]:
         "wire_api": "responses",  # Codex rejects "chat" at start-up
     }
     remove: set[str] = set()
+    if websockets:
+        settings["supports_websockets"] = True
+    else:
+        remove.add("supports_websockets")
     if key.env_key:
         settings["env_key"] = key.env_key
         settings["env_key_instructions"] = key.instructions
@@ -338,7 +344,8 @@ def read_text(path: Path) -> str | None:
         raise SetupRefused(f"{path} cannot be read ({exc.strerror}). Nothing was changed.") from None
 
 
-def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | None) -> Plan:
+def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | None, *,
+               websockets: bool = False) -> Plan:
     """Everything setup would write, computed from the current files; nothing is written here."""
     changes: list[FileChange] = []
     notes: list[str] = []
@@ -349,7 +356,7 @@ def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | 
 
     main_path = codex_home / "config.toml"
     main_old = read_text(main_path)
-    settings, remove = provider_settings(config)
+    settings, remove = provider_settings(config, websockets=websockets)
     main = merge_main_config(main_old or "", settings=settings, remove=remove, profile_names=set(names),
                              where=str(main_path))
     changes.append(FileChange(main_path, main_old, main.text))
@@ -444,8 +451,8 @@ def _rel(path: Path, base: Path) -> str:
 # ------------------------------------------------------------------------------------------ the command
 
 def run_setup(config: Config, *, codex_home: Path | None, dry_run: bool, out: TextIO = sys.stdout,
-              env: Mapping[str, str] | None = None) -> int:
-    """`deepseek-proxy codex setup [--dry-run]`. Returns the exit code."""
+              env: Mapping[str, str] | None = None, websockets: bool = False) -> int:
+    """`deepseek-proxy codex setup [--dry-run] [--websockets]`. Returns the exit code."""
     env = os.environ if env is None else env
     home = resolve_codex_home(codex_home, env)
     codex = catalog_mod.find_codex(env)
@@ -459,7 +466,7 @@ def run_setup(config: Config, *, codex_home: Path | None, dry_run: bool, out: Te
         print(f"deepseek-proxy codex setup: cannot read Codex's model catalog: {exc}", file=out)
         return 1
     try:
-        plan = plan_setup(config, home, bundled)
+        plan = plan_setup(config, home, bundled, websockets=websockets)
     except SetupRefused as exc:
         print(f"deepseek-proxy codex setup: {exc}", file=out)
         return 1
@@ -468,7 +475,8 @@ def run_setup(config: Config, *, codex_home: Path | None, dry_run: bool, out: Te
     key = key_choice(config)
     print(f"Codex {bundled.codex_version} ({codex}); CODEX_HOME {home}", file=out)
     print(f"provider `{PROVIDER_ID}` → {config.public_base_url()}; catalog: "
-          f"{catalog_url(config) if config.codex.catalog == 'url' else catalog_file(home)}", file=out)
+          f"{catalog_url(config) if config.codex.catalog == 'url' else catalog_file(home)}"
+          f"{'; transport: WebSocket (HTTP as fallback)' if websockets else ''}", file=out)
     if dry_run:
         show_diff(plan, out)
     else:

@@ -70,14 +70,15 @@ def _setup_env(work: Path) -> dict[str, str]:
     }
 
 
-def _run_setup(work: Path, config_path: Path, port: int) -> Path:
+def _run_setup(work: Path, config_path: Path, port: int, *, websockets: bool = False) -> Path:
     env = _setup_env(work)
     config = load_config(config_path, env=env, overrides={"port": port})
     home = work / "codex-home"
     home.mkdir(exist_ok=True)
     (home / "config.toml").write_text(USER_CONFIG)
     out = io.StringIO()
-    assert run_setup(config, codex_home=home, dry_run=False, out=out, env=env) == 0, out.getvalue()
+    assert run_setup(config, codex_home=home, dry_run=False, out=out, env=env,
+                     websockets=websockets) == 0, out.getvalue()
     text = (home / "config.toml").read_text()
     assert text.startswith(USER_CONFIG.rstrip("\n")), "setup must keep the user's file as it was, then add"
     return home
@@ -147,3 +148,24 @@ def test_setup_then_codex_exec_through_proxy(work, catalog, key_mode, upstream, 
     assert chat.body.get("reasoning_effort") == "high", chat.body.get("reasoning_effort")
     tool_names = [t["function"]["name"] for t in chat.body.get("tools", [])]
     assert "apply_patch" in tool_names, tool_names
+
+
+@pytest.mark.parametrize("catalog", ["file", "url"])
+def test_setup_with_websockets_then_codex_talks_to_the_proxy_over_a_websocket(work, catalog, upstream, start_proxy,
+                                                                              tmp_path):
+    proxy_toml, codex_env, _ = KEY_MODES["proxy-key"]  # the upgrade request carries the client key too
+    upstream.script(Reply.text("Hello over a WebSocket."))
+    proxy = start_proxy(upstream.base_url, f'{proxy_toml}\n[codex]\ncatalog = "{catalog}"\n',
+                        extra_env={catalog_mod.CODEX_BIN_ENV: str(codex_binary())})
+    home = _run_setup(work, tmp_path / f"config-{proxy.port}.toml", proxy.port, websockets=True)
+
+    result = run_codex_exec(home, work / "wd", "say hello", env_key_value=codex_env, profile=PROFILE)
+
+    _assert_catalog_used(result)  # the catalog with prefer_websockets parses
+    assert "Hello over a WebSocket." in result.stdout
+    log = proxy.log()
+    assert "POST /v1/responses" not in log, log[-3000:]  # no fallback to HTTP
+    assert "generate=False" in log and "generate=True" in log, log[-3000:]  # the warm-up, then the turn
+    [chat] = upstream.chat_requests
+    assert chat.body.get("reasoning_effort") == "high"
+    assert "apply_patch" in [t["function"]["name"] for t in chat.body.get("tools", [])]

@@ -214,3 +214,11 @@ def test_frontdoor_requires_a_client_key_when_the_proxy_has_them(serve, monkeypa
     assert client.get("/v1/codex/models.json").status_code == 401
     ok = client.get("/v1/codex/models.json", headers={"Authorization": "Bearer sk-proxy-1"})
     assert ok.status_code == 200
+
+
+def test_proxy_models_prefer_the_websocket_transport():
+    config = load_config(None, env={"DEEPSEEK_PROXY_SECRET": "t"})
+    template = {"slug": "gpt-x", "shell_type": "unified_exec", "base_instructions": "You are Codex."}
+    built = catalog_mod.build_catalog(config, {"models": [template]})
+    ours = [m for m in built["models"] if m["slug"] in config.models]
+    assert ours and all(m["prefer_websockets"] is True for m in ours)

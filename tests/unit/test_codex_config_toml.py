@@ -383,3 +383,18 @@ def test_setup_for_a_proxy_elsewhere_points_codex_at_its_url(work):
     assert provider["model_catalog_url"] == "https://proxy.example/deepseek/v1/codex/models.json"
     assert "deepseek-proxy doctor --proxy-url https://proxy.example/deepseek/v1" in out
     assert "deepseek-proxy serve" not in out
+
+
+# --------------------------------------------------------------------------------------------- --websockets
+
+def test_websockets_option_sets_the_provider_flag_and_running_again_without_it_removes_it(work):
+    code, out = ct.run_setup(config_from(work), codex_home=work / "codex-home", dry_run=False, out=io.StringIO(),
+                             env=env_for(work), websockets=True), None
+    assert code == 0
+    provider = read_toml(home_file(work, "config.toml"))["model_providers"]["deepseek-proxy"]
+    assert provider["supports_websockets"] is True
+    assert provider["wire_api"] == "responses"  # the HTTP transport stays Codex's fallback
+    code, out = setup(work)
+    assert code == 0, out
+    provider = read_toml(home_file(work, "config.toml"))["model_providers"]["deepseek-proxy"]
+    assert "supports_websockets" not in provider
