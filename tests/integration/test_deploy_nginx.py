@@ -325,3 +325,21 @@ def test_the_proxy_down_is_a_json_502(tmp_path, tls_cert):
     assert response.status_code == 502
     assert response.json()["error"]["code"] == "proxy_unavailable"
     assert response.headers["retry-after"] == "2"
+
+
+def test_codex_websocket_passes_through_nginx(front, upstream):
+    """Codex's Responses API over WebSocket through the shipped site: the upgrade reaches the proxy (the map in the
+    upstream file), and a response streams back as text frames; the plain HTTP keep-alive still works after it."""
+    from tests.ws_client import WsClient
+
+    upstream.script(Reply.text("through nginx", reasoning=None))
+    client = WsClient(front.http_port)
+    try:
+        client.send({"type": "response.create", "model": MODEL, "input": "hi", "tools": [], "store": False})
+        events = client.response()
+    finally:
+        client.close()
+    assert events[0]["type"] == "response.created" and events[-1]["type"] == "response.completed"
+    text = "".join(e["delta"] for e in events if e["type"] == "response.output_text.delta")
+    assert text == "through nginx"
+    assert requests.get(front.http_url + "/healthz", timeout=5).status_code == 200
