@@ -14,6 +14,7 @@ from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
 from .frontdoors import health, models, openapi, responses
+from .frontdoors.chat import bp as chat_completions_bp
 from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
@@ -41,6 +42,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(openapi.bp)
+    app.register_blueprint(chat_completions_bp)
     app.register_error_handler(HTTPException, _http_error)
     # A door renders its own errors; one that escapes a view still gets a status and a body, never a 500.
     app.register_error_handler(ProxyError, upstream_error_response)
