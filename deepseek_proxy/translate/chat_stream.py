@@ -55,9 +55,14 @@ class ChatCompletionStream:
         if first:
             self.id = chunk.get("id") or f"chatcmpl-{uuid.uuid4().hex}"
             self.created = chunk.get("created") or int(time.time())
-        if "id" not in chunk:  # replayed from a complete reply (core.chat.completion_as_chunks)
-            chunk = {"id": self.id, "object": "chat.completion.chunk", "created": self.created, **chunk}
-            if first and chunk.get("choices"):
+        if "id" not in chunk or "object" not in chunk or "created" not in chunk:
+            # Replayed from a complete reply (core.chat.completion_as_chunks), or an upstream that leaves fields
+            # out: the openai SDK's chunk model requires all three.
+            replayed = "id" not in chunk
+            chunk = {"id": chunk.get("id") or self.id, "object": "chat.completion.chunk",
+                     "created": chunk.get("created") or self.created,
+                     **{k: v for k, v in chunk.items() if k not in ("id", "object", "created")}}
+            if replayed and first and chunk.get("choices"):
                 chunk["choices"][0]["delta"].setdefault("role", "assistant")
         chunk["model"] = self.model
         for choice in chunk.get("choices") or ():
