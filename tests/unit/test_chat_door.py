@@ -17,7 +17,11 @@ from deepseek_proxy.frontdoors.relay import relay
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.shutdown import ServerShuttingDown
 from deepseek_proxy.translate.chat_request import translate_chat_request
-from deepseek_proxy.translate.chat_stream import ChatCompletionStream, client_completion, normalised_usage
+from deepseek_proxy.translate.chat_stream import (
+    ChatCompletionStream,
+    client_completion,
+    normalised_usage,
+)
 from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.reasoning import ReasoningCache
 from deepseek_proxy.upstream.chat import END, TICK, Failure
