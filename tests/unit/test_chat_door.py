@@ -329,3 +329,13 @@ def test_the_blocking_reply_gets_the_same_changes():
     assert reply.model == "my-alias" and reply.choices[0].message.tool_calls[0].function.name == "read.file"
     assert reply.usage.prompt_tokens_details.cached_tokens == 64
     assert translator.calls_with_reasoning() == [("call_9", "Look first.")]
+
+
+def test_image_parts_reach_a_model_that_takes_images():
+    from dataclasses import replace
+
+    seeing = replace(PRO, images=True)
+    image = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AAAA"}}
+    chat = translate({"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}, image]}]},
+                     model=seeing)
+    assert chat.body["messages"][0]["content"][1] == image
