@@ -158,6 +158,10 @@ def _message(message: dict, index: int, model: ModelConfig) -> ChatMessage:
     keys = _MESSAGE_KEYS[role]
     content = message.get("content")
     calls = message.get("tool_calls")
+    for j, call in enumerate(calls or ()):
+        if call.get("type") != "function":
+            raise RequestError(f"messages[{index}].tool_calls[{j}].type {call.get('type')!r} is not supported: this "
+                               "upstream runs function tools only.", param=f"messages[{index}].tool_calls[{j}].type")
     if (role == message["role"] and message.keys() <= keys and isinstance(content, str)
             and (calls is None or (calls and _names_clean(calls)))):
         return message  # type: ignore[return-value]  # the common case: sent as it is, nothing copied

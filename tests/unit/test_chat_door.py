@@ -160,6 +160,8 @@ def test_openai_only_and_vendor_fields_are_accepted_not_forwarded():
     ({"messages": [{"role": "user", "content": "hi"}], "tools": [{"type": "custom", "custom": {"name": "x"}}]},
      "tools[0].type"),
     ({"messages": [{"role": "user", "content": "hi"}], "modalities": ["text", "audio"]}, "modalities"),
+    ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c", "type": "custom", "custom": {"name": "x"}}]}]},
+     "messages[0].tool_calls[0].type"),
 ])
 def test_what_cannot_be_forwarded_is_a_400_naming_the_param(body, param):
     with pytest.raises(RequestError) as caught:
