@@ -341,3 +341,65 @@ def test_image_parts_reach_a_model_that_takes_images():
     chat = translate({"messages": [{"role": "user", "content": [{"type": "text", "text": "see"}, image]}]},
                      model=seeing)
     assert chat.body["messages"][0]["content"][1] == image
+
+
+# ---- any body: a 400 naming a param, or a request DeepSeek accepts --------------------------------------------
+
+_FUZZ_BASE = {"model": "deepseek-v4-pro", "stream": True, "stream_options": {"include_usage": True},
+              "reasoning_effort": "low", "thinking": {"type": "enabled"}, "stop": "x",
+              "response_format": {"type": "json_schema", "json_schema": {"name": "n"}},
+              "messages": [{"role": "developer", "content": "x"},
+                           {"role": "user", "content": [{"type": "text", "text": "a"},
+                                                        {"type": "image_url", "image_url": {"url": "u"}}]},
+                           {"role": "assistant", "content": None, "tool_calls": [
+                               {"id": "c", "type": "function", "function": {"name": "f.g", "arguments": "{}"}}]},
+                           {"role": "tool", "tool_call_id": "c", "content": "r"}],
+              "tools": [{"type": "function", "function": {"name": "f.g", "parameters": {"type": "object"}}}],
+              "tool_choice": {"type": "function", "function": {"name": "f.g"}}}
+_FUZZ_VALUES = [None, 0, 1, -1, 2.5, "", "x", "function", "custom", "text", "image_url", "user", "assistant", "tool",
+                "developer", [], {}, [{}], {"type": "custom"}, True,
+                {"id": "c", "type": "custom", "custom": {"name": "f", "input": "x"}}]  # an OpenAI custom tool call
+
+
+def _paths(value, path=()):
+    yield path
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for key, child in items:
+        yield from _paths(child, (*path, key))
+
+
+def test_mutated_bodies_are_a_400_or_what_deepseek_accepts():
+    """Derandomized: 4000 bodies, each a valid one with one value (sometimes two) replaced or removed."""
+    import copy
+    import random
+
+    rng = random.Random(20261201)
+    paths = [p for p in _paths(_FUZZ_BASE) if p]
+    accepted = 0
+    for _ in range(4000):
+        body = copy.deepcopy(_FUZZ_BASE)
+        for path in rng.sample(paths, 1 if rng.random() < 0.7 else 2):
+            node = body
+            try:
+                for key in path[:-1]:
+                    node = node[key]
+                if isinstance(node, dict) != isinstance(path[-1], str):
+                    continue  # an earlier change made a list a dict or back: JSON has no such body
+                if rng.random() < 0.2:
+                    node.pop(path[-1])
+                else:
+                    node[path[-1]] = copy.deepcopy(rng.choice(_FUZZ_VALUES))
+            except (KeyError, IndexError, TypeError, AttributeError):
+                pass  # an earlier change removed the path
+        try:
+            validate_chat_request(body)
+            for profile in (DEEPSEEK, OPENAI):
+                chat = translate_chat_request(body, PRO, profile)
+                sent = prepare_request(chat.body, model=PRO, profile=profile, thinking=chat.thinking)
+                dumps(sent)
+                if profile is DEEPSEEK:
+                    deepseek_accepts(sent)
+            accepted += 1
+        except RequestError as error:
+            assert error.status in (400, 404) and error.message
+    assert accepted > 300, "the mutations still reach the translator often enough to mean something"
