@@ -14,6 +14,7 @@ from flask import Blueprint, Response
 from .. import __version__
 from ..jsonfast import dumps
 from .common import gateway
+from .chat_validation import CHAT_REQUEST_SCHEMA
 from .responses_validation import RESPONSES_REQUEST_SCHEMA
 
 bp = Blueprint("openapi", __name__)
@@ -55,8 +56,8 @@ def _errors(*statuses: int) -> dict[str, dict]:
     return {str(status): _json({"$ref": "#/components/schemas/Error"}, words[status]) for status in statuses}
 
 
-def _request_schema(model_ids: list[str]) -> dict[str, Any]:
-    schema = {key: value for key, value in RESPONSES_REQUEST_SCHEMA.items() if key != "$schema"}
+def _request_schema(validated_by: dict[str, Any], model_ids: list[str]) -> dict[str, Any]:
+    schema = {key: value for key, value in validated_by.items() if key != "$schema"}
     if model_ids:  # the models this proxy serves; any other is a 404
         schema["properties"] = {**schema["properties"], "model": {"type": "string", "enum": model_ids}}
     return schema
@@ -68,7 +69,7 @@ def openapi_document(model_ids: list[str] | None = None) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "deepseek-proxy", "version": __version__,
-                 "description": "The OpenAI Responses API in front of DeepSeek and other Chat Completions upstreams."},
+                 "description": "The OpenAI Responses and Chat Completions APIs in front of DeepSeek and other Chat Completions upstreams."},
         "servers": [{"url": "/"}],
         "paths": {
             "/v1/responses": {"post": {
@@ -80,6 +81,19 @@ def openapi_document(model_ids: list[str] | None = None) -> dict[str, Any]:
                 "responses": {
                     "200": {"description": "the Response object, or its events as server-sent events",
                             "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Response"}},
+                                        "text/event-stream": {"schema": {"type": "string"}}}},
+                    **_errors(400, 401, 404, 413, 429, 502, 503, 504),
+                },
+            }},
+            "/v1/chat/completions": {"post": {
+                "operationId": "createChatCompletion",
+                "summary": "Create a chat completion, streamed (stream: true) or not",
+                "security": secured,
+                "requestBody": {"required": True, "content": {"application/json": {
+                    "schema": {"$ref": "#/components/schemas/CreateChatCompletion"}}}},
+                "responses": {
+                    "200": {"description": "the chat completion, or its chunks as server-sent events",
+                            "content": {"application/json": {"schema": {"type": "object"}},
                                         "text/event-stream": {"schema": {"type": "string"}}}},
                     **_errors(400, 401, 404, 413, 429, 502, 503, 504),
                 },
@@ -132,8 +146,9 @@ def openapi_document(model_ids: list[str] | None = None) -> dict[str, Any]:
         },
         "components": {
             "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-            "schemas": {"CreateResponse": _request_schema(list(model_ids or [])), "Response": _RESPONSE, "Model": _MODEL,
-                        "Error": _ERROR},
+            "schemas": {"CreateResponse": _request_schema(RESPONSES_REQUEST_SCHEMA, list(model_ids or [])),
+                        "CreateChatCompletion": _request_schema(CHAT_REQUEST_SCHEMA, list(model_ids or [])),
+                        "Response": _RESPONSE, "Model": _MODEL, "Error": _ERROR},
         },
     }
 
