@@ -27,7 +27,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, cast
 
 import requests
 from flask import Blueprint, Response, request
@@ -35,18 +35,31 @@ from werkzeug.exceptions import HTTPException
 
 from .. import faults
 from ..config import ModelConfig
+from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..shutdown import ServerShuttingDown
 from ..translate.errors import RequestError
-from ..translate.messages_errors import AnthropicError, anthropic_error, context_overflow_error
+from ..translate.messages_errors import (
+    AnthropicError,
+    anthropic_error,
+    context_overflow_error,
+)
 from ..translate.messages_models import DEFAULT_MODEL_PATTERNS, resolve_model
-from ..translate.messages_passthrough import reasoning_entries_of_message, repair_passthrough_body
+from ..translate.messages_passthrough import (
+    reasoning_entries_of_message,
+    repair_passthrough_body,
+)
 from ..translate.messages_request import tool_input_object, translate_messages_request
 from ..translate.messages_stream import MessagesStream, encode_sse
 from ..translate.messages_tokens import count_message_tokens, rough_tokens
 from ..upstream.chat import complete_chat, open_chat
-from ..upstream.client import UpstreamClient, parse_retry_after, read_error_body, readable_error_text
+from ..upstream.client import (
+    UpstreamClient,
+    parse_retry_after,
+    read_error_body,
+    readable_error_text,
+)
 from ..upstream.sse import SSEDecoder
 from .common import Gateway, bearer_token, check_client_key, gateway, json_body
 from .messages_validation import validate_messages_request
@@ -126,7 +139,8 @@ def create_message() -> Response:
         log.info("repaired %d assistant turn(s) without thinking (messages %s)", len(chat.repaired_turns),
                  ",".join(map(str, chat.repaired_turns)))
 
-    upstream_bytes = len(dumps(chat.body))
+    chat_body = cast(ChatRequest, chat.body)  # built in the hub form's key order (core/chat.py)
+    upstream_bytes = len(dumps(chat_body))
     door = MessagesDoorStream(model=body["model"], tool_map=chat.tool_map, codec=gw.codec,
                               input_tokens=rough_tokens(upstream_bytes), thinking=chat.thinking,
                               stop_sequences=chat.stop_sequences)
@@ -137,7 +151,7 @@ def create_message() -> Response:
                                      "client_key": bearer_token()}
     if not stream:
         try:
-            completion = complete_chat(client, chat.body, **upstream_call)
+            completion = complete_chat(client, chat_body, **upstream_call)
         except ProxyError as exc:
             done.log(exc.status, f"upstream refused: {exc.kind.value}")
             return _render(_upstream_error(exc, overflow))
@@ -149,7 +163,7 @@ def create_message() -> Response:
         return Response(dumps(door.message), status=200, mimetype="application/json")
 
     try:
-        events = open_chat(client, chat.body, limits=gw.stream_limits, should_stop=client_gone(request.environ),
+        events = open_chat(client, chat_body, limits=gw.stream_limits, should_stop=client_gone(request.environ),
                            **upstream_call)
     except ProxyError as exc:
         done.log(exc.status, f"upstream refused: {exc.kind.value}")
@@ -298,8 +312,7 @@ class _Completion:
 def anthropic_url(client: UpstreamClient) -> str:
     """The upstream's Anthropic Messages URL: DeepSeek serves it under /anthropic next to its OpenAI base URL."""
     base = client.config.base_url.rstrip("/")
-    if base.endswith("/v1"):
-        base = base[:-3]
+    base = base.removesuffix("/v1")
     return base + "/anthropic/v1/messages"
 
 
@@ -406,7 +419,7 @@ class _PassthroughReader:
 
     def __init__(self) -> None:
         self.decoder = SSEDecoder()
-        self.blocks: dict[int, dict] = {}
+        self.blocks: dict[int, dict[str, Any]] = {}
         self.stopped = False
 
     def feed(self, raw: bytes) -> None:
@@ -429,10 +442,12 @@ class _PassthroughReader:
         kind = event.get("type")
         if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             block = event["content_block"]
-            self.blocks[event.get("index", len(self.blocks))] = {"type": block.get("type"), "id": block.get("id"),
-                                                                 "name": block.get("name"), "parts": []}
+            index = event.get("index")
+            self.blocks[index if isinstance(index, int) else len(self.blocks)] = {
+                "type": block.get("type"), "id": block.get("id"), "name": block.get("name"), "parts": []}
         elif kind == "content_block_delta" and isinstance(event.get("delta"), dict):
-            block = self.blocks.get(event.get("index"))
+            index = event.get("index")
+            block = self.blocks.get(index) if isinstance(index, int) else None
             delta = event["delta"]
             if block is not None:
                 piece = delta.get("thinking") if delta.get("type") == "thinking_delta" else delta.get("partial_json")
@@ -443,7 +458,7 @@ class _PassthroughReader:
 
     def reasoning_entries(self) -> list[tuple[str, str]]:
         blocks = [self.blocks[i] for i in sorted(self.blocks)]
-        content = []
+        content: list[dict[str, Any]] = []
         for block in blocks:
             text = "".join(block["parts"])
             if block["type"] == "thinking":

@@ -156,7 +156,7 @@ class MessagesStream:
         """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
         out: list[Event] = []
         for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)
+            out += self.feed(chunk)  # type: ignore[arg-type]
         return out + self.finish()
 
     @property

@@ -10,6 +10,7 @@ tool call answered).
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Callable
 from pathlib import Path
@@ -121,7 +122,7 @@ def test_tool_loop_bash_write_text_replays_reasoning_and_keeps_prefixes(tmp_path
     assert [m["tool_calls"][0]["function"]["name"] for m in assistant_turns(requests[2].body)] == ["Bash", "Write"]
 
     # Issue 14: each upstream prompt is a byte prefix of the next (the same tools, the history only grows).
-    for before, after in zip(requests, requests[1:]):
+    for before, after in itertools.pairwise(requests):
         before_messages, before_rest = prompt_parts(before.raw)
         after_messages, after_rest = prompt_parts(after.raw)
         assert after_messages.startswith(before_messages), _first_difference(before_messages, after_messages)

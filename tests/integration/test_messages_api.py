@@ -17,7 +17,11 @@ from anthropic.types.beta_error_response import BetaErrorResponse
 from pydantic import BaseModel, Field, TypeAdapter
 
 from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
-from tests.fakes.fake_deepseek import REASONING_CONTENT_REQUIRED, THINKING_BLOCK_REQUIRED, Reply
+from tests.fakes.fake_deepseek import (
+    REASONING_CONTENT_REQUIRED,
+    THINKING_BLOCK_REQUIRED,
+    Reply,
+)
 
 BETA_EVENT = TypeAdapter(Annotated[BetaRawMessageStreamEvent, Field(discriminator="type")])
 PLAIN_EVENT = TypeAdapter(Annotated[RawMessageStreamEvent, Field(discriminator="type")])
@@ -161,7 +165,7 @@ def test_raw_stream_events_are_strict_on_both_paths(proxy, upstream):
     assert types[0] == "message_start" and types[-2:] == ["message_delta", "message_stop"]
     assert "ping" in types
     assert upstream.chat_requests[-1].body["model"] == "deepseek-v4-flash"
-    delta = [e for e in events if e["type"] == "message_delta"][0]
+    delta = next(e for e in events if e["type"] == "message_delta")
     assert delta["usage"]["output_tokens"] > 0
 
 
@@ -206,7 +210,7 @@ def test_thinking_round_trip_signature_carries_reasoning_upstream(proxy, upstrea
     second = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
                                     thinking={"type": "adaptive"}, messages=history)
     assert second.content[-1].text == "It printed hi."
-    assistant = [m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant"][0]
+    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
     assert assistant["reasoning_content"] == "Secret plan: echo."
     assert assistant["tool_calls"][0]["id"] == call.id
     assert upstream.rejections == []
@@ -224,7 +228,7 @@ def test_history_without_thinking_is_repaired_from_the_cache(proxy, upstream):
                {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Tue"}]}]
     client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
                            thinking={"type": "adaptive"}, messages=history)
-    assistant = [m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant"][0]
+    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
     assert assistant["reasoning_content"] == "Check the clock."
     assert REASONING_CONTENT_REQUIRED not in (upstream.chat_requests[-1].error_message or "")
     assert upstream.rejections == []
