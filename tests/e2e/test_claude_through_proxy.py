@@ -244,3 +244,27 @@ def test_context_overflow_recovered_by_claude_code(tmp_path, fake, proxy):
     assert first.error_message and "maximum context length" in first.error_message
     assert second.body["max_tokens"] < first.body["max_tokens"] - 5_000
     assert second.error_message is None and fake.rejections == []
+
+
+# ---- after `deepseek-proxy claude setup` ----------------------------------------------------------------------------
+
+
+def test_claude_code_after_setup_runs_on_the_proxy(tmp_path, fake, proxy):
+    """What a user does: `claude setup --proxy-url …`, then plain `claude -p` (no ANTHROPIC_* of its own): the
+    requests reach the proxy with the models setup wrote, and the tool loop works."""
+    from tests.e2e.test_claude_after_setup import claude_setup
+
+    home = make_claude_home(tmp_path / "claude", settings={"theme": "dark"})
+    claude_setup(tmp_path, home, proxy.base_url)
+    fake.default_reply = Conversation([
+        Reply.tool_calls([("Bash", {"command": "echo hi > out.txt", "description": "hi"})], reasoning="Echo."),
+        Reply.text("Set up and done.", reasoning="Report."),
+    ])
+    result = run_claude_print(home, "create out.txt with hi", timeout=180)
+
+    assert result.returncode == 0, result.stderr[-3000:] + proxy.log()[-3000:]
+    assert "Set up and done." in result.stdout
+    assert (home.workdir / "out.txt").read_text().strip() == "hi"
+    requests = agent_requests(fake)
+    assert [r.body["model"] for r in requests] == ["deepseek-v4-pro", "deepseek-v4-pro"]
+    assert fake.rejections == []

@@ -349,6 +349,15 @@ def test_bad_json_and_deep_nesting_are_400s_in_anthropic_format(proxy, upstream)
                             "metadata": {"user_id": "u", "extra": deep}})
     assert response.status_code == 400 and _error(response)["type"] == "invalid_request_error"
     assert response.headers.get("x-request-id", "").startswith("req_")
+    # Deep inside a tool call's input (no depth check there): the encoder refuses it, the door's handler says 400.
+    history = [user("hi"), {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
+                                                               "input": {"deep": deep}}]},
+               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}]
+    response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": history, "tools": TOOLS})
+    assert response.status_code == 400, response.text
+    error = _error(response)
+    assert error["type"] == "invalid_request_error" and "nested too deeply" in error["message"]
+    assert upstream.chat_requests == []
 
 
 def test_mid_stream_failure_is_an_error_event(proxy, upstream):
