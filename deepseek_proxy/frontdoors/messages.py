@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any, cast
 
 import requests
@@ -53,6 +53,7 @@ from ..translate.messages_passthrough import (
 from ..translate.messages_request import tool_input_object, translate_messages_request
 from ..translate.messages_stream import MessagesStream, encode_sse
 from ..translate.messages_tokens import count_message_tokens, rough_tokens
+from ..upstream.body import iter_body
 from ..upstream.chat import complete_chat, open_chat
 from ..upstream.client import (
     UpstreamClient,
@@ -368,7 +369,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                 gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %.0fms", label, (time.monotonic() - started) * 1000)
         return Response(data, status=200, mimetype="application/json")
-    return Response(_relay_bytes(gw, response, label, started), status=200, mimetype="text/event-stream",
+    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ)), status=200, mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 
@@ -391,16 +392,30 @@ def _passthrough_error(client: UpstreamClient, response: requests.Response) -> P
     return error
 
 
-def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: float) -> Iterator[bytes]:
+def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: float,
+                 should_stop: Callable[[], bool] | None) -> Iterator[bytes]:
     """The upstream's SSE as it comes, byte for byte; its thinking and tool calls are read on the side for the
-    reasoning cache. A break mid-reply ends the stream with an `error` event."""
+    reasoning cache. Through an upstream silence a `ping` event is slipped in between two events (never inside
+    one, never before message_start), as the translating mode sends; a client that hangs up meanwhile is noticed.
+    A break mid-reply ends the stream with an `error` event."""
     reader = _PassthroughReader()
+    limits = gw.stream_limits
+    keepalive = limits.keepalive_interval
+    wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
+    quiet_since = time.monotonic()
     outcome = "disconnected"
     try:
-        for raw in response.iter_content(chunk_size=None):
+        for raw in iter_body(response, idle_interval=wake):
+            now = time.monotonic()
             if raw:
                 reader.feed(raw)
+                quiet_since = now
                 yield raw
+            elif should_stop is not None and should_stop():
+                return
+            elif now - quiet_since >= keepalive and reader.between_events and reader.started:
+                quiet_since = now
+                yield PING
         reader.close()
         outcome = "complete" if reader.stopped else "cut short"
     except requests.RequestException:
@@ -414,15 +429,21 @@ def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: 
         log.info("%s 200 %s %.0fms", label, outcome, (time.monotonic() - started) * 1000)
 
 
+PING = encode_sse([{"type": "ping"}])
+
+
 class _PassthroughReader:
     """Reads an Anthropic SSE stream on the side: the thinking text and the tool calls of the reply."""
 
     def __init__(self) -> None:
         self.decoder = SSEDecoder()
         self.blocks: dict[int, dict[str, Any]] = {}
+        self.started = False  # message_start went by
         self.stopped = False
+        self.between_events = True  # the bytes so far end with a whole event (a blank line)
 
     def feed(self, raw: bytes) -> None:
+        self.between_events = raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
         for payload in self.decoder.feed(raw):
             self._event(payload)
 
@@ -440,7 +461,9 @@ class _PassthroughReader:
         if not isinstance(event, dict):
             return
         kind = event.get("type")
-        if kind == "content_block_start" and isinstance(event.get("content_block"), dict):
+        if kind == "message_start":
+            self.started = True
+        elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             block = event["content_block"]
             index = event.get("index")
             self.blocks[index if isinstance(index, int) else len(self.blocks)] = {

@@ -469,3 +469,22 @@ def test_passthrough_non_stream_sdk(start_proxy, upstream):
     assert isinstance(message, anthropic.types.Message)
     assert [b.type for b in message.content] == ["thinking", "text"]
     BetaMessage.model_validate(message.model_dump())
+
+
+def test_passthrough_pings_between_events_through_upstream_silence(start_proxy, upstream):
+    proxy = start_proxy(upstream.base_url, PASSTHROUGH_CONFIG + "[server]\nkeepalive_interval = 0.2\n")
+    upstream.script(Reply.text("slow words here", reasoning=None, delay=0.7))
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 100, "messages": [user("hi")], "stream": True,
+            "thinking": {"type": "disabled"}}
+    with requests.post(proxy.base_url + "/v1/messages", json=body, stream=True, timeout=30) as response:
+        assert response.status_code == 200
+        events = sse(response)
+    for name, data in events:
+        assert name == data["type"]
+        validate_event(data)
+    check_lifecycle([d for _, d in events])
+    types = [d["type"] for _, d in events]
+    assert types[0] == "message_start" and types[-1] == "message_stop"
+    # The fake sends one ping of its own; the rest are the proxy's, each between two whole events.
+    assert types.count("ping") >= 4, types
+    assert "".join(d["delta"]["text"] for _, d in events if d["type"] == "content_block_delta") == "slow words here"
