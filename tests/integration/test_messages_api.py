@@ -488,3 +488,14 @@ def test_passthrough_pings_between_events_through_upstream_silence(start_proxy, 
     # The fake sends one ping of its own; the rest are the proxy's, each between two whole events.
     assert types.count("ping") >= 4, types
     assert "".join(d["delta"]["text"] for _, d in events if d["type"] == "content_block_delta") == "slow words here"
+
+
+def test_too_large_body_is_anthropic_request_too_large(start_proxy, upstream):
+    proxy = start_proxy(upstream.base_url, "[server]\nmax_body_mb = 0.01\n")
+    response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [user("x" * 20_000)]})
+    assert response.status_code == 413
+    # Anthropic's own type for a 413 (its errors page), which the SDK's typed union (2.15) does not list yet.
+    body = response.json()
+    assert body["type"] == "error" and body["request_id"].startswith("req_")
+    assert body["error"]["type"] == "request_too_large" and "max_body_mb" in body["error"]["message"]
+    assert upstream.chat_requests == []
