@@ -268,3 +268,33 @@ def test_claude_code_after_setup_runs_on_the_proxy(tmp_path, fake, proxy):
     requests = agent_requests(fake)
     assert [r.body["model"] for r in requests] == ["deepseek-v4-pro", "deepseek-v4-pro"]
     assert fake.rejections == []
+
+
+# ---- a stream that breaks -----------------------------------------------------------------------------------------
+
+
+def test_broken_upstream_stream_recovered_by_the_non_streaming_retry(tmp_path, fake, proxy):
+    """DeepSeek hangs up mid-reply, while it still thinks: the proxy ends the stream with an `error` event
+    (api_error), Claude Code sends the same body again without streaming, and the blocking path answers it.
+
+    Measured with 2.1.197: Claude Code retries so only while no content block of the reply is complete; once a
+    block has had its content_block_stop it shows the error instead (`claude -p` exits 1). A stream merely cut at
+    that point (no `error` event, no message_stop) is worse: Claude Code takes the partial reply as the answer and
+    exits 0, which is why the proxy always ends a broken stream with an `error` event."""
+    conversation = Conversation([Reply.text("Recovered after a break.", reasoning="Fine.")])
+    broken = {"done": False}
+
+    def reply(body: dict) -> Reply:
+        if body.get("tools") and not broken["done"]:
+            broken["done"] = True
+            return Reply.hang_up_after(3, Reply.text("never sent", reasoning="Let me think about this for a while."))
+        return conversation(body)
+
+    fake.default_reply = reply
+    home = make_claude_home(tmp_path / "claude")
+    result = claude(home, proxy, "say hi")
+
+    assert "Recovered after a break." in result.stdout
+    first, second = agent_requests(fake)[:2]
+    assert first.body["stream"] is True and second.body["stream"] is False
+    assert first.body["messages"] == second.body["messages"], "the same history, sent again"
