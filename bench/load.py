@@ -43,6 +43,8 @@ class Kind:
 RESPONSES = Kind("responses", "/v1/responses", b'"response.output_text.delta"', b'"response.completed"',
                  (b'"response.failed"', b'"response.incomplete"'), re.compile(rb'"type": ?"error"'))
 CHAT = Kind("chat", "/chat/completions", b'"delta":{"content":"', b"data: [DONE]", ())
+# The Messages door (Claude Code): first token = first text_delta; done = message_stop; an `error` event fails.
+MESSAGES = Kind("messages", "/v1/messages", b'"text_delta"', b'"message_stop"', (b"event: error",))
 
 
 def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
@@ -50,6 +52,18 @@ def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek
     return json.dumps({"model": model, "stream": stream,
                        "input": [{"type": "message", "role": "user",
                                   "content": [{"type": "input_text", "text": text}]}]}).encode()
+
+
+def messages_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
+    """A small Claude Code-like Messages request (about the size of responses_body's)."""
+    return json.dumps({"model": model, "max_tokens": 32000, "stream": stream,
+                       "messages": [{"role": "user", "content": [{"type": "text", "text": text}]}]}).encode()
+
+
+def body_for(kind: Kind, stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
+    """The small request body of `kind`'s protocol."""
+    make = {"responses": responses_body, "messages": messages_body}.get(kind.name, chat_body)
+    return make(stream, text=text, model=model)
 
 
 def chat_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
@@ -286,7 +300,7 @@ def http_request(url: str, kind: Kind, body: bytes, stream: bool, path: str | No
 def open_held_streams(url: str, kind: Kind, n: int) -> list[socket.socket]:
     """n connections, each with one streamed request sent and nothing read: streams the server holds open until
     the caller closes them."""
-    addr, request = http_request(url, kind, responses_body(True) if kind is RESPONSES else chat_body(True), True)
+    addr, request = http_request(url, kind, body_for(kind, True), True)
     socks: list[socket.socket] = []
     try:
         for _ in range(n):
@@ -391,7 +405,7 @@ def run(url: str, kind: Kind, stream: bool = True, concurrency: int = 1, total: 
         duration: float | None = None, timeout: float = 30.0, body: bytes | None = None) -> tuple[list[Result], float]:
     """Convenience wrapper: returns (results, wall seconds)."""
     if body is None:
-        body = responses_body(stream) if kind is RESPONSES else chat_body(stream)
+        body = body_for(kind, stream)
     cl = Client(url, kind, body, stream, concurrency, total=total, duration=duration, timeout=timeout)
     res = cl.run()
     return res, cl.wall

@@ -102,6 +102,9 @@ def venv_bin(name: str) -> str | None:
     return cand if os.path.exists(cand) else shutil.which(name)
 
 
+MESSAGES_SCENARIOS = ("a", "b", "c", "d")  # the scenarios the Messages door runs too
+
+
 def proxy_argv(port: int, config: str) -> tuple[list[str] | None, str]:
     """How to start the real proxy, or None and why not."""
     exe = venv_bin("deepseek-proxy")
@@ -393,7 +396,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, smoke 1)")
     ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e,i")
     ap.add_argument("--targets", default=None,
-                    help="comma list from direct,proxy,passthrough (default: all that are available), and "
+                    help="comma list from direct,proxy,messages,passthrough (default: all that are available), and "
                          "proxy-chat (the proxy's Chat Completions door; needs proxy)")
     ap.add_argument("--passthrough-workers", type=int, default=1,
                     help="gunicorn gevent workers for the bare pass-through reference (default 1)")
@@ -443,7 +446,7 @@ def main(argv=None) -> int:
                     XDG_STATE_HOME=os.path.join(logdir, "state"),  # nor touch their state (the reasoning key)
                     PYTHONUNBUFFERED="1")
 
-        wanted = args.targets.split(",") if args.targets else ["direct", "proxy", "passthrough"]
+        wanted = args.targets.split(",") if args.targets else ["direct", "proxy", "messages", "passthrough"]
         targets: list[scenarios.Target] = []
         notes = []
         if "direct" in wanted:
@@ -463,6 +466,11 @@ def main(argv=None) -> int:
                 targets.append(scenarios.Target("proxy", f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
                                                 srv.restart))
                 notes.append(f"proxy = real `deepseek-proxy {why}`")
+                if "messages" in wanted:  # the same server, through its Messages door (Claude Code's protocol)
+                    targets.append(scenarios.Target("messages", f"http://127.0.0.1:{port}", load.MESSAGES, srv.pid,
+                                                    srv.restart))
+                    notes.append("messages = the same proxy's Messages door (POST /v1/messages), scenarios "
+                                 f"{','.join(MESSAGES_SCENARIOS)} only; not judged")
                 if "proxy-chat" in wanted:  # the same server through its Chat Completions door (opt-in)
                     targets.append(scenarios.Target("proxy-chat", f"http://127.0.0.1:{port}/v1", load.CHAT,
                                                     srv.pid, srv.restart))
@@ -537,11 +545,12 @@ def main(argv=None) -> int:
             if args.smoke:
                 up.update(sc.smoke_upstream)
             env_.set_upstream(up)
-            for t in targets:   # warm each target on this scenario's upstream settings
+            sc_targets = [t for t in targets if t.kind is not load.MESSAGES or sc.key in MESSAGES_SCENARIOS]
+            for t in sc_targets:   # warm each target on this scenario's upstream settings
                 scenarios.warm(t, stream=(sc.key != "d"), n=2)
-            res = {t.name: [] for t in targets}
+            res = {t.name: [] for t in sc_targets}
             for rep in range(reps):
-                order = targets if rep % 2 == 0 else targets[::-1]
+                order = sc_targets if rep % 2 == 0 else sc_targets[::-1]
                 for t in order:
                     r = sc.run(env_, t)
                     res[t.name].append(r)

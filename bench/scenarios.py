@@ -58,8 +58,7 @@ class Scenario:
 
 def _client(target: Target, stream: bool, concurrency: int, total: int | None = None, duration: float | None = None,
             timeout: float = 30.0, model: str = "deepseek-v4-pro"):
-    body = (load.chat_body(stream, model=model) if target.kind is load.CHAT
-            else load.responses_body(stream, model=model))
+    body = load.body_for(target.kind, stream, model=model)
     return load.Client(target.url, target.kind, body, stream, concurrency, total=total, duration=duration,
                        timeout=timeout)
 

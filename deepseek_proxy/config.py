@@ -112,11 +112,28 @@ class ModelConfig:
     max_output_tokens: int = 393_216
     effort_map: Mapping[str, str] = field(default_factory=lambda: dict(DEFAULT_EFFORT_MAP))
     display_name: str = ""
+    # How the Messages door (Claude Code) serves this model: "translate" to Chat Completions, or "anthropic":
+    # passed through to the upstream's own Anthropic endpoint (DeepSeek's /anthropic) with only the thinking repair.
+    messages_upstream: str = "translate"
 
 
 @dataclass(frozen=True)
 class CodexConfig:
     catalog: str = "url"  # "url": Codex fetches the catalog from the proxy; "file": written by `codex setup`
+
+
+MESSAGES_UPSTREAMS = ("translate", "anthropic")
+THINKING_REPAIR_MODES = ("off", "fallback", "always")  # the same as translate.messages_request.REPAIR_MODES
+
+
+@dataclass(frozen=True)
+class ClaudeConfig:
+    """The Messages door (Claude Code). `model_map`: (shell pattern, configured model) pairs tried in order after
+    the names the config lists (served as themselves) and before the built-in Claude name patterns.
+    `thinking_repair`: what a thinking-mode assistant tool-call turn that comes back without its thinking carries."""
+
+    model_map: tuple[tuple[str, str], ...] = ()
+    thinking_repair: str = "fallback"
 
 
 @dataclass(frozen=True)
@@ -137,6 +154,7 @@ class Config:
     models: Mapping[str, ModelConfig]
     codex: CodexConfig = CodexConfig()
     store: StoreConfig = StoreConfig()
+    claude: ClaudeConfig = ClaudeConfig()
     path: Path | None = None
     # Where clients reach the proxy when that is not its own bind address (`--proxy-url`, e.g. behind nginx).
     public_url: str | None = None
@@ -265,7 +283,7 @@ def load_config(
     raw = _read_toml(file_path, required=explicit)
     where = str(file_path) if raw is not None else "built-in defaults"
     reader = _Reader(raw or {}, where)
-    reader.only_keys("", {"server", "upstreams", "models", "codex", "store"})
+    reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude"})
 
     server = _server_from(reader, env, overrides or {})
     upstreams = _upstreams_from(reader, env)
@@ -277,6 +295,7 @@ def load_config(
         models=models,
         codex=codex,
         store=_store_from(reader, env),
+        claude=_claude_from(reader, models),
         path=file_path if raw is not None else None,
     )
 
@@ -542,7 +561,7 @@ def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> di
         reader.only_keys(
             t,
             {"upstream", "upstream_model", "thinking", "images", "stream", "context_window", "max_output_tokens",
-             "effort_map", "display_name"},
+             "effort_map", "display_name", "messages_upstream"},
         )
         # A model of our own defaults keeps them; any other starts without a thinking mode, since a plain
         # Chat Completions upstream may reject `reasoning_content` on assistant messages.
@@ -568,8 +587,28 @@ def _models_from(reader: _Reader, upstreams: Mapping[str, UpstreamConfig]) -> di
             max_output_tokens=reader.get(t, "max_output_tokens", int, base.max_output_tokens),
             effort_map=effort_map,
             display_name=reader.get(t, "display_name", str, base.display_name or model_id),
+            messages_upstream=_one_of(reader, t, "messages_upstream", MESSAGES_UPSTREAMS, base.messages_upstream),
         )
     return models
+
+
+def _one_of(reader: _Reader, table: str, name: str, allowed: tuple[str, ...], default: str) -> str:
+    value = reader.get(table, name, str, default)
+    if value not in allowed:
+        raise reader.fail(f"{table}.{name}", f"must be {' or '.join(repr(a) for a in allowed)}, got {value!r}")
+    return value
+
+
+def _claude_from(reader: _Reader, models: Mapping[str, ModelConfig]) -> ClaudeConfig:
+    reader.only_keys("claude", {"model_map", "thinking_repair"})
+    model_map = []
+    for pattern, target in reader.table("claude.model_map").items():
+        if not isinstance(target, str) or target not in models:
+            raise reader.fail(f"claude.model_map.{pattern}",
+                              f"must name a configured model ({', '.join(models)}), got {target!r}")
+        model_map.append((pattern, target))
+    repair = _one_of(reader, "claude", "thinking_repair", THINKING_REPAIR_MODES, ClaudeConfig.thinking_repair)
+    return ClaudeConfig(model_map=tuple(model_map), thinking_repair=repair)
 
 
 def _codex_from(reader: _Reader) -> CodexConfig:

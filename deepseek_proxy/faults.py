@@ -43,7 +43,7 @@ def input_fault(error: BaseException) -> tuple[int, str] | None:
 
 def error_body(path: str, status: int, message: str, *, code: str | None, request_id: str) -> bytes:
     """An error body in the format of the front door that `path` belongs to (OpenAI's unless Anthropic's)."""
-    if path.startswith("/v1/messages"):
+    if path.startswith(("/v1/messages", "/anthropic/")):
         kind = "api_error" if status >= 500 else "invalid_request_error"
         return orjson.dumps({"type": "error", "error": {"type": kind, "message": message}, "request_id": request_id})
     kind = "server_error" if status >= 500 else "invalid_request_error"

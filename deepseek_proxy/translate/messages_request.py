@@ -181,7 +181,7 @@ def translate_messages_request(
             continue
         if not isinstance(value, (int, float)) or isinstance(value, bool):
             raise RequestError(f"{key}: a number is required", param=key)
-        if key != "top_k" or getattr(profile, "accepts_top_k", False):
+        if key != "top_k" or profile.accepts_top_k:
             chat[key] = value
 
     stream = bool(body.get("stream", False))
@@ -209,20 +209,12 @@ def messages_thinking(body: dict, model: ModelConfig, profile) -> ThinkingChoice
     effort = _effort(body)
     if kind in ("enabled", "adaptive"):
         return profile.thinking(model, effort)
-    return thinking_off(profile, model)
+    return profile.thinking_off(model)
 
 
 def thinking_off(profile, model: ModelConfig) -> ThinkingChoice:
-    """The fields that switch thinking off. Belongs in the profile (the lead may move it there as a method): DeepSeek
-    thinks by default and needs `thinking: disabled`; a plain Chat upstream has no switch, so nothing is sent."""
-    own = getattr(profile, "thinking_off", None)
-    if callable(own):
-        return own(model)
-    if not model.thinking:
-        return ThinkingChoice({}, False)
-    if getattr(profile, "name", None) == "deepseek":
-        return ThinkingChoice({"thinking": {"type": "disabled"}}, False)
-    return ThinkingChoice({}, False)
+    """The fields that switch thinking off: the profile's (kept as a function for the Gemini door's imports)."""
+    return profile.thinking_off(model)
 
 
 def _effort(body: dict) -> str | None:

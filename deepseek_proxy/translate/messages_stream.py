@@ -20,12 +20,12 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
+from ..core.chat import completion_as_chunks
 from ..jsonfast import dumps
 from .messages_errors import error_event
 from .messages_request import reasoning_key, tool_input_object
 from .messages_tokens import estimate_text_tokens
 from .reasoning import ReasoningCodec
-from .responses_stream import completion_as_chunks
 from .tools import ToolMap
 
 Event = dict[str, Any]
@@ -156,7 +156,7 @@ class MessagesStream:
         """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
         out: list[Event] = []
         for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)
+            out += self.feed(chunk)  # type: ignore[arg-type]
         return out + self.finish()
 
     @property

@@ -41,11 +41,16 @@ class OpenAICompatibleProfile:
     name = "openai"
     accepts_parallel_tool_calls = True
     accepts_strict = True
+    accepts_top_k = False  # OpenAI has no top_k; an upstream that takes it (vLLM, SGLang) says so in its profile
 
     def thinking(self, model: ModelConfig, effort: str | None) -> ThinkingChoice:
         if not model.thinking or effort is None:
             return ThinkingChoice({}, model.thinking)
         return ThinkingChoice({"reasoning_effort": effort}, effort != "none")
+
+    def thinking_off(self, model: ModelConfig) -> ThinkingChoice:
+        """The fields that switch thinking off (a client that asked for none): a plain Chat upstream has no switch."""
+        return ThinkingChoice({}, False)
 
     def function_tool(self, name: str, description: str | None, parameters: Any, strict: Any) -> dict:
         function: dict[str, Any] = {"name": name}
@@ -104,6 +109,10 @@ class DeepSeekProfile(OpenAICompatibleProfile):
         if target:
             fields["reasoning_effort"] = target
         return ThinkingChoice(fields, True)
+
+    def thinking_off(self, model: ModelConfig) -> ThinkingChoice:
+        # DeepSeek thinks by default: off must be said.
+        return ThinkingChoice({"thinking": {"type": "disabled"}} if model.thinking else {}, False)
 
 
 PROFILES = {p.name: p for p in (OpenAICompatibleProfile(), DeepSeekProfile())}

@@ -63,10 +63,14 @@ COMPACT = (",", ":")  # DeepSeek (serde) writes JSON without spaces
 CHAT_PATHS = ("/chat/completions", "/v1/chat/completions")
 BETA_CHAT_PATHS = ("/beta/chat/completions",)  # strict function calling is only allowed under the beta base URL
 MODELS_PATHS = ("/models", "/v1/models")
+ANTHROPIC_PATHS = ("/anthropic/v1/messages",)  # DeepSeek's Anthropic-compatible endpoint (the pass-through mode)
 
 # The exact text DeepSeek returns when a thinking-mode tool-call turn is replayed without its reasoning.
 # Verified: modelparams.dev#29, CodexPlusPlus#252, paper-chat-for-zotero#16 (all 2026).
 REASONING_CONTENT_REQUIRED = "The `reasoning_content` in the thinking mode must be passed back to the API."
+# Its Anthropic endpoint's version of the same rule (an assistant tool_use turn without its thinking block), as
+# quoted in Claude Code users' reports of DeepSeek's /anthropic endpoint (text not verified beyond those reports).
+THINKING_BLOCK_REQUIRED = "The content[].thinking in the thinking mode must be passed back to the API."
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -922,6 +926,10 @@ class _Handler(BaseHTTPRequestHandler):
                 fake.rules.check_auth(record.headers)
                 body = fake.rules.check_chat(raw, path)
                 self._answer_chat(record, body)
+            elif self.command == "POST" and path in ANTHROPIC_PATHS:
+                _check_anthropic_auth(fake.rules, record.headers)
+                body = _check_anthropic_messages(fake.rules, record.body)
+                self._answer_anthropic(record, body)
             else:
                 # text not verified
                 raise Rejection("not_found", 404, f"Not Found: {self.command} {path}")
@@ -958,6 +966,26 @@ class _Handler(BaseHTTPRequestHandler):
             self._hang_up()
         else:
             self._send_json(200, completion_body(reply, turn), reply.headers)
+
+    def _answer_anthropic(self, record: RecordedRequest, body: dict) -> None:
+        """The Anthropic endpoint: the same script, rendered as an Anthropic Message (SSE or JSON)."""
+        fake = self.server.fake
+        reply = fake._next_reply(body)
+        thinking = _anthropic_thinking(fake.rules, body)
+        if reply.error_body is not None:
+            message = (reply.error_body.get("error") or {}).get("message", "")
+            record.error_message = message
+            kind = {401: "authentication_error", 402: "billing_error", 429: "rate_limit_error",
+                    503: "overloaded_error"}.get(reply.status, "invalid_request_error")
+            self._send_json(reply.status, {"type": "error", "error": {"type": kind, "message": message}},
+                            reply.headers)
+            return
+        message = anthropic_message(reply, body, thinking=thinking,
+                                    prompt_tokens=max(1, _count_tokens(json.dumps(body.get("messages")))))
+        if body.get("stream"):
+            self._stream(record, reply, anthropic_stream_events(message), done=False)
+        else:
+            self._send_json(200, message, reply.headers)
 
     # ---- writing ----------------------------------------------------------------------------------------------------
 
@@ -1051,6 +1079,97 @@ def _peer_closed(sock: socket.socket) -> bool:
         return sock.recv(1, socket.MSG_PEEK) == b""
     except OSError:
         return True
+
+
+# ---- the Anthropic endpoint ------------------------------------------------------------------------------------------
+
+
+def _check_anthropic_auth(rules: DeepSeekRules, headers: dict[str, str]) -> None:
+    """x-api-key, or a Bearer token (DeepSeek's docs set ANTHROPIC_AUTH_TOKEN); the body is Anthropic's."""
+    key = headers.get("x-api-key")
+    if key is None:
+        given = headers.get("authorization", "")
+        key = given[len("Bearer "):].strip() if given.startswith("Bearer ") else ""
+    if key != rules.api_key:
+        raise Rejection("auth", 401, f"Authentication Fails, Your api key: ****{key[-4:]} is invalid",
+                        type="authentication_error")
+
+
+def _anthropic_thinking(rules: DeepSeekRules, body: dict) -> bool:
+    thinking = body.get("thinking")
+    if isinstance(thinking, dict) and thinking.get("type") in ("enabled", "adaptive", "disabled"):
+        return thinking["type"] != "disabled"
+    return rules.thinking_default
+
+
+def _check_anthropic_messages(rules: DeepSeekRules, body: Any) -> dict:
+    """DeepSeek's Anthropic endpoint: a Messages body; in thinking mode every assistant turn with tool_use blocks
+    must carry its thinking block back."""
+    if not isinstance(body, dict) or not isinstance(body.get("messages"), list):
+        raise Rejection("invalid_request", 400, "messages: Field required")
+    if not isinstance(body.get("max_tokens"), int):
+        raise Rejection("invalid_request", 400, "max_tokens: Field required")
+    if _anthropic_thinking(rules, body):
+        for message in body["messages"]:
+            content = message.get("content") if isinstance(message, dict) else None
+            if message.get("role") != "assistant" or not isinstance(content, list):
+                continue
+            kinds = [b.get("type") for b in content if isinstance(b, dict)]
+            if "tool_use" in kinds and "thinking" not in kinds and "redacted_thinking" not in kinds:
+                raise Rejection("missing_thinking_block", 400, THINKING_BLOCK_REQUIRED)
+    return body
+
+
+def anthropic_message(reply: Reply, body: dict, *, thinking: bool, prompt_tokens: int) -> dict:
+    """A scripted reply as the complete Anthropic Message DeepSeek's endpoint would return."""
+    content: list[dict] = []
+    if thinking and reply.reasoning:
+        content.append({"type": "thinking", "thinking": reply.reasoning, "signature": "ds-" + uuid.uuid4().hex})
+    if reply.content:
+        content.append({"type": "text", "text": reply.content})
+    for call in reply.calls:
+        content.append({"type": "tool_use", "id": "toolu_" + call.id.replace("call_", ""), "name": call.name,
+                        "input": json.loads(call.arguments or "{}")})
+    stop = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use"}.get(reply.finish_reason, "end_turn")
+    output = max(1, _count_tokens(reply.content) + _count_tokens(reply.reasoning or ""))
+    return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
+            "model": body.get("model", ""), "content": content, "stop_reason": stop, "stop_sequence": None,
+            "usage": {"input_tokens": prompt_tokens, "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": 0, "output_tokens": output}}
+
+
+def anthropic_stream_events(message: dict) -> list[str]:
+    """The SSE events of `message`, each block in its own few deltas (``event:`` and ``data:`` lines)."""
+    def event(data: dict) -> str:
+        return f"event: {data['type']}\ndata: {json.dumps(data, ensure_ascii=False, separators=COMPACT)}\n\n"
+
+    start = {**message, "content": [], "stop_reason": None, "usage": {**message["usage"], "output_tokens": 0}}
+    events = [event({"type": "message_start", "message": start}), event({"type": "ping"})]
+    for index, block in enumerate(message["content"]):
+        kind = block["type"]
+        empty = {"thinking": {"type": "thinking", "thinking": "", "signature": ""}, "text": {"type": "text", "text": ""},
+                 "tool_use": {"type": "tool_use", "id": block.get("id"), "name": block.get("name"), "input": {}}}[kind]
+        events.append(event({"type": "content_block_start", "index": index, "content_block": empty}))
+        if kind == "thinking":
+            for piece in _split_words(block["thinking"]):
+                events.append(event({"type": "content_block_delta", "index": index,
+                                     "delta": {"type": "thinking_delta", "thinking": piece}}))
+            events.append(event({"type": "content_block_delta", "index": index,
+                                 "delta": {"type": "signature_delta", "signature": block["signature"]}}))
+        elif kind == "text":
+            for piece in _split_words(block["text"]):
+                events.append(event({"type": "content_block_delta", "index": index,
+                                     "delta": {"type": "text_delta", "text": piece}}))
+        else:
+            for piece in _split_even(json.dumps(block["input"], ensure_ascii=False), 2):
+                events.append(event({"type": "content_block_delta", "index": index,
+                                     "delta": {"type": "input_json_delta", "partial_json": piece}}))
+        events.append(event({"type": "content_block_stop", "index": index}))
+    events.append(event({"type": "message_delta", "delta": {"stop_reason": message["stop_reason"],
+                                                            "stop_sequence": None},
+                         "usage": {"output_tokens": message["usage"]["output_tokens"]}}))
+    events.append(event({"type": "message_stop"}))
+    return events
 
 
 def _parse_or_none(raw: bytes) -> Any:
@@ -1166,6 +1285,11 @@ class FakeDeepSeek:
     def pending_replies(self) -> int:
         with self._changed:
             return len(self._replies)
+
+    @property
+    def anthropic_requests(self) -> list[RecordedRequest]:
+        """The POSTs to the Anthropic endpoint (accepted or not)."""
+        return [r for r in self.requests if r.method == "POST" and r.path in ANTHROPIC_PATHS]
 
     @property
     def chat_requests(self) -> list[RecordedRequest]:
