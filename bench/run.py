@@ -422,6 +422,11 @@ def main(argv=None) -> int:
     logdir = tempfile.mkdtemp(prefix="deepseek-proxy-bench-")
     empty_cfg = os.path.join(logdir, "empty-config.toml")
     open(empty_cfg, "w").close()
+    # The proxy's defaults, except the per-address connection cap: the load client opens up to 1000 connections
+    # from one address, as nginx in front of the proxy would (deploy/README.md sets the cap to 0 there too).
+    proxy_cfg = os.path.join(logdir, "proxy-config.toml")
+    with open(proxy_cfg, "w") as f:
+        f.write("[server]\nmax_connections_per_address = 0\n")
     # No inherited DEEPSEEK_* / DEEPSEEK_PROXY_* settings: the proxy runs on its defaults plus what we set here.
     env = {k: v for k, v in os.environ.items() if not k.startswith("DEEPSEEK_")}
     py = sys.executable
@@ -453,7 +458,7 @@ def main(argv=None) -> int:
             targets.append(scenarios.Target("direct", f"http://127.0.0.1:{up_port}", load.CHAT))
         if "proxy" in wanted:
             port = free_port()
-            argv_, why = proxy_argv(port, empty_cfg)
+            argv_, why = proxy_argv(port, proxy_cfg)
             if argv_ is None:
                 notes.append(f"real proxy NOT measured: {why}")
                 if args.targets:
@@ -515,7 +520,7 @@ def main(argv=None) -> int:
         def start_proxy(upstream_url: str, api_key: str):
             """(i): a proxy of our own against another upstream (the cache-modelling fake)."""
             port = free_port()
-            argv_, why = proxy_argv(port, empty_cfg)
+            argv_, why = proxy_argv(port, proxy_cfg)
             if argv_ is None:
                 raise RuntimeError(why)
             srv = Server("proxy-cache", argv_, dict(penv, DEEPSEEK_BASE_URL=upstream_url, DEEPSEEK_API_KEY=api_key),
