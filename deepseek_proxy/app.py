@@ -13,7 +13,7 @@ from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
-from .frontdoors import health, models, openapi, responses
+from .frontdoors import gemini, health, models, openapi, responses
 from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
@@ -38,7 +38,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
                    for name, up in config.upstreams.items() if name in used},
         codec=ReasoningCodec(config.server.reasoning_secret),
     )
-    for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp):
+    for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp, gemini.bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(openapi.bp)
     app.register_error_handler(HTTPException, _http_error)
