@@ -219,8 +219,9 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
         print(f"deepseek-proxy gemini setup: cannot write: {exc.strerror or exc}", file=out)
         return 1
     prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
-    print("\nGemini CLI reads ~/.gemini/.env only in folders it trusts and when the project has no .env of its own; "
-          "the shell's variables always win. To be independent of that, export them in your shell profile:", file=out)
+    print("\nGemini CLI reads ~/.gemini/.env only in folders it trusts (elsewhere it stops with \"you must specify "
+          "the GEMINI_API_KEY\") and when the project has no .env of its own; the shell's variables always win. "
+          "To work in every folder, export them in your shell profile instead:", file=out)
     print(f"  export {BASE_URL_VAR}={shlex.quote(base_url)}", file=out)
     print(f"  export {KEY_VAR}=<the key in {env_path}>", file=out)
     print("\nNext:", file=out)
