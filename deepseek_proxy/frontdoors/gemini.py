@@ -36,8 +36,18 @@ from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
 from ..translate.errors import RequestError
-from ..translate.gemini_errors import GeminiError, context_overflow_error, gemini_error, not_found_model_error
-from ..translate.gemini_models import GeminiModelChoice, gemini_model_list, resolve_gemini_model, strip_model_prefix
+from ..translate.gemini_errors import (
+    GeminiError,
+    context_overflow_error,
+    gemini_error,
+    not_found_model_error,
+)
+from ..translate.gemini_models import (
+    GeminiModelChoice,
+    gemini_model_list,
+    resolve_gemini_model,
+    strip_model_prefix,
+)
 from ..translate.gemini_request import translate_gemini_request
 from ..translate.gemini_stream import GeminiStream, encode_sse
 from ..translate.gemini_tokens import count_gemini_tokens

@@ -18,8 +18,16 @@ from ..claude.setup import SetupRefused, proxy_base_url, read_settings_text
 from ..codex.config_toml import key_choice
 from ..codex.doctor import Check
 from ..config import Config
-from .setup import AUTH_TYPE, BASE_URL_VAR, ENV_FILE, KEY_VAR, SETTINGS_FILE, parse_env, parse_settings, \
-    resolve_gemini_home
+from .setup import (
+    AUTH_TYPE,
+    BASE_URL_VAR,
+    ENV_FILE,
+    KEY_VAR,
+    SETTINGS_FILE,
+    parse_env,
+    parse_settings,
+    resolve_gemini_home,
+)
 
 TESTED_VERSION = "0.61.0"  # the Gemini CLI release CLIENTS.md and tests/e2e were measured with
 INSTALL_HINT = "npm install -g @google/gemini-cli"

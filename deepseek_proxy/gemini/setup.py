@@ -21,7 +21,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..claude.setup import SetupRefused, backup_path, proxy_base_url, read_settings_text, write_atomically
+from ..claude.setup import (
+    SetupRefused,
+    backup_path,
+    proxy_base_url,
+    read_settings_text,
+    write_atomically,
+)
 from ..codex.config_toml import NO_KEY_TOKEN, key_choice
 from ..config import Config
 
@@ -150,7 +156,7 @@ def merged_env(text: str | None, entries: Mapping[str, str]) -> str:
     done = set()
     for i in reversed(range(len(lines))):
         name = _env_line_name(lines[i])
-        if name in entries and name not in done:
+        if name is not None and name in entries and name not in done:
             lines[i] = f"{name}={_quoted(entries[name])}"
             done.add(name)
     lines += [f"{name}={_quoted(value)}" for name, value in entries.items() if name not in done]
@@ -196,10 +202,9 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
     if dry_run:
         if changed or old_settings is None:
             print(f"{settings_path}: set " + (", ".join(changed) or "(new file)"), file=out)
-        for name in entries:
-            if current.get(name) != entries[name]:
-                shown = entries[name] if name != KEY_VAR or entries[name] == NO_KEY_TOKEN else \
-                    f"<secret: {len(entries[name])} chars>"
+        for name, value in entries.items():
+            if current.get(name) != value:
+                shown = value if name != KEY_VAR or value == NO_KEY_TOKEN else f"<secret: {len(value)} chars>"
                 print(f"{env_path}: {name}={shown}", file=out)
         print("(dry run: nothing was written)", file=out)
         return 0

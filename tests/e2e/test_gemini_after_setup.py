@@ -17,7 +17,7 @@ from tests.fakes.fake_deepseek import Reply
 def _setup(home: GeminiHome, proxy_url: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deepseek_proxy.cli", "--config", os.devnull, "gemini", "setup",
                            "--gemini-home", str(home.home / ".gemini"), "--proxy-url", proxy_url, *extra],
-                          capture_output=True, text=True, timeout=60, env={**os.environ, "HOME": str(home.home)})
+                          capture_output=True, text=True, timeout=60, check=False, env={**os.environ, "HOME": str(home.home)})
 
 
 def _run(home: GeminiHome, refusing_url: str, *, trusted: bool) -> subprocess.CompletedProcess:
@@ -26,7 +26,7 @@ def _run(home: GeminiHome, refusing_url: str, *, trusted: bool) -> subprocess.Co
     if trusted:
         env["GEMINI_CLI_TRUST_WORKSPACE"] = "true"
     return subprocess.run([str(gemini_binary()), "-p", "Say hello.", "--yolo", "-m", "deepseek-v4-pro"],
-                          cwd=home.workdir, env=env, capture_output=True, text=True, timeout=150,
+                          cwd=home.workdir, env=env, capture_output=True, text=True, timeout=150, check=False,
                           stdin=subprocess.DEVNULL)
 
 

@@ -4,7 +4,6 @@ refusing HTTPS proxy: nothing but loopback may be contacted."""
 
 from __future__ import annotations
 
-import json
 import time
 from collections import deque
 
@@ -147,7 +146,7 @@ def test_insufficient_balance_exit_code_in_json_output(gemini):
 
 def test_mid_stream_reset_never_leaves_a_cut_answer(gemini):
     """The upstream hangs up after a few words went out: the proxy ends the stream with the bare error object, the
-    SDK raises it, and Gemini CLI retries (a 5xx) instead of keeping the cut text as the answer."""  # noqa: D205
+    SDK raises it, and Gemini CLI retries (a 5xx) instead of keeping the cut text as the answer."""
     run, fake = gemini
     whole = "This answer has many words and must arrive whole or not at all."
     result = run("Answer.", Reply.hang_up_after(6, Reply.text(whole, reasoning=None)),
