@@ -1,0 +1,95 @@
+"""The Gemini door's own pieces: request validation, the error-kind mapping, the JSON-array stream form."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from deepseek_proxy.core.errors import ErrorKind, ProxyError
+from deepseek_proxy.frontdoors.gemini import GeminiDoorStream, gemini_kind
+from deepseek_proxy.frontdoors.gemini_validation import validate_gemini_request
+from deepseek_proxy.translate.errors import RequestError
+from deepseek_proxy.translate.gemini_errors import KINDS
+from deepseek_proxy.translate.reasoning import ReasoningCodec
+from deepseek_proxy.translate.tools import ToolMap
+
+USER = {"role": "user", "parts": [{"text": "hi"}]}
+
+
+@pytest.mark.parametrize("body, field", [
+    ({"contents": []}, "contents"),
+    ({"contents": [{"parts": [{"text": 1}]}]}, "contents[0].parts[0].text"),
+    ({"contents": [{"parts": [{"thought": "yes"}]}]}, "contents[0].parts[0].thought"),
+    ({"contents": [{"role": "model", "parts": [{"functionCall": {"name": "f", "args": [1]}}]}]},
+     "contents[0].parts[0].functionCall.args"),
+    ({"contents": [{"parts": [{"functionResponse": {"name": "f", "response": "text"}}]}]},
+     "contents[0].parts[0].functionResponse.response"),
+    ({"contents": [USER], "generationConfig": {"temperature": 3}}, "generationConfig.temperature"),
+    ({"contents": [USER], "generationConfig": {"topK": 1.5}}, "generationConfig.topK"),
+    ({"contents": [USER], "generation_config": {"max_output_tokens": 0}}, "generation_config.max_output_tokens"),
+    ({"contents": [USER], "generationConfig": {"stopSequences": ["a"] * 6}}, "generationConfig.stopSequences"),
+    ({"contents": [USER], "safetySettings": {}}, "safetySettings"),
+    ({"contents": [USER], "cachedContent": "cachedContents/x"}, "cachedContent"),
+])
+def test_validation_names_the_field(body, field):
+    with pytest.raises(RequestError) as caught:
+        validate_gemini_request(body)
+    assert caught.value.param == field and field in caught.value.message
+
+
+def test_validation_accepts_every_captured_gemini_cli_request():
+    from pathlib import Path
+
+    folder = Path(__file__).resolve().parents[1] / "fixtures" / "gemini-cli"
+    captured = [json.loads(p.read_text()) for p in folder.glob("*.json") if not p.name.startswith(("index",
+                                                                                                  "response_"))]
+    assert len(captured) >= 5
+    for request in captured:
+        validate_gemini_request(request["body"])
+
+
+def test_validation_refuses_absurd_nesting():
+    deep: dict = {}
+    node = deep
+    for _ in range(100):
+        node["a"] = {}
+        node = node["a"]
+    with pytest.raises(RequestError, match="nested"):
+        validate_gemini_request({"contents": [{"parts": [{"functionCall": {"name": "f", "args": deep}}]}]})
+
+
+def test_every_error_kind_has_a_google_status():
+    for kind in ErrorKind:
+        assert gemini_kind(ProxyError(kind, "m")) in KINDS
+    assert gemini_kind(ProxyError(ErrorKind.INSUFFICIENT_BALANCE, "m")) == "billing"  # 402: not retried
+    assert gemini_kind(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "m")) == "api_error"  # 500: retried
+
+
+def door(sse: bool) -> GeminiDoorStream:
+    return GeminiDoorStream(model="gemini-x", tool_map=ToolMap(), codec=ReasoningCodec(b"k" * 32), sse=sse)
+
+
+def chunk(text: str) -> dict:
+    return {"choices": [{"index": 0, "delta": {"content": text}}]}
+
+
+def test_json_array_form_is_one_valid_array_also_when_it_fails():
+    stream = door(sse=False)
+    out = stream.encode(stream.start()) + stream.encode(stream.feed(chunk("a"))) + stream.encode(
+        stream.feed(chunk("b"))) + stream.encode(stream.fail(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "cut")))
+    objects = json.loads(out)
+    assert objects[-1] == {"error": {"code": 500, "message": "cut", "status": "INTERNAL", "details": []}}
+    assert objects[0]["candidates"][0]["content"]["parts"] == [{"text": "a"}]
+
+    stream = door(sse=False)
+    out = stream.encode(stream.feed(chunk("a"))) + stream.encode(stream.finish())
+    assert json.loads(out)[-1]["candidates"][0]["finishReason"] == "STOP"
+
+
+def test_sse_failure_is_the_bare_error_object_on_its_own():
+    stream = door(sse=True)
+    stream.feed(chunk("a"))
+    written = stream.encode(stream.fail(ProxyError(ErrorKind.RATE_LIMITED, "slow down")))
+    assert not written.startswith(b"data:")
+    assert json.loads(written)["error"]["status"] == "RESOURCE_EXHAUSTED"
