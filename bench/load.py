@@ -43,6 +43,18 @@ class Kind:
 RESPONSES = Kind("responses", "/v1/responses", b'"response.output_text.delta"', b'"response.completed"',
                  (b'"response.failed"', b'"response.incomplete"'), re.compile(rb'"type": ?"error"'))
 CHAT = Kind("chat", "/chat/completions", b'"delta":{"content":"', b"data: [DONE]", ())
+# The Gemini door (`?alt=sse`): every text part is `"text":"…"` (thought parts only with includeThoughts, which the
+# bench does not ask for); the last object carries finishReason; a failure is a bare `{"error":…}` line.
+GEMINI = Kind("gemini", "/v1beta/models/deepseek-v4-pro:streamGenerateContent?alt=sse", b'{"text":"',
+              b'"finishReason"', (b'{"error":',))
+
+
+def gemini_path(stream: bool, model: str = "deepseek-v4-pro") -> str:
+    return f"/v1beta/models/{model}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
+
+
+def gemini_body(text: str = "hi") -> bytes:
+    return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
 
 
 def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:

@@ -363,7 +363,7 @@ def main(argv=None) -> int:
     ap.add_argument("--reps", type=int, default=None, help="interleaved repetitions (default 5, smoke 1)")
     ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e")
     ap.add_argument("--targets", default=None,
-                    help="comma list from direct,proxy,passthrough (default: all that are available)")
+                    help="comma list from direct,proxy,proxy-gemini,passthrough (default: direct,proxy,passthrough)")
     ap.add_argument("--passthrough-workers", type=int, default=1,
                     help="gunicorn gevent workers for the bare pass-through reference (default 1)")
     ap.add_argument("--no-restart", action="store_true",
@@ -432,6 +432,10 @@ def main(argv=None) -> int:
                 targets.append(scenarios.Target("proxy", f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
                                                 srv.restart))
                 notes.append(f"proxy = real `deepseek-proxy {why}`")
+                if "proxy-gemini" in wanted:  # the same server, through its Gemini door
+                    targets.append(scenarios.Target("proxy-gemini", f"http://127.0.0.1:{port}", load.GEMINI,
+                                                    srv.pid, srv.restart))
+                    notes.append("proxy-gemini = the same proxy, POST /v1beta/models/…:streamGenerateContent")
         if args.baseline:
             port = free_port()
             base_dir = os.path.abspath(args.baseline)

@@ -56,6 +56,9 @@ class Scenario:
 
 def _client(target: Target, stream: bool, concurrency: int, total: int | None = None, duration: float | None = None,
             timeout: float = 30.0, model: str = "deepseek-v4-pro"):
+    if target.kind is load.GEMINI:  # the model is in the path
+        return load.Client(target.url, target.kind, load.gemini_body(), stream, concurrency, total=total,
+                           duration=duration, timeout=timeout, path=load.gemini_path(stream, model))
     body = (load.chat_body(stream, model=model) if target.kind is load.CHAT
             else load.responses_body(stream, model=model))
     return load.Client(target.url, target.kind, body, stream, concurrency, total=total, duration=duration,

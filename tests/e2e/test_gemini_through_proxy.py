@@ -161,3 +161,20 @@ def test_mid_stream_reset_never_leaves_a_cut_answer(gemini):
     # (measured: "This answer has many" + the whole text). Gemini CLI prints deltas as they arrive; only buffering
     # every reply to its end could hide them, which would cost every user their streaming.
     assert result.stdout.count(whole) == 1
+
+
+def test_keepalive_through_a_queued_upstream(gemini, fake_deepseek, start_proxy, tmp_path):
+    """DeepSeek queues a request (silence, then the answer): the proxy's keepalive objects must not stall or break
+    the JS SDK's stream parser (an SSE comment would)."""
+    from tests.e2e.gemini_cli import make_gemini_home
+
+    server = start_proxy(fake_deepseek.base_url, "[server]\nkeepalive_interval = 0.3\n")
+    fake_deepseek.default_reply = MainLoop(Reply.text("Answer after a queue.", reasoning="r", ttft=2.0))
+    home = make_gemini_home(tmp_path / "ka")
+    with RefusingProxy() as refusing:
+        result = run_gemini_print(home, "Wait for it.", base_url=server.base_url, model="deepseek-v4-pro",
+                                  https_proxy=refusing.url)
+    assert refusing.targets == []
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Answer after a queue." in result.stdout
+    assert len(main_requests(fake_deepseek)) == 1

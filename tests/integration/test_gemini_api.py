@@ -219,3 +219,20 @@ def test_client_keys_checked_in_every_form(fake_deepseek, start_proxy):
     for kwargs in ({"headers": {"x-goog-api-key": "sk-proxy-1"}}, {"params": {"key": "sk-proxy-1"}},
                    {"headers": {"Authorization": "Bearer sk-proxy-1"}}):
         assert requests.get(url, timeout=10, **kwargs).status_code == 200
+
+
+def test_keepalive_objects_through_a_silent_upstream(fake_deepseek, start_proxy):
+    """A queued upstream (silent for longer than keepalive_interval): the door sends {modelVersion, responseId}
+    objects, which the SDK takes as empty chunks; the answer arrives whole after them."""
+    fake_deepseek.reset()
+    server = start_proxy(fake_deepseek.base_url, "[server]\nkeepalive_interval = 0.2\n")
+    fake_deepseek.script(Reply.text("Worth the wait.", reasoning=None, ttft=1.2))
+    raw = requests.post(f"{server.base_url}/v1beta/models/{MAIN}:streamGenerateContent?alt=sse",
+                        json={"contents": [{"role": "user", "parts": [{"text": "x"}]}]}, timeout=20)
+    objects = [json.loads(line[6:]) for line in raw.text.splitlines() if line.startswith("data: ")]
+    assert {"modelVersion": MAIN, "responseId": objects[-1]["responseId"]} in objects  # at least one keepalive
+
+    fake_deepseek.script(Reply.text("Worth the wait.", reasoning=None, ttft=1.2))
+    chunks = list(_keep(client_for(server)).models.generate_content_stream(model=MAIN, contents="x"))
+    assert any(not c.candidates for c in chunks)
+    assert "".join(c.text or "" for c in chunks) == "Worth the wait."
