@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hmac
 import logging
+import socket
 import time
 from typing import Any
 
@@ -55,12 +56,15 @@ from ..translate.messages_tokens import count_chat_tokens
 from ..upstream.chat import complete_chat, open_chat
 from .common import Gateway, _raw_bytes, gateway, json_body
 from .gemini_validation import validate_gemini_request
-from .relay import client_gone, relay, replay_completion
+from .relay import client_gone, client_socket, relay, replay_completion
 
 log = logging.getLogger("deepseek_proxy.gemini")
 bp = Blueprint("gemini", __name__)
 
 SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+# How long the relay waits before a mid-stream failure that follows data, so the JS SDK reads the error object in a
+# network read of its own (relay.py; the SDK misses it when it shares a read with earlier data). Failure path only.
+FAILURE_SETTLE_SECONDS = 0.2
 METHODS = ("generateContent", "streamGenerateContent", "countTokens")
 
 # ErrorKind → gemini_errors' neutral kind names.
@@ -248,6 +252,7 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
                             "client_key": client_key()}
     max_tokens = chat.body.get("max_tokens") or 0
     if not stream:
+        door.failure_settle = 0.0  # one JSON answer: no earlier bytes to keep apart from
         try:
             completion = complete_chat(client, chat.body, **call)  # type: ignore[arg-type]
         except ProxyError as exc:
@@ -264,14 +269,29 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
     except ProxyError as exc:
         done.log(exc.status, f"upstream refused: {exc.kind.value}")
         return upstream_error(exc, model, input_tokens, max_tokens)
+    _no_delay(request.environ)
     mimetype = "text/event-stream" if sse else "application/json"
     return Response(relay(events, door, on_end=done), status=200, mimetype=mimetype, headers=SSE_HEADERS,
                     direct_passthrough=True)
 
 
+def _no_delay(environ: dict) -> None:
+    """Every write of a Gemini stream is a whole event: send each at once (TCP_NODELAY), so the kernel never holds
+    a small write back to merge it with the next one (the error object must travel alone, see FAILURE_SETTLE)."""
+    sock = client_socket(environ)
+    if sock is None:
+        return
+    try:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except OSError:
+        pass  # not TCP (a unix socket behind nginx): nothing to do
+
+
 class GeminiDoorStream(GeminiStream):
     """The Gemini stream translator as the relay drives it: failures arrive as neutral errors; `sse` False writes
     Google's JSON-array stream (what streamGenerateContent answers without alt=sse) instead of SSE."""
+
+    failure_settle = FAILURE_SETTLE_SECONDS
 
     def __init__(self, *, sse: bool = True, **kwargs: Any):
         super().__init__(**kwargs)
@@ -283,6 +303,11 @@ class GeminiDoorStream(GeminiStream):
         if isinstance(error, ProxyError):
             return super().fail(gemini_kind(error), error.message)
         return super().fail(error, message or "")
+
+    def finish(self) -> list[dict]:
+        if self.finish_reason == "insufficient_system_resource" and not self.finished:
+            time.sleep(self.failure_settle)  # this finish is a failure: the same settle as relay() gives one
+        return super().finish()
 
     def encode(self, objects: list[dict]) -> bytes:
         if self.sse:

@@ -93,3 +93,46 @@ def test_sse_failure_is_the_bare_error_object_on_its_own():
     written = stream.encode(stream.fail(ProxyError(ErrorKind.RATE_LIMITED, "slow down")))
     assert not written.startswith(b"data:")
     assert json.loads(written)["error"]["status"] == "RESOURCE_EXHAUSTED"
+
+
+# ---- relay's failure_settle hook (the error object in a network read of its own) ----------------------------------
+
+class _Events:
+    def __init__(self, *events):
+        self.events = list(events)
+
+    def __iter__(self):
+        return iter(self.events)
+
+    def close(self):
+        pass
+
+
+def test_relay_settles_before_a_failure_that_follows_data(monkeypatch):
+    from deepseek_proxy.frontdoors import relay as relay_module
+    from deepseek_proxy.upstream.chat import Failure
+
+    waits: list[float] = []
+    monkeypatch.setattr(relay_module, "_settle", waits.append)
+    failure = Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "cut"))
+    frames = list(relay_module.relay(_Events((c for c in [chunk("a"), chunk("b")]), failure), door(sse=True)))
+    assert waits == [0.2]
+    assert json.loads(frames[-1])["error"]["message"] == "cut"  # the failure is a write of its own
+    assert frames[-2].startswith(b"data: ")
+
+    waits.clear()  # nothing written yet: nothing to keep apart from, no wait
+    list(relay_module.relay(_Events(failure), door(sse=True)))
+    assert waits == []
+
+
+def test_relay_does_not_settle_for_doors_without_the_hook(monkeypatch):
+    from deepseek_proxy.frontdoors import relay as relay_module
+    from deepseek_proxy.frontdoors.responses import ResponsesDoorStream
+    from deepseek_proxy.upstream.chat import Failure
+
+    waits: list[float] = []
+    monkeypatch.setattr(relay_module, "_settle", waits.append)
+    responses_door = ResponsesDoorStream(model="m", tool_map=ToolMap(), codec=ReasoningCodec(b"k"))
+    list(relay_module.relay(_Events((c for c in [chunk("a")]), Failure(ProxyError(ErrorKind.TIMEOUT, "t"))),
+                            responses_door))
+    assert waits == []
