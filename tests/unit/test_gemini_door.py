@@ -136,3 +136,46 @@ def test_relay_does_not_settle_for_doors_without_the_hook(monkeypatch):
     list(relay_module.relay(_Events((c for c in [chunk("a")]), Failure(ProxyError(ErrorKind.TIMEOUT, "t"))),
                             responses_door))
     assert waits == []
+
+
+# ---- the door's own error handler ---------------------------------------------------------------------------------
+
+@pytest.fixture()
+def app_client():
+    import os
+
+    from deepseek_proxy.app import create_app
+    from deepseek_proxy.config import load_config
+
+    env = {"DEEPSEEK_API_KEY": "sk-x"}
+    return create_app(load_config(os.devnull, env=env), env=env).test_client()
+
+
+def test_anything_escaping_the_door_is_googles_format_with_the_request_id(app_client, monkeypatch):
+    from deepseek_proxy.frontdoors import gemini
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("a bug")
+
+    monkeypatch.setattr(gemini, "translate_gemini_request", broken)
+    response = app_client.post("/v1beta/models/gemini-2.5-pro:generateContent", json={"contents": [USER]})
+    error = response.get_json()["error"]
+    assert response.status_code == 500 and error["status"] == "INTERNAL"
+    assert response.headers["x-request-id"] in error["message"] and "a bug" not in error["message"]
+
+    def too_deep(*args, **kwargs):
+        raise RecursionError()
+
+    monkeypatch.setattr(gemini, "translate_gemini_request", too_deep)
+    response = app_client.post("/v1beta/models/gemini-2.5-pro:generateContent", json={"contents": [USER]})
+    assert response.status_code == 400 and response.get_json()["error"]["status"] == "INVALID_ARGUMENT"
+
+
+def test_routing_splits_on_the_last_colon(app_client):
+    ok = app_client.post("/v1beta/models/models/gemini-2.5-pro:countTokens", json={"contents": [USER]})
+    assert ok.status_code == 200 and ok.get_json()["totalTokens"] > 0
+    assert app_client.post("/v1/models/deepseek-v4-pro:countTokens", json={"contents": [USER]}).status_code == 200
+    unknown = app_client.post("/v1beta/models/gemini-2.5-pro:embedContent", json={})
+    assert unknown.status_code == 404 and unknown.get_json()["error"]["status"] == "NOT_FOUND"
+    bad_alt = app_client.post("/v1beta/models/gemini-2.5-pro:streamGenerateContent?alt=proto", json={})
+    assert bad_alt.status_code == 400
