@@ -31,6 +31,7 @@ import time
 from typing import Any
 
 from flask import Blueprint, Response, request
+from werkzeug.exceptions import HTTPException
 
 from .. import faults
 from ..config import ModelConfig
@@ -148,8 +149,6 @@ def _require_key() -> Response | None:
 def _unexpected(error: Exception) -> Response:
     """Anything that escaped a view, in Google's format: a client's input fault is a 400; the proxy's own bug a 500
     whose message carries the request id (the log has the traceback)."""
-    from werkzeug.exceptions import HTTPException
-
     rid = faults.request_id(request.environ)
     if isinstance(error, HTTPException):
         if error.code == 413:
