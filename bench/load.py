@@ -45,6 +45,18 @@ RESPONSES = Kind("responses", "/v1/responses", b'"response.output_text.delta"', 
 CHAT = Kind("chat", "/chat/completions", b'"delta":{"content":"', b"data: [DONE]", ())
 # The Messages door (Claude Code): first token = first text_delta; done = message_stop; an `error` event fails.
 MESSAGES = Kind("messages", "/v1/messages", b'"text_delta"', b'"message_stop"', (b"event: error",))
+# The Gemini door (`?alt=sse`): every text part is `"text":"…"` (thought parts only with includeThoughts, which the
+# bench does not ask for); the last object carries finishReason; a failure is a bare `{"error":…}` line.
+GEMINI = Kind("gemini", "/v1beta/models/deepseek-v4-pro:streamGenerateContent?alt=sse", b'{"text":"',
+              b'"finishReason"', (b'{"error":',))
+
+
+def gemini_path(stream: bool, model: str = "deepseek-v4-pro") -> str:
+    return f"/v1beta/models/{model}:" + ("streamGenerateContent?alt=sse" if stream else "generateContent")
+
+
+def gemini_body(text: str = "hi") -> bytes:
+    return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
 
 
 def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:

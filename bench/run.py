@@ -397,7 +397,7 @@ def main(argv=None) -> int:
     ap.add_argument("--only", default=None, help="comma list of scenario keys: a,b,c,c50,c200,c500,c1000,d,h,e,i")
     ap.add_argument("--targets", default=None,
                     help="comma list from direct,proxy,messages,passthrough (default: all that are available), and "
-                         "proxy-chat (the proxy's Chat Completions door; needs proxy)")
+                         "proxy-chat / proxy-gemini (the proxy's Chat Completions / Gemini door; need proxy)")
     ap.add_argument("--passthrough-workers", type=int, default=1,
                     help="gunicorn gevent workers for the bare pass-through reference (default 1)")
     ap.add_argument("--no-restart", action="store_true",
@@ -480,6 +480,10 @@ def main(argv=None) -> int:
                     targets.append(scenarios.Target("proxy-chat", f"http://127.0.0.1:{port}/v1", load.CHAT,
                                                     srv.pid, srv.restart))
                     notes.append("proxy-chat = the same proxy, POST /v1/chat/completions")
+                if "proxy-gemini" in wanted:  # the same server, through its Gemini door
+                    targets.append(scenarios.Target("proxy-gemini", f"http://127.0.0.1:{port}", load.GEMINI,
+                                                    srv.pid, srv.restart))
+                    notes.append("proxy-gemini = the same proxy, POST /v1beta/models/…:streamGenerateContent")
         if args.baseline:
             port = free_port()
             base_dir = os.path.abspath(args.baseline)

@@ -58,6 +58,9 @@ class Scenario:
 
 def _client(target: Target, stream: bool, concurrency: int, total: int | None = None, duration: float | None = None,
             timeout: float = 30.0, model: str = "deepseek-v4-pro"):
+    if target.kind is load.GEMINI:  # the model is in the path
+        return load.Client(target.url, target.kind, load.gemini_body(), stream, concurrency, total=total,
+                           duration=duration, timeout=timeout, path=load.gemini_path(stream, model))
     body = load.body_for(target.kind, stream, model=model)
     return load.Client(target.url, target.kind, body, stream, concurrency, total=total, duration=duration,
                        timeout=timeout)

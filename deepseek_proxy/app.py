@@ -13,7 +13,7 @@ from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
-from .frontdoors import chat, health, messages, models, openapi, responses, responses_ws
+from .frontdoors import chat, gemini, health, messages, models, openapi, responses, responses_ws
 from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
@@ -38,8 +38,8 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
                    for name, up in config.upstreams.items() if name in used},
         codec=ReasoningCodec(config.server.reasoning_secret),
     )
-    for blueprint in (responses.bp, responses_ws.bp, messages.bp, messages.root_bp, chat.bp, models.bp, health.bp,
-                      codex_catalog_bp, openapi.bp):
+    for blueprint in (responses.bp, responses_ws.bp, messages.bp, messages.root_bp, chat.bp, gemini.bp, models.bp,
+                      health.bp, codex_catalog_bp, openapi.bp):
         app.register_blueprint(blueprint)
     app.register_error_handler(HTTPException, _http_error)
     # A door renders its own errors; one that escapes a view still gets a status and a body, never a 500.

@@ -74,9 +74,20 @@ def _parser() -> argparse.ArgumentParser:
     claude_setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
     claude_setup.set_defaults(handler=_claude_setup)
 
+    gemini = commands.add_parser("gemini", help="Gemini CLI integration")
+    gemini_commands = gemini.add_subparsers(dest="gemini_command", metavar="SUBCOMMAND", required=True)
+    gemini_setup = gemini_commands.add_parser("setup", help="point Gemini CLI at the proxy (~/.gemini/settings.json, .env)")
+    gemini_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
+    gemini_setup.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
+    gemini_setup.add_argument("--offline", action="store_true", help="also switch off telemetry, usage statistics, "
+                                                                     "auto-update and its notification")
+    gemini_setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
+    gemini_setup.set_defaults(handler=_gemini_setup)
+
     doctor = commands.add_parser("doctor", help="check proxy, upstream, key and Codex set-up; say what to fix")
     doctor.add_argument("--codex-home", type=Path, default=None)
     doctor.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
+    doctor.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
     doctor.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
     doctor.set_defaults(handler=_doctor)
     return parser
@@ -305,11 +316,18 @@ def _claude_setup(config: Config, args: argparse.Namespace) -> int:
     return run_setup(_target(config, args), claude_home=args.claude_home, dry_run=args.dry_run, out=sys.stdout)
 
 
+def _gemini_setup(config: Config, args: argparse.Namespace) -> int:
+    from .gemini.setup import run_setup
+
+    return run_setup(_target(config, args), gemini_home=args.gemini_home, dry_run=args.dry_run, offline=args.offline,
+                     out=sys.stdout)
+
+
 def _doctor(config: Config, args: argparse.Namespace) -> int:
     from .codex.doctor import run_doctor
 
     return run_doctor(_target(config, args), codex_home=args.codex_home, claude_home=args.claude_home,
-                      out=sys.stdout)
+                      gemini_home=args.gemini_home, out=sys.stdout)
 
 
 if __name__ == "__main__":

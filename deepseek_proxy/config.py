@@ -14,6 +14,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Mapping
 
+from .translate.gemini_models import DEFAULT_GEMINI_MODEL_PATTERNS
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - exercised on 3.10 only
@@ -136,6 +138,20 @@ class ClaudeConfig:
     thinking_repair: str = "fallback"
 
 
+# Gemini CLI's model names → configured models: translate/gemini_models.py.
+GEMINI_REPAIR_MODES = THINKING_REPAIR_MODES
+
+
+@dataclass(frozen=True)
+class GeminiConfig:
+    """The Gemini door (`[gemini]`): which configured model serves a Gemini model name, and how a thinking-mode turn
+    that comes back without its reasoning is repaired."""
+
+    model_patterns: tuple[tuple[str, str, bool], ...] = DEFAULT_GEMINI_MODEL_PATTERNS
+    thinking_repair: str = "fallback"
+    max_output_tokens: int = 65_536  # sent when the request sets none (Gemini models default to their output limit)
+
+
 @dataclass(frozen=True)
 class StoreConfig:
     """Where stored responses and the shared caches live (deepseek_proxy/store). `url` is "sqlite:///PATH",
@@ -155,6 +171,7 @@ class Config:
     codex: CodexConfig = CodexConfig()
     store: StoreConfig = StoreConfig()
     claude: ClaudeConfig = ClaudeConfig()
+    gemini: GeminiConfig = GeminiConfig()
     path: Path | None = None
     # Where clients reach the proxy when that is not its own bind address (`--proxy-url`, e.g. behind nginx).
     public_url: str | None = None
@@ -283,7 +300,7 @@ def load_config(
     raw = _read_toml(file_path, required=explicit)
     where = str(file_path) if raw is not None else "built-in defaults"
     reader = _Reader(raw or {}, where)
-    reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude"})
+    reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude", "gemini"})
 
     server = _server_from(reader, env, overrides or {})
     upstreams = _upstreams_from(reader, env)
@@ -296,6 +313,7 @@ def load_config(
         codex=codex,
         store=_store_from(reader, env),
         claude=_claude_from(reader, models),
+        gemini=_gemini_from(reader, models),
         path=file_path if raw is not None else None,
     )
 
@@ -650,3 +668,36 @@ def _store_from(reader: _Reader, env: Mapping[str, str]) -> StoreConfig:
         reasoning_ttl_seconds=float(values["reasoning_ttl_days"]) * 86400,
         max_response_bytes=int(values["max_response_mb"] * MB),
     )
+
+
+def _gemini_from(reader: _Reader, models: Mapping[str, ModelConfig]) -> GeminiConfig:
+    """`[gemini]`: `models = [{pattern = "gemini-*-pro*", model = "deepseek-v4-pro", thinking = true}, ...]` (first
+    match wins; replaces the defaults), `thinking_repair`, `max_output_tokens` (0: the upstream's default)."""
+    t = "gemini"
+    reader.only_keys(t, {"models", "thinking_repair", "max_output_tokens"})
+    d = GeminiConfig()
+    repair = reader.get(t, "thinking_repair", str, d.thinking_repair)
+    if repair not in GEMINI_REPAIR_MODES:
+        raise reader.fail("gemini.thinking_repair", f"must be one of {', '.join(GEMINI_REPAIR_MODES)}, got {repair!r}")
+    max_tokens = reader.get(t, "max_output_tokens", int, d.max_output_tokens)
+    if max_tokens < 0:
+        raise reader.fail("gemini.max_output_tokens", f"must be 0 or more, got {max_tokens}")
+    entries = reader.get(t, "models", list, None)
+    patterns = d.model_patterns
+    if entries is not None:
+        built = []
+        for i, entry in enumerate(entries):
+            key = f"gemini.models[{i}]"
+            if not isinstance(entry, Mapping) or set(entry) - {"pattern", "model", "thinking"}:
+                raise reader.fail(key, "must be a table {pattern = \"gemini-*\", model = \"NAME\", thinking = true}")
+            pattern, model, thinking = entry.get("pattern"), entry.get("model"), entry.get("thinking", True)
+            if not isinstance(pattern, str) or not pattern:
+                raise reader.fail(f"{key}.pattern", "must be a non-empty string")
+            if not isinstance(model, str) or model not in models:
+                raise reader.fail(f"{key}.model", f"must name a configured model ({', '.join(models)}), "
+                                                   f"got {model!r}")
+            if not isinstance(thinking, bool):
+                raise reader.fail(f"{key}.thinking", "must be a boolean")
+            built.append((pattern, model, thinking))
+        patterns = tuple(built)
+    return GeminiConfig(model_patterns=patterns, thinking_repair=repair, max_output_tokens=max_tokens)

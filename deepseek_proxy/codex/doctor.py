@@ -397,7 +397,7 @@ def _parse_check(config: Config, codex: Path | None, path: Path, source: str, se
 # ------------------------------------------------------------------------------------------ the command
 
 def collect_checks(config: Config, *, codex_home: Path | None, env: Mapping[str, str],
-                   claude_home: Path | None = None) -> Iterator[Check]:
+                   claude_home: Path | None = None, gemini_home: Path | None = None) -> Iterator[Check]:
     home = resolve_codex_home(codex_home, env)
     with requests.Session() as session:
         session.trust_env = False  # a loopback check must not go through an HTTP(S)_PROXY
@@ -412,16 +412,21 @@ def collect_checks(config: Config, *, codex_home: Path | None, env: Mapping[str,
     from ..claude.doctor import collect_claude_checks
 
     yield from collect_claude_checks(config, claude_home=claude_home, env=env)
+    from ..gemini.doctor import collect_gemini_checks
+
+    yield from collect_gemini_checks(config, gemini_home=gemini_home, env=env)
 
 
 def run_doctor(config: Config, *, codex_home: Path | None, out: TextIO = sys.stdout,
-               env: Mapping[str, str] | None = None, claude_home: Path | None = None) -> int:
+               env: Mapping[str, str] | None = None, claude_home: Path | None = None,
+               gemini_home: Path | None = None) -> int:
     """`deepseek-proxy doctor`. Prints one line per check (and the fix for each failure); returns the exit code."""
     env = os.environ if env is None else env
     home = resolve_codex_home(codex_home, env)
     print(f"deepseek-proxy doctor — proxy config: {config.path or 'built-in defaults'}; CODEX_HOME: {home}", file=out)
     failures = 0
-    for check in collect_checks(config, codex_home=codex_home, env=env, claude_home=claude_home):
+    for check in collect_checks(config, codex_home=codex_home, env=env, claude_home=claude_home,
+                                gemini_home=gemini_home):
         mark = "warn" if check.warning else (" ok " if check.ok else "FAIL")
         print(f"[{mark}] {check.name}: {check.message}", file=out)
         if check.fix and (not check.ok or check.warning):

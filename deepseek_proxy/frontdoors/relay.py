@@ -17,6 +17,12 @@ so the client sends the request again elsewhere instead of keeping a cut answer.
 `replay_completion()` is the one blocking path: a complete chat.completion (`upstream.chat.complete_chat`) fed
 through the same stream translator, for clients that did not ask for a stream.
 
+A door whose client recognises a mid-stream failure only when it arrives in a network read of its own (the google-genai
+JS SDK inside Gemini CLI parses each read as a whole JSON object before its SSE parser) sets `failure_settle` on its
+DoorStream: the relay then waits that long before writing the failure, when data went out before it, so the client
+has read the earlier bytes and the failure is not coalesced with them (by Nagle or a slow reader). Only the failure
+path pays it; doors without the attribute are unchanged.
+
 `client_gone(environ)` gives the upstream layer its `should_stop`: a look at the client's socket, so a client
 that hangs up is noticed within a second even while the upstream is silent.
 """
@@ -25,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import socket
+import time
 from collections.abc import Callable, Iterator
 from typing import Any, Protocol
 
@@ -48,37 +55,53 @@ class DoorStream(Protocol):
     def finish(self) -> list[Any]: ...
     def fail(self, error: ProxyError) -> list[Any]: ...
     def encode(self, events: list[Any]) -> bytes: ...
+    # Optional: `failure_settle: float`, seconds to wait before a failure that follows data (module docstring).
 
 
 def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | None = None) -> Iterator[bytes]:
     """The door's stream for `events`. `on_end` runs once, however the stream ended (logging, caches)."""
     encode = door.encode
+    settle: float = getattr(door, "failure_settle", 0.0)
+    wrote = False
     try:
-        yield encode(door.start())
+        first = encode(door.start())
+        wrote = bool(first)
+        yield first
         for event in events:
             if type(event) in BATCHES:  # the chunks of one upstream read: their events leave in one write
                 out: list = []
                 for chunk in event:
                     out += door.feed(chunk)
                 if out:
+                    wrote = True
                     yield encode(out)
             elif event is TICK:
-                yield encode(door.keepalive())
+                alive = encode(door.keepalive())
+                wrote = wrote or bool(alive)
+                yield alive
             elif event is END:
                 yield encode(door.finish())
                 return
             elif isinstance(event, Failure):
+                if settle and wrote:
+                    _settle(settle)
                 yield encode(door.fail(event.error))
                 return
         # The events stopped without an end: should_stop said the client is gone; there is nobody to tell.
     except ServerShuttingDown:
         events.close()
         log.info("stream ended by the server's shutdown")
+        if settle and wrote:
+            _settle(settle)
         yield encode(door.fail(ProxyError(ErrorKind.SHUTTING_DOWN, SHUTDOWN_MESSAGE, 503)))
     finally:
         events.close()
         if on_end is not None:
             on_end()
+
+
+def _settle(seconds: float) -> None:
+    time.sleep(seconds)  # cooperative under gevent (the worker patches time.sleep)
 
 
 def replay_completion(completion: dict, door: DoorStream) -> None:

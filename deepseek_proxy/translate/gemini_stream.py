@@ -189,7 +189,7 @@ class GeminiStream:
         """A complete (non-streamed) chat.completion: every object its stream would have produced, finish included."""
         out: list[Response] = []
         for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)
+            out += self.feed(chunk)  # type: ignore[arg-type]
         return out + self.finish()
 
     @property

@@ -114,7 +114,7 @@ def test_everything_in_place_passes(running, proxy_toml):
     assert failed(out) == {}
     names = list(results(out))
     assert names == ["proxy", "upstream deepseek", "codex", "config.toml", "profile deepseek-v4-pro",
-                     "profile deepseek-v4-flash", "catalog", "claude"], out
+                     "profile deepseek-v4-flash", "catalog", "claude", "gemini"], out
     assert "checked by the proxy" in out and "Codex 0.169.0" in out
     assert out.rstrip().endswith("All checks passed.")
 
