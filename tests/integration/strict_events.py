@@ -10,9 +10,20 @@ from pydantic import BaseModel, Field, TypeAdapter
 _EVENT = TypeAdapter(Annotated[ResponseStreamEvent, Field(discriminator="type")])
 
 
+# Fields of the Response object the Open Responses schema requires (and OpenAI's API returns) that the openai
+# SDK's model does not declare: allowed on a Response, with their types checked here instead.
+OPEN_RESPONSES_ONLY = {"frequency_penalty": (int, float), "presence_penalty": (int, float), "store": bool}
+
+
 def _no_extra(model: Any, path: str) -> None:
     if isinstance(model, BaseModel):
-        extra = model.model_extra or {}
+        extra = dict(model.model_extra or {})
+        if isinstance(model, Response):
+            for name, kind in OPEN_RESPONSES_ONLY.items():
+                assert name in extra, f"{path} lacks {name} (required by the Open Responses schema)"
+                value = extra.pop(name)
+                assert isinstance(value, kind) and not (kind is not bool and isinstance(value, bool)), \
+                    f"{path}.{name} has the wrong type: {value!r}"
         assert not extra, f"{path} has fields the SDK does not know: {sorted(extra)}"
         for name in type(model).model_fields:
             _no_extra(getattr(model, name), f"{path}.{name}")
