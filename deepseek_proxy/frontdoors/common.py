@@ -13,8 +13,8 @@ from flask import Response, current_app, request
 from ..config import Config, ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
-from ..translate.errors import RequestError
 from ..store import ReasoningCacheAdapter, Store, open_store
+from ..translate.errors import RequestError
 from ..translate.reasoning import ReasoningCache, ReasoningCodec
 from ..upstream.chat import StreamLimits
 from ..upstream.client import UpstreamClient

@@ -39,9 +39,15 @@ from flask import Blueprint, Response, request
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
+from ..store import (
+    InvalidCursor,
+    ResponseTooLarge,
+    StoredResponse,
+    StoreError,
+    StoreUnavailable,
+)
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
-from ..store import InvalidCursor, ResponseTooLarge, StoredResponse, StoreError, StoreUnavailable
 from ..translate.responses_stream import ResponseStream, replay_events
 from ..upstream.chat import complete_chat, open_chat
 from ..upstream.sse import encode_events
@@ -279,7 +285,7 @@ class _Completion:
             self.gw.reasoning_cache.put(call_id, reasoning)
         if self.context is not None and translator.finished:
             self._store(translator.response)
-        final = translator.response if translator.finished else {"status": "disconnected", "usage": None}
+        final: dict[str, Any] = translator.response if translator.finished else {"status": "disconnected", "usage": None}
         usage = final.get("usage") or {}
         self.log(200, f"{final['status']} in={usage.get('input_tokens', '-')} "
                       f"cached={(usage.get('input_tokens_details') or {}).get('cached_tokens', '-')} "
