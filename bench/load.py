@@ -45,11 +45,14 @@ RESPONSES = Kind("responses", "/v1/responses", b'"response.output_text.delta"', 
 CHAT = Kind("chat", "/chat/completions", b'"delta":{"content":"', b"data: [DONE]", ())
 
 
-def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
-    """A small Codex-like Responses request."""
-    return json.dumps({"model": model, "stream": stream,
-                       "input": [{"type": "message", "role": "user",
-                                  "content": [{"type": "input_text", "text": text}]}]}).encode()
+def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro",
+                   store: bool | None = None) -> bytes:
+    """A small Codex-like Responses request (`store` unset: the API's default, stored)."""
+    body: dict = {"model": model, "stream": stream,
+                  "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}]}
+    if store is not None:
+        body["store"] = store
+    return json.dumps(body).encode()
 
 
 def chat_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:

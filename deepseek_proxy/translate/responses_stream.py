@@ -145,7 +145,7 @@ class ResponseStream:
         """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
         out: list[Event] = []
         for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)
+            out += self.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is a dict
         return out + self.finish()
 
     def fail(self, code: str, message: str) -> list[Event]:
