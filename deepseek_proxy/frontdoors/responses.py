@@ -41,8 +41,6 @@ from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
 from ..store import (
     InvalidCursor,
-    ResponseTooLarge,
-    StoredResponse,
     StoreError,
     StoreUnavailable,
 )
@@ -62,7 +60,12 @@ from .common import (
     upstream_error_response,
 )
 from .relay import client_gone, relay, replay_completion
-from .responses_state import StoredContext, needs_store, resolve_context
+from .responses_state import (
+    StoredContext,
+    needs_store,
+    resolve_context,
+    store_finished_response,
+)
 from .responses_validation import validate_responses_request
 
 log = logging.getLogger("deepseek_proxy.responses")
@@ -284,24 +287,12 @@ class _Completion:
         for call_id, reasoning in translator.calls_with_reasoning():
             self.gw.reasoning_cache.put(call_id, reasoning)
         if self.context is not None and translator.finished:
-            self._store(translator.response)
+            store_finished_response(self.gw.store, translator.response, self.context)
         final: dict[str, Any] = translator.response if translator.finished else {"status": "disconnected", "usage": None}
         usage = final.get("usage") or {}
         self.log(200, f"{final['status']} in={usage.get('input_tokens', '-')} "
                       f"cached={(usage.get('input_tokens_details') or {}).get('cached_tokens', '-')} "
                       f"out={usage.get('output_tokens', '-')}")
-
-    def _store(self, response: dict) -> None:
-        assert self.context is not None
-        record = StoredResponse(id=response["id"], response=response, input_items=self.context.own_items,
-                                model=response["model"], created_at=response["created_at"],
-                                previous_response_id=self.context.previous_response_id)
-        try:
-            self.gw.store.put_response(record)
-        except ResponseTooLarge as exc:
-            log.warning("response %s served but not stored: %s", response["id"], exc)
-        except StoreError as exc:
-            log.warning("response %s served but not stored: the store is unavailable (%s)", response["id"], exc)
 
     def log(self, status: int, outcome: str) -> None:
         log.info("POST /v1/responses %s %s model=%s stream=%s %s %.0fms", status, self.translator.response_id,

@@ -2,6 +2,11 @@
 
     body = expand_stored_context(body, store)   # the body as if the client had sent the whole conversation
 
+    context = resolve_context(body, store)      # the same, in parts: the history and this request's own items
+    translate_request(context.body_for(body), ...)
+    ... stream the reply ...
+    store_finished_response(store, final_response, context)   # store: true, once the last event was sent
+
 Both the HTTP door (responses.py) and the WebSocket door (responses_ws.py) call this before translation, so the
 translator (translate/responses_request.py) only ever sees complete, self-contained requests. It reads the store
 (`get_conversation`, `get_items`: the only store calls before the upstream call) and nothing else; it never
@@ -16,13 +21,16 @@ Errors are RequestErrors in OpenAI's shape, so each door renders them as it rend
 
 from __future__ import annotations
 
+import logging
 import time
 import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ..store import Store
+from ..store import ResponseTooLarge, Store, StoredResponse, StoreError
 from ..translate.errors import RequestError
+
+log = logging.getLogger("deepseek_proxy.responses")
 
 Item = dict[str, Any]
 
@@ -86,6 +94,24 @@ def resolve_context(body: dict[str, Any], store: Store | None) -> StoredContext:
             history += record.output_items
     return StoredContext(history=history, own_items=_own_items(body.get("input"), store),
                          previous_response_id=previous)
+
+
+def store_finished_response(store: Store, response: dict[str, Any], context: StoredContext) -> bool:
+    """Store a finished reply (`store: true`) with this request's own input items, chained to the response it
+    continued. Call it once the last event has been sent. Never raises: a response too large for the store, or a
+    store that cannot be reached, is logged and the reply stands (it was already served). True when stored."""
+    record = StoredResponse(id=response["id"], response=response, input_items=context.own_items,
+                            model=response["model"], created_at=response["created_at"],
+                            previous_response_id=context.previous_response_id)
+    try:
+        store.put_response(record)
+    except ResponseTooLarge as exc:
+        log.warning("response %s served but not stored: %s", response["id"], exc)
+        return False
+    except StoreError as exc:
+        log.warning("response %s served but not stored: the store is unavailable (%s)", response["id"], exc)
+        return False
+    return True
 
 
 def _own_items(items: Any, store: Store | None) -> list[Item]:

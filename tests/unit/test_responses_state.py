@@ -13,6 +13,7 @@ from deepseek_proxy.frontdoors.responses_state import (
     expand_stored_context,
     needs_store,
     resolve_context,
+    store_finished_response,
 )
 from deepseek_proxy.store import ReasoningCacheAdapter, StoredResponse
 from deepseek_proxy.store.memory import MemoryStore
@@ -168,3 +169,20 @@ def test_the_shared_reasoning_cache_lets_another_instance_find_the_reasoning():
     assert on_b.get("call_1") == "thought"
     assert on_b.local.get("call_1") == "thought", "kept locally after the first shared read"
     assert on_b.get("call_2") is None
+
+
+def test_a_finished_response_is_stored_with_its_own_items_or_logged_when_too_large(caplog):
+    store = memory_store()
+    stored(store, "resp_1", [user("one")], [])
+    context = resolve_context({"previous_response_id": "resp_1", "input": "two"}, store)
+    response = {"id": "resp_2", "model": "m", "created_at": 1, "output": []}
+    assert store_finished_response(store, response, context)
+    record = store.get_response("resp_2", with_input=True)
+    assert record is not None and record.previous_response_id == "resp_1"
+    assert record.input_items == context.own_items  # not the expanded history
+    assert [r.id for r in store.get_conversation("resp_2") or []] == ["resp_1", "resp_2"]
+
+    tiny = MemoryStore(ttl_seconds=3600, reasoning_ttl_seconds=3600, max_response_bytes=10)
+    assert not store_finished_response(tiny, {**response, "id": "resp_3"}, context)
+    assert tiny.get_response("resp_3") is None
+    assert "served but not stored" in caplog.text
