@@ -24,26 +24,24 @@ Stored responses (issue 11; the store is `[store]`, SQLite by default, Redis for
   Only finished replies are stored (completed, incomplete or failed); a reply the client walked away from is not.
 - `GET /v1/responses/{id}` (`?stream=true` replays it as the same SSE events, `starting_after` skips events),
   `DELETE /v1/responses/{id}`, `GET /v1/responses/{id}/input_items` (after / before / limit / order).
-- Not served: `background: true` and `POST /v1/responses/{id}/cancel` (a 400 that says so): every reply here is
-  streamed or blocking within its request.
+- `background: true` (not streamed): the response is stored as in_progress and returned at once; a greenlet of
+  the worker runs it and stores the final object; `GET` polls it; `POST /v1/responses/{id}/cancel` stores it as
+  cancelled and the running worker (any instance sharing the store) stops within a second.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any
+from collections.abc import Callable, Generator
+from typing import Any, cast
 
 from flask import Blueprint, Response, request
 
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
-from ..store import (
-    InvalidCursor,
-    StoreError,
-    StoreUnavailable,
-)
+from ..store import InvalidCursor, StoredResponse, StoreError, StoreUnavailable
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream, replay_events
@@ -91,9 +89,14 @@ def create_response() -> Response:
         client = gw.client_for(model)
         stream = bool(body.get("stream", False))
         keep = body.get("store") is not False  # OpenAI's default is to store
-        if body.get("background"):
-            raise RequestError("`background: true` is not supported by this proxy: send the request without it "
-                               "(stream it, or wait for the reply).", param="background", code="unsupported_value")
+        background = bool(body.get("background"))
+        if background and stream:
+            raise RequestError("`background: true` with `stream: true` is not supported by this proxy: create the "
+                               "background response without `stream` and poll GET /v1/responses/{id}.",
+                               param="stream", code="unsupported_value")
+        if background and not keep:
+            raise RequestError("A background response must be stored: `background: true` needs `store` not "
+                               "false.", param="store", code="invalid_value")
         context = None
         if keep or needs_store(body):
             context = resolve_context(body, gw.store if needs_store(body) else None)
@@ -101,7 +104,8 @@ def create_response() -> Response:
         else:
             body_in = body  # Codex's store:false turn: nothing to resolve, nothing to keep
         # A non-streaming client gets a blocking upstream call: one JSON parse, not one per token.
-        chat = translate_request(body_in, model, client.profile, gw.codec, upstream_stream=model.stream and stream)
+        chat = translate_request(body_in, model, client.profile, gw.codec,
+                                 upstream_stream=model.stream and (stream or background))
     except RequestError as exc:
         return request_error_response(exc)
     except StoreUnavailable as exc:
@@ -114,6 +118,9 @@ def create_response() -> Response:
     done = _Completion(gw, door, started, stream, context if keep else None)
     upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
                                      "client_key": bearer_token()}
+    if background:
+        assert context is not None
+        return start_background(gw, client, chat.body, door, done, context, upstream_call)
     if not stream:
         try:
             completion = complete_chat(client, chat.body, **upstream_call)
@@ -208,15 +215,100 @@ def list_input_items(response_id: str) -> Response:
 @bp.post("/v1/responses/<response_id>/cancel")
 @bp.post("/responses/<response_id>/cancel")
 def cancel_response(response_id: str) -> Response:
-    """Only background responses can be cancelled, and this proxy runs none (see the module docstring)."""
+    """Cancel a background response that is still running: it is stored as `cancelled` at once, and the worker
+    running it (this one or another, on any instance sharing the store) stops its upstream call within a
+    second. Cancelling a cancelled response returns it again; a finished one cannot be cancelled."""
+    store = gateway().store
     try:
-        record = gateway().store.get_response(response_id)
+        record = store.get_response(response_id, with_input=True)
+        if record is None:
+            return not_found_response(response_id)
+        status = record.response.get("status")
+        if not record.response.get("background"):
+            return openai_error(400, "Only responses created with `background: true` can be cancelled.",
+                                param="response_id", code="invalid_value")
+        if status in ("queued", "in_progress"):
+            record.response = {**record.response, "status": "cancelled"}
+            store.put_response(record)
+            _CANCELLED.add(response_id)
+        elif status != "cancelled":
+            return openai_error(400, f"Cannot cancel a response whose status is {status}.", param="response_id",
+                                code="invalid_value")
     except StoreError as exc:
         return store_unavailable_response(exc)
-    if record is None:
-        return not_found_response(response_id)
-    return openai_error(400, "Only responses created with `background: true` can be cancelled, and this proxy "
-                             "does not run background responses.", param="response_id", code="invalid_value")
+    return Response(dumps(record.response), status=200, mimetype="application/json")
+
+
+# ---- background responses ------------------------------------------------------------------------------------------
+# Cancelled in this worker (the cancel came here): looked at between events. A cancel that reached another worker
+# or instance is seen through the store, read at most once per CANCEL_POLL_SECONDS.
+_CANCELLED: set[str] = set()
+CANCEL_POLL_SECONDS = 1.0
+
+
+def start_background(gw: Gateway, client: Any, chat_body: Any, door: ResponsesDoorStream, done: _Completion,
+                     context: StoredContext, upstream_call: dict[str, Any]) -> Response:
+    """`background: true`: store the response as in_progress, answer with it at once, and run the reply in a
+    greenlet of this worker that stores the final object when it ends (unless it was cancelled meanwhile).
+    GET /v1/responses/{id} polls it. A worker that stops (restart, crash) leaves it in_progress until it expires."""
+    snapshot = door.start()[0]["response"]
+    try:
+        gw.store.put_response(StoredResponse(id=snapshot["id"], response=snapshot,
+                                             input_items=context.own_items, model=snapshot["model"],
+                                             created_at=snapshot["created_at"],
+                                             previous_response_id=context.previous_response_id))
+    except StoreError as exc:
+        return store_unavailable_response(exc)
+    cancelled = _cancel_check(gw, snapshot["id"])
+    import gevent  # type: ignore[import-untyped]  # the server's worker class; only background responses use it
+
+    gevent.spawn(_run_background, gw, client, chat_body, door, done, upstream_call, cancelled)
+    return Response(dumps(snapshot), status=200, mimetype="application/json")
+
+
+def _cancel_check(gw: Gateway, response_id: str) -> Callable[[], bool]:
+    last_look = [time.monotonic()]
+
+    def cancelled() -> bool:
+        if response_id in _CANCELLED:
+            return True
+        now = time.monotonic()
+        if now - last_look[0] < CANCEL_POLL_SECONDS:
+            return False
+        last_look[0] = now
+        try:
+            record = gw.store.get_response(response_id)
+        except StoreError:
+            return False
+        return record is None or record.response.get("status") == "cancelled"
+
+    return cancelled
+
+
+def _run_background(gw: Gateway, client: Any, chat_body: Any, door: ResponsesDoorStream, done: _Completion,
+                    upstream_call: dict[str, Any], cancelled: Callable[[], bool]) -> None:
+    response_id = door.response_id
+    try:
+        try:
+            events = open_chat(client, chat_body, limits=gw.stream_limits, should_stop=cancelled, **upstream_call)
+        except ProxyError as exc:
+            door.fail(exc)
+            done()
+            return
+        stream = cast(Generator[bytes, None, None], relay(events, door, on_end=done))
+        for _ in stream:  # the events are for nobody: the final object is stored by `done`
+            if cancelled():
+                door.finished = False  # a cancelled reply is never stored over its `cancelled` record
+                stream.close()
+                log.info("background response %s cancelled", response_id)
+                return
+    except Exception:  # a greenlet's error has no request to answer: log it, store the failure
+        log.exception("background response %s failed", response_id)
+        if not door.finished:
+            door.fail(ProxyError(ErrorKind.SERVER_ERROR, "The proxy failed while running this response.", 500))
+            done()
+    finally:
+        _CANCELLED.discard(response_id)
 
 
 def not_found_response(response_id: str) -> Response:
@@ -311,7 +403,7 @@ def _echo_fields(body: dict, store: bool = True) -> dict:
     reasoning = body.get("reasoning") or {}
     temperature, top_p = body.get("temperature"), body.get("top_p")
     return {
-        "background": False,
+        "background": bool(body.get("background")),
         "frequency_penalty": 0.0,
         "instructions": body.get("instructions"),
         "max_output_tokens": body.get("max_output_tokens"),

@@ -6,6 +6,7 @@ rejects an assistant tool-call turn sent back without its reasoning."""
 from __future__ import annotations
 
 import json
+import time
 
 import openai
 import pytest
@@ -226,14 +227,54 @@ def test_input_items_paginate_as_the_api_does(proxy, upstream):
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
-def test_background_and_cancel_say_they_are_not_served(proxy, upstream):
-    refused = post(proxy, {"model": MODEL, "input": "hi", "background": True})
-    assert refused.status_code == 400 and refused.json()["error"]["param"] == "background"
+def poll(proxy, response_id: str, until: set[str], timeout: float = 10.0) -> dict:
+    deadline = time.monotonic() + timeout
+    while True:
+        response = requests.get(f"{proxy.base_url}/v1/responses/{response_id}", timeout=10).json()
+        if response["status"] in until or time.monotonic() > deadline:
+            return response
+        time.sleep(0.05)
+
+
+def test_a_background_response_runs_after_the_reply_and_is_polled(proxy, upstream):
+    upstream.script(Reply.text("Done in the background.", reasoning="Work.", delay=0.02))
+    created = post(proxy, {"model": MODEL, "input": "work", "background": True})
+    assert created.status_code == 200
+    first = created.json()
+    validate_response(first)
+    assert first["status"] == "in_progress" and first["background"] is True and first["output"] == []
+
+    final = poll(proxy, first["id"], {"completed", "failed"})
+    assert final["status"] == "completed", final
+    validate_response(final)
+    assert final["output"][-1]["content"][0]["text"] == "Done in the background."
+    assert sdk(proxy).responses.retrieve(first["id"]).output_text == "Done in the background."
+
+
+def test_a_background_response_can_be_cancelled(proxy, upstream):
+    upstream.script(Reply.text(" ".join(["word"] * 400), reasoning=None, delay=0.05))  # a 20 s reply
+    first = post(proxy, {"model": MODEL, "input": "slow", "background": True}).json()
+    assert upstream.wait_for(lambda fake: len(fake.chat_requests) == 1, 5.0)
+    cancelled = sdk(proxy).responses.cancel(first["id"])
+    assert cancelled.status == "cancelled"
+    assert upstream.wait_for_disconnects(1, timeout=5.0), "the upstream call was closed"
+    time.sleep(0.3)
+    assert requests.get(f"{proxy.base_url}/v1/responses/{first['id']}", timeout=10).json()["status"] == "cancelled"
+    again = requests.post(f"{proxy.base_url}/v1/responses/{first['id']}/cancel", timeout=10)
+    assert again.status_code == 200 and again.json()["status"] == "cancelled"
+
+
+def test_background_refusals_and_cancel_errors(proxy, upstream):
+    streamed = post(proxy, {"model": MODEL, "input": "hi", "background": True, "stream": True})
+    assert streamed.status_code == 400 and streamed.json()["error"]["param"] == "stream"
+    unstored = post(proxy, {"model": MODEL, "input": "hi", "background": True, "store": False})
+    assert unstored.status_code == 400 and unstored.json()["error"]["param"] == "store"
     upstream.script(Reply.text("Hi.", reasoning=None))
     created = post(proxy, {"model": MODEL, "input": "hi"}).json()
     cancel = requests.post(f"{proxy.base_url}/v1/responses/{created['id']}/cancel", timeout=10)
     assert cancel.status_code == 400 and "background" in cancel.json()["error"]["message"]
     assert requests.post(f"{proxy.base_url}/v1/responses/resp_nope/cancel", timeout=10).status_code == 404
+    assert upstream.chat_requests and len(upstream.chat_requests) == 1
 
 
 # ---- the Response object -------------------------------------------------------------------------------------------
