@@ -118,8 +118,10 @@ def _own_items(items: Any, store: Store | None) -> list[Item]:
     if isinstance(items, str):
         return [{"id": new_item_id("message"), "type": "message", "role": "user",
                  "content": [{"type": "input_text", "text": items}]}]
+    if items is None:
+        return []
     if not isinstance(items, list):
-        return items  # type: ignore[no-any-return]  # the translator names what is wrong with it
+        raise RequestError("`input` must be a string or an array of items", param="input")
     references = [item["id"] for item in items
                   if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)]
     found = store.get_items(references) if references and store is not None else {}

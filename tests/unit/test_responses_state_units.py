@@ -186,3 +186,10 @@ def test_a_finished_response_is_stored_with_its_own_items_or_logged_when_too_lar
     assert not store_finished_response(tiny, {**response, "id": "resp_3"}, context)
     assert tiny.get_response("resp_3") is None
     assert "served but not stored" in caplog.text
+
+
+def test_a_missing_or_malformed_input_is_a_clear_error_not_a_crash():
+    assert resolve_context({"previous_response_id": None}, None).own_items == []
+    with pytest.raises(RequestError) as caught:
+        resolve_context({"input": 5}, None)
+    assert caught.value.param == "input" and caught.value.status == 400
