@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Annotated, Any
 
+import jsonschema_rs
 from openai.types.responses import Response, ResponseStreamEvent
 from pydantic import BaseModel, Field, TypeAdapter
 
@@ -41,16 +44,29 @@ def _no_extra(model: Any, path: str) -> None:
 CODEX_FAILURE_CODES = {"context_length_exceeded", "server_is_overloaded", "insufficient_quota"}
 
 
+# The Open Responses `Response` object (tests/fixtures/openresponses/README.md): required fields and their types.
+_OPEN_RESPONSES = jsonschema_rs.Draft202012Validator(json.loads(
+    (Path(__file__).resolve().parent.parent / "fixtures" / "openresponses" / "response_resource.json").read_text()))
+
+
+def validate_open_responses(response: dict) -> None:
+    errors = [f"{'/'.join(map(str, e.instance_path))}: {e.message}" for e in _OPEN_RESPONSES.iter_errors(response)]
+    assert not errors, f"not an Open Responses Response object: {errors}"
+
+
 def validate_event(data: dict) -> Any:
     error = (data.get("response") or {}).get("error") if isinstance(data.get("response"), dict) else None
     if data.get("type") == "response.failed" and error and error.get("code") in CODEX_FAILURE_CODES:
         data = {**data, "response": {**data["response"], "error": {**error, "code": "server_error"}}}
+    if isinstance(data.get("response"), dict):
+        validate_open_responses(data["response"])
     event = _EVENT.validate_python(data)
     _no_extra(event, data.get("type", "event"))
     return event
 
 
 def validate_response(data: dict) -> Response:
+    validate_open_responses(data)
     response = Response.model_validate(data)
     _no_extra(response, "response")
     return response

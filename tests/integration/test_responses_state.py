@@ -13,7 +13,7 @@ import pytest
 import requests
 
 from tests.fakes.fake_deepseek import Reply
-from tests.integration.strict_events import validate_event, validate_response
+from tests.integration.strict_events import validate_event, validate_open_responses, validate_response
 from tests.integration.test_responses_api import sse
 
 MODEL = "deepseek-v4-pro"
@@ -295,6 +295,10 @@ def test_every_snapshot_carries_the_full_response_object(proxy, upstream):
         for name in ("max_tool_calls", "safety_identifier", "prompt_cache_key"):
             assert name in snapshot and snapshot[name] is None
         assert snapshot["tools"][0]["strict"] is False
+    # The Open Responses check is a real one: what the proxy sent before issue 11 fails it.
+    for broken in ({**stored, "temperature": None}, {k: v for k, v in stored.items() if k != "completed_at"}):
+        with pytest.raises(AssertionError):
+            validate_open_responses(broken)
     assert [s["completed_at"] for s in snapshots[:-1]] == [None] * (len(snapshots) - 1)
     assert isinstance(snapshots[-1]["completed_at"], int)
     assert snapshots[-1]["completed_at"] >= snapshots[-1]["created_at"]
