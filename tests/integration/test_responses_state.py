@@ -13,7 +13,11 @@ import pytest
 import requests
 
 from tests.fakes.fake_deepseek import Reply
-from tests.integration.strict_events import validate_event, validate_open_responses, validate_response
+from tests.integration.strict_events import (
+    validate_event,
+    validate_open_responses,
+    validate_response,
+)
 from tests.integration.test_responses_api import sse
 
 MODEL = "deepseek-v4-pro"
