@@ -46,8 +46,9 @@ CHAT = Kind("chat", "/chat/completions", b'"delta":{"content":"', b"data: [DONE]
 
 
 def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro",
-                   store: bool | None = None) -> bytes:
-    """A small Codex-like Responses request (`store` unset: the API's default, stored)."""
+                   store: bool | None = False) -> bytes:
+    """A small Codex-like Responses request: `store: false`, as Codex sends it (None leaves `store` out: the
+    API's default, stored)."""
     body: dict = {"model": model, "stream": stream,
                   "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}]}
     if store is not None:

@@ -95,7 +95,7 @@ def run_ttft(env: Env, t: Target) -> dict:
     (issue 11: at most +0.3 ms at p50 with the default SQLite store)."""
     n = 3 if env.smoke else 40
     if t.kind is not load.RESPONSES:
-        results, m, um, ccpu = _measure(env, t, _client(t, True, 1, total=n))
+        results, *_ = _measure(env, t, _client(t, True, 1, total=n))
         return _ttft_row(results)
     batches: dict[bool, list] = {False: [], True: []}
     rounds = 1 if env.smoke else 4
