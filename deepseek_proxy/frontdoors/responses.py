@@ -41,7 +41,7 @@ from flask import Blueprint, Response, request
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
-from ..store import InvalidCursor, StoredResponse, StoreError, StoreUnavailable
+from ..store import InvalidCursor, StoredResponse, StoreError
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream, replay_events
@@ -108,7 +108,7 @@ def create_response() -> Response:
                                  upstream_stream=model.stream and (stream or background))
     except RequestError as exc:
         return request_error_response(exc)
-    except StoreUnavailable as exc:
+    except StoreError as exc:  # StoreUnavailable: the history cannot be read, so nothing can be sent
         return store_unavailable_response(exc)
     if chat.tool_map.dropped:
         log.info("dropped hosted tools the upstream cannot run: %s", ", ".join(chat.tool_map.dropped))
