@@ -399,3 +399,20 @@ def test_two_instances_share_one_redis(fake_deepseek, start_proxy, redis_server)
     assert assistant_turn(fake_deepseek.chat_requests[-1].body["messages"])["reasoning_content"] == "Where am I?"
     assert fake_deepseek.rejections == []
     json.dumps(first)  # the stored object is plain JSON
+
+
+def test_an_unreachable_store_is_a_503_only_for_requests_that_need_it(fake_deepseek, start_proxy):
+    from tests.conftest import free_port
+
+    fake_deepseek.reset()
+    proxy = start_proxy(fake_deepseek.base_url, f'[store]\nurl = "redis://127.0.0.1:{free_port()}/0"\n')
+    needs_it = post(proxy, {"model": MODEL, "input": "hi", "previous_response_id": "resp_1"})
+    assert needs_it.status_code == 503, needs_it.text
+    assert needs_it.json()["error"]["code"] == "store_unavailable"
+    assert fake_deepseek.chat_requests == []
+
+    fake_deepseek.script(Reply.text("Served anyway.", reasoning=None))
+    served = post(proxy, {"model": MODEL, "input": "hi"})  # store: true by default; storing it fails afterwards
+    assert served.status_code == 200 and served.json()["output"][-1]["content"][0]["text"] == "Served anyway."
+    time.sleep(0.5)
+    assert "served but not stored" in proxy.log()
