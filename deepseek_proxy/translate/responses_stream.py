@@ -9,7 +9,12 @@ The item lifecycle is what Codex and the openai SDK need:
 
 Codex takes items ONLY from `response.output_item.done`, so every item gets one, and a delta is never sent for
 an item that was not `added` first. Reasoning (`delta.reasoning_content`) opens a reasoning item whose full text
-also rides, encoded, in `encrypted_content` so it can be replayed to the upstream on the next turn.
+also rides, encoded, in `encrypted_content` so it can be replayed to the upstream on the next turn. It streams as
+`reasoning_text` content, or, when the request asked for `reasoning.summary` (`summaries=True`), as a summary part
+(`response.reasoning_summary_part.added`, `response.reasoning_summary_text.delta` / `.done`,
+`response.reasoning_summary_part.done`): what the Vercel AI SDK and Codex's TUI show.
+
+`replay_events(response)` rebuilds a stored Response object's stream (`GET /v1/responses/{id}?stream=true`).
 """
 
 from __future__ import annotations
