@@ -99,8 +99,8 @@ def run_ttft(env: Env, t: Target) -> dict:
         return _ttft_row(results)
     batches: dict[bool, list] = {False: [], True: []}
     rounds = 1 if env.smoke else 4
-    for _ in range(rounds):
-        for store in (False, True):
+    for round_ in range(rounds):
+        for store in ((False, True) if round_ % 2 == 0 else (True, False)):  # neither always goes first
             body = load.responses_body(True, store=store)
             client = load.Client(t.url, t.kind, body, True, 1, total=max(1, n // rounds), timeout=30.0)
             results, *_ = _measure(env, t, client)
