@@ -59,11 +59,15 @@ def gemini_body(text: str = "hi") -> bytes:
     return json.dumps({"contents": [{"role": "user", "parts": [{"text": text}]}]}).encode()
 
 
-def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:
-    """A small Codex-like Responses request."""
-    return json.dumps({"model": model, "stream": stream,
-                       "input": [{"type": "message", "role": "user",
-                                  "content": [{"type": "input_text", "text": text}]}]}).encode()
+def responses_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro",
+                   store: bool | None = False) -> bytes:
+    """A small Codex-like Responses request: `store: false`, as Codex sends it (None leaves `store` out: the
+    API's default, stored)."""
+    body: dict = {"model": model, "stream": stream,
+                  "input": [{"type": "message", "role": "user", "content": [{"type": "input_text", "text": text}]}]}
+    if store is not None:
+        body["store"] = store
+    return json.dumps(body).encode()
 
 
 def messages_body(stream: bool = True, text: str = "hi", model: str = "deepseek-v4-pro") -> bytes:

@@ -219,6 +219,13 @@ def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> N
             table.row(f"TTFT {q} (ms)", cells(k, ".1f", 1e3),
                       f"{fmt(med(added), '+.2f')} ms" + (f" ({min(added):+.2f}…{max(added):+.2f})" if len(added) > 1 else ""),
                       f"added ≤ +{lim:g} ms", None if not added else med(added) <= lim)
+        if any(r.get("ttft_store_p50") is not None for r in p):
+            # Same target, same rep, alternating batches: what `store: true` (SQLite by default) adds.
+            store_cost = [(r["ttft_store_p50"] - r["ttft_p50"]) * 1e3 for r in p
+                          if r.get("ttft_store_p50") is not None and r.get("ttft_p50") is not None]
+            table.row("TTFT p50 with store: true (ms)", cells("ttft_store_p50", ".1f", 1e3),
+                      f"{fmt(med(store_cost), '+.2f')} ms vs store: false",
+                      "store adds ≤ +0.3 ms", None if not store_cost else med(store_cost) <= 0.3)
         errors_row()
     elif sc.key == "b":
         table.section(f"(b) {sc.name}")
@@ -449,6 +456,7 @@ def main(argv=None) -> int:
         penv = dict(env, DEEPSEEK_API_KEY="sk-bench", DEEPSEEK_BASE_URL=base_url, **tls_env,
                     XDG_CONFIG_HOME=os.path.join(logdir, "xdg"),  # belt and braces: never read the user's config
                     XDG_STATE_HOME=os.path.join(logdir, "state"),  # nor touch their state (the reasoning key)
+                    XDG_DATA_HOME=os.path.join(logdir, "data"),  # the response store (SQLite) of this run only
                     PYTHONUNBUFFERED="1")
 
         wanted = args.targets.split(",") if args.targets else ["direct", "proxy", "messages", "passthrough"]

@@ -13,6 +13,7 @@ from flask import Response, current_app, request
 from ..config import Config, ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
+from ..store import ReasoningCacheAdapter, Store, open_store
 from ..translate.errors import RequestError
 from ..translate.reasoning import ReasoningCache, ReasoningCodec
 from ..upstream.chat import StreamLimits
@@ -29,6 +30,19 @@ class Gateway:
     upstreams: dict[str, UpstreamClient]
     codec: ReasoningCodec
     reasoning_cache: ReasoningCache = field(default_factory=ReasoningCache)
+    _store: Store | None = field(default=None, repr=False)
+
+    def __post_init__(self) -> None:
+        if _shared_store_url(self.config.store.url):
+            self.reasoning_cache = SharedReasoningCache(self.reasoning_cache, ReasoningCacheAdapter(self.store))
+
+    @property
+    def store(self) -> Store:
+        """The response store of `[store]`: built once per worker on first use, connected on its first call
+        (after gunicorn's fork), so a worker that never stores anything never opens it."""
+        if self._store is None:
+            self._store = open_store(self.config.store)
+        return self._store
 
     def client_for(self, model: ModelConfig) -> UpstreamClient:
         return self.upstreams[model.upstream]
@@ -39,6 +53,40 @@ class Gateway:
         return StreamLimits(keepalive_interval=server.keepalive_interval,
                             max_bytes=int(server.max_upstream_stream_mb * 2**20),
                             max_seconds=server.max_upstream_stream_seconds)
+
+
+def _shared_store_url(url: str) -> bool:
+    return url.startswith(("redis://", "rediss://", "unix://"))
+
+
+class SharedReasoningCache(ReasoningCache):
+    """The reasoning fallback cache when `[store]` is a Redis that several instances share: this process's LRU
+    first, then the shared store, so a call made through instance A is replayed with its reasoning through B.
+
+    Why not always the store: the fallback is what Codex (which sends `store: false`) relies on when a client
+    drops its reasoning items. With the default SQLite store that would put Codex's reasoning on disk for
+    `reasoning_ttl_days` although the client asked to keep nothing; an operator who configures a shared Redis
+    has chosen shared state for N instances, and the entries there expire by Redis' own TTL. A store failure is
+    a miss (ReasoningCacheAdapter logs it), never a failed request."""
+
+    def __init__(self, local: ReasoningCache, shared: ReasoningCacheAdapter):
+        super().__init__()
+        self.local, self.shared = local, shared
+
+    def put(self, call_id: str, reasoning: str) -> None:
+        self.local.put(call_id, reasoning)
+        self.shared.put(call_id, reasoning)
+
+    def get(self, call_id: str) -> str | None:
+        found = self.local.get(call_id)
+        if found is None:
+            found = self.shared.get(call_id)
+            if found is not None:
+                self.local.put(call_id, found)
+        return found
+
+    def __len__(self) -> int:
+        return len(self.local)
 
 
 def gateway() -> Gateway:

@@ -9,7 +9,12 @@ The item lifecycle is what Codex and the openai SDK need:
 
 Codex takes items ONLY from `response.output_item.done`, so every item gets one, and a delta is never sent for
 an item that was not `added` first. Reasoning (`delta.reasoning_content`) opens a reasoning item whose full text
-also rides, encoded, in `encrypted_content` so it can be replayed to the upstream on the next turn.
+also rides, encoded, in `encrypted_content` so it can be replayed to the upstream on the next turn. It streams as
+`reasoning_text` content, or, when the request asked for `reasoning.summary` (`summaries=True`), as a summary part
+(`response.reasoning_summary_part.added`, `response.reasoning_summary_text.delta` / `.done`,
+`response.reasoning_summary_part.done`): what the Vercel AI SDK and Codex's TUI show.
+
+`replay_events(response)` rebuilds a stored Response object's stream (`GET /v1/responses/{id}?stream=true`).
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
 
 Event = dict[str, Any]
-__all__ = ["ResponseStream", "completion_as_chunks", "new_id", "responses_usage"]
+__all__ = ["ResponseStream", "completion_as_chunks", "new_id", "replay_events", "responses_usage"]
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
@@ -66,17 +71,23 @@ class ResponseStream:
         response_id: str | None = None,
         created_at: int | None = None,
         make_id: Callable[[str], str] = new_id,
+        summaries: bool = False,
     ):
         self.tool_map = tool_map
         self.codec = codec
         self.make_id = make_id
         self.response_id = response_id or make_id("resp")
         self.model = model
+        # The request asked for reasoning summaries: reasoning streams as summary parts (what the Vercel AI SDK
+        # and Codex's TUI show) instead of reasoning_text content. The item still carries the text as content and
+        # in encrypted_content, so a replay is the same either way.
+        self.summaries = summaries
         self._base = {
             "id": self.response_id,
             "object": "response",
             "created_at": created_at if created_at is not None else int(time.time()),
             "model": model,
+            "completed_at": None,
             **(response_fields or {}),
         }
         self._seq = 0
@@ -139,7 +150,7 @@ class ResponseStream:
         """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
         out: list[Event] = []
         for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)
+            out += self.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is a dict
         return out + self.finish()
 
     def fail(self, code: str, message: str) -> list[Event]:
@@ -169,12 +180,22 @@ class ResponseStream:
         item = self._reasoning
         if item is None:
             self._close_message(out)
-            item = self._reasoning = self._open("reasoning", "rs", out, {"summary": [], "content": []})
-            out.append(self._event("response.content_part.added", item_id=item.id, output_index=item.index,
-                                   content_index=0, part={"type": "reasoning_text", "text": ""}))
+            if self.summaries:
+                item = self._reasoning = self._open("reasoning", "rs", out, {"summary": []})
+                out.append(self._event("response.reasoning_summary_part.added", item_id=item.id,
+                                       output_index=item.index, summary_index=0,
+                                       part={"type": "summary_text", "text": ""}))
+            else:
+                item = self._reasoning = self._open("reasoning", "rs", out, {"summary": [], "content": []})
+                out.append(self._event("response.content_part.added", item_id=item.id, output_index=item.index,
+                                       content_index=0, part={"type": "reasoning_text", "text": ""}))
         item.text.append(text)
-        out.append(self._event("response.reasoning_text.delta", item_id=item.id, output_index=item.index,
-                               content_index=0, delta=text))
+        if self.summaries:
+            out.append(self._event("response.reasoning_summary_text.delta", item_id=item.id,
+                                   output_index=item.index, summary_index=0, delta=text))
+        else:
+            out.append(self._event("response.reasoning_text.delta", item_id=item.id, output_index=item.index,
+                                   content_index=0, delta=text))
 
     def _text_delta(self, text: str, out: list[Event]) -> None:
         item = self._message
@@ -246,12 +267,20 @@ class ResponseStream:
         if item is None or item.done:
             return
         text = "".join(item.text)
-        out.append(self._event("response.reasoning_text.done", item_id=item.id, output_index=item.index,
-                               content_index=0, text=text))
         part = {"type": "reasoning_text", "text": text}
-        out.append(self._event("response.content_part.done", item_id=item.id, output_index=item.index,
-                               content_index=0, part=part))
-        self._done(item, out, {"summary": [], "content": [part], "encrypted_content": self.codec.encode(text)})
+        summary: list[dict] = []
+        if self.summaries:
+            summary = [{"type": "summary_text", "text": text}]
+            out.append(self._event("response.reasoning_summary_text.done", item_id=item.id,
+                                   output_index=item.index, summary_index=0, text=text))
+            out.append(self._event("response.reasoning_summary_part.done", item_id=item.id,
+                                   output_index=item.index, summary_index=0, part=summary[0]))
+        else:
+            out.append(self._event("response.reasoning_text.done", item_id=item.id, output_index=item.index,
+                                   content_index=0, text=text))
+            out.append(self._event("response.content_part.done", item_id=item.id, output_index=item.index,
+                                   content_index=0, part=part))
+        self._done(item, out, {"summary": summary, "content": [part], "encrypted_content": self.codec.encode(text)})
         self._reasoning = None  # a later reasoning burst (after a tool call) opens a new item
 
     def _close_message(self, out: list[Event]) -> None:
@@ -317,10 +346,77 @@ class ResponseStream:
         extra.setdefault("incomplete_details", None)
         self._final = {**self._base, "status": status, "output": [item for _, item in sorted(self._output, key=lambda pair: pair[0])],
                        "usage": responses_usage(self._usage), **extra}
+        if status == "completed":
+            self._final["completed_at"] = int(time.time())
         return self._event(kind, response=self._final)
 
     def _reasoning_text_of_reply(self) -> list[str]:
         return [t for item in self._items if item.kind == "reasoning" for t in item.text]
+
+
+def replay_events(response: dict) -> list[Event]:
+    """The stream of events a stored Response object came from (`GET /v1/responses/{id}?stream=true`): the same
+    event types, item lifecycle and final object as the original stream, each item's text in one delta."""
+    events: list[Event] = []
+
+    def event(kind: str, **fields: Any) -> None:
+        events.append({"type": kind, "sequence_number": len(events), **fields})
+
+    started = {**response, "status": "in_progress", "output": [], "usage": None, "error": None,
+               "incomplete_details": None, "completed_at": None}
+    event("response.created", response=started)
+    event("response.in_progress", response=started)
+    for index, item in enumerate(response.get("output") or []):
+        where = {"item_id": item.get("id"), "output_index": index}
+        kind = item.get("type")
+        if kind == "reasoning":
+            event("response.output_item.added", output_index=index,
+                  item={"id": item.get("id"), "type": "reasoning", "summary": [],
+                        **({} if item.get("summary") else {"content": []})})
+            for summary_index, part in enumerate(item.get("summary") or []):
+                event("response.reasoning_summary_part.added", **where, summary_index=summary_index,
+                      part={"type": "summary_text", "text": ""})
+                event("response.reasoning_summary_text.delta", **where, summary_index=summary_index,
+                      delta=part.get("text", ""))
+                event("response.reasoning_summary_text.done", **where, summary_index=summary_index,
+                      text=part.get("text", ""))
+                event("response.reasoning_summary_part.done", **where, summary_index=summary_index, part=part)
+            if not item.get("summary"):
+                for content_index, part in enumerate(item.get("content") or []):
+                    event("response.content_part.added", **where, content_index=content_index,
+                          part={"type": "reasoning_text", "text": ""})
+                    event("response.reasoning_text.delta", **where, content_index=content_index,
+                          delta=part.get("text", ""))
+                    event("response.reasoning_text.done", **where, content_index=content_index,
+                          text=part.get("text", ""))
+                    event("response.content_part.done", **where, content_index=content_index, part=part)
+        elif kind == "message":
+            event("response.output_item.added", output_index=index,
+                  item={**item, "status": "in_progress", "content": []})
+            for content_index, part in enumerate(item.get("content") or []):
+                text = part.get("text", "")
+                event("response.content_part.added", **where, content_index=content_index,
+                      part={"type": "output_text", "text": "", "annotations": []})
+                event("response.output_text.delta", **where, content_index=content_index, delta=text, logprobs=[])
+                event("response.output_text.done", **where, content_index=content_index, text=text, logprobs=[])
+                event("response.content_part.done", **where, content_index=content_index, part=part)
+        elif kind == "function_call":
+            event("response.output_item.added", output_index=index,
+                  item={**item, "status": "in_progress", "arguments": ""})
+            event("response.function_call_arguments.delta", **where, delta=item.get("arguments", ""))
+            event("response.function_call_arguments.done", **where, arguments=item.get("arguments", ""))
+        elif kind == "custom_tool_call":
+            event("response.output_item.added", output_index=index, item={**item, "input": ""})
+            event("response.custom_tool_call_input.delta", **where, delta=item.get("input", ""))
+            event("response.custom_tool_call_input.done", **where, input=item.get("input", ""))
+        else:
+            event("response.output_item.added", output_index=index, item=item)
+        event("response.output_item.done", output_index=index, item=item)
+    status = response.get("status")
+    terminal = {"completed": "response.completed", "incomplete": "response.incomplete",
+                "failed": "response.failed"}.get(status or "", "response.completed")
+    event(terminal, response=response)
+    return events
 
 
 def _custom_input(arguments: str) -> str:

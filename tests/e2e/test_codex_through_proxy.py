@@ -25,6 +25,10 @@ REASONING = [
 ]
 
 
+# Codex 0.169 asks for reasoning summaries on every request (`reasoning: {"effort": "high", "summary": "auto"}`,
+# see tests/fixtures/codex/normal), so this run streams reasoning as summary parts (issue 11) and still replays it
+# word for word from encrypted_content. The reasoning_text path (no summary asked) is covered by
+# tests/integration/test_responses_api.py.
 def test_codex_runs_tools_through_the_proxy_with_reasoning_replayed(proxy, upstream, work):
     upstream.script(
         Reply.tool_calls([("exec_command", {"cmd": "echo hi > out.txt && cat out.txt"})], reasoning=REASONING[0]),

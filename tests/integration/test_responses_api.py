@@ -307,7 +307,7 @@ def test_sdk_sees_typed_errors(proxy, upstream):
     (b"", 400, None),
     (b"[1, 2]", 400, None),
     (json.dumps({"model": MODEL, "input": "hi", "frobnicate": 1}).encode(), 400, "frobnicate"),
-    (json.dumps({"model": MODEL, "input": "hi", "previous_response_id": "resp_1"}).encode(), 400, "previous_response_id"),
+    (json.dumps({"model": MODEL, "input": "hi", "previous_response_id": "resp_1"}).encode(), 404, "previous_response_id"),
     (json.dumps({"model": "gpt-9", "input": "hi"}).encode(), 404, "model"),
     (json.dumps({"input": "hi"}).encode(), 400, "model"),
     (json.dumps({"model": MODEL, "input": 5}).encode(), 400, "input"),
