@@ -12,7 +12,7 @@ Why clients use it: from the second request on, Codex sends only the new input i
 every turn. The connection remembers the full input and output of the responses it produced (`_History`), so
 such a reference is expanded here, locally, into the full conversation (input + output items, reasoning
 included) before translation: the upstream, which has no state, gets the whole history as over HTTP. A
-reference to a response this connection did not produce goes to the response store (`_expand_from_store`).
+reference to a response this connection did not produce (and any `item_reference`) goes to the response store.
 
 `generate: false` is Codex's warm-up: the first frame of a connection carries the prompt and the tools and no
 turn yet, and Codex waits for `response.completed` before it sends the turn, with `previous_response_id` naming
@@ -73,7 +73,9 @@ from .common import (
     require_client_key,
 )
 from .relay import client_socket, relay
+from ..store.base import StoreError
 from .responses import ResponsesDoorStream, _Completion, _echo_fields, _model_of
+from .responses_state import expand_stored_context
 from .responses_validation import validate_responses_request
 
 log = logging.getLogger("deepseek_proxy.responses_ws")
@@ -214,11 +216,16 @@ def input_items_of(value: Any) -> list:
     raise RequestError("`input` must be a string or an array of input items", param="input")
 
 
-def _expand_from_store(body: dict) -> dict:
-    """A `previous_response_id` this connection did not produce: the response store's business. Until the store
-    is wired to this door, the API's answer for an id it cannot find. The one line to change:"""
-    raise RequestError(f"Previous response with id '{body.get('previous_response_id')}' not found.",
-                       param="previous_response_id", code="previous_response_not_found", status=404)
+def _expand_from_store(body: dict, store: Any) -> dict:
+    """What this connection did not produce comes from the response store: a `previous_response_id` stored over
+    HTTP, by another connection or by another instance sharing the store, and any `item_reference`. An id the
+    store does not hold is the API's 404; a store that cannot be read, a 503 (nothing can be sent without it)."""
+    try:
+        return expand_stored_context(body, store)
+    except StoreError as exc:
+        log.warning("WebSocket: the response store could not be read: %s", exc.__class__.__name__)
+        raise RequestError("The response store cannot be reached, and this request refers to stored state.",
+                           code="store_unavailable", status=503) from None
 
 
 def error_frame(status: int, message: str, *, type: str = "invalid_request_error", code: str | None = None,
@@ -425,7 +432,8 @@ class _Session:
             if previous_id is not None:
                 if not isinstance(previous_id, str):
                     raise RequestError("`previous_response_id` must be a string", param="previous_response_id")
-                body = self.history.expand(body) or _expand_from_store(body)
+                body = self.history.expand(body) or body
+            body = _expand_from_store(body, gw.store)  # a no-op without previous_response_id or item_reference
             validate_responses_request(body)
             model = _model_of(gw, body)
             client = gw.client_for(model)

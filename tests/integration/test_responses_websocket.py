@@ -260,3 +260,27 @@ def test_a_malformed_deflate_offer_is_declined_not_an_error(proxy, upstream):
         assert text_of(client.response()) == "plain"
     finally:
         client.close()
+
+
+def test_a_response_stored_over_http_is_continued_over_websocket(proxy, upstream):
+    """An id this connection did not produce comes from the response store: created with `store: true` over HTTP
+    (another connection, as after a reconnect), continued over WebSocket with only the new item."""
+    upstream.script(Reply.text("The answer is 4.", reasoning="Two and two."), Reply.text("Yes, 4.", reasoning="Same."))
+    first = requests.post(proxy.base_url + "/v1/responses", timeout=30,
+                          json={"model": MODEL, "input": "what is 2+2?", "store": True}).json()
+    assert first["status"] == "completed", first
+    client = WsClient(proxy.port)
+    try:
+        client.send(create(previous_response_id=first["id"], input=[user("sure?")], tools=[]))
+        events = client.response()
+        client.send(create(previous_response_id="resp_not_stored_anywhere", input=[user("again?")], tools=[]))
+        missing = client.recv_event()
+    finally:
+        client.close()
+    assert events[-1]["type"] == "response.completed", events[-1]
+    assert text_of(events) == "Yes, 4."
+    messages = upstream.requests[-1].body["messages"]
+    assert [m["role"] for m in messages] == ["user", "assistant", "user"]
+    assert messages[0]["content"] == "what is 2+2?" and messages[1]["content"] == "The answer is 4."
+    assert missing is not None and missing["type"] == "error" and missing["status"] == 404, missing
+    assert missing["error"]["code"] == "previous_response_not_found"
