@@ -10,6 +10,7 @@ import copy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
+from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.config import default_models
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.errors import RequestError
@@ -112,7 +113,10 @@ def test_any_body_translates_or_is_a_request_error(body, model, profile, repair)
     assert dumps(again.body) == dumps(chat.body)
     assert any(message["role"] != "system" for message in chat.body["messages"])
     if profile.name == "deepseek" and repair != "off":
-        DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat.body), "/chat/completions")
+        # What goes upstream: the translation after the upstream layer's clean-up, which every door gets (a
+        # functionResponse that answers no call of the history becomes a user message there).
+        sent = prepare_request(chat.body, model=model, profile=profile, thinking=chat.thinking, cache=None)
+        DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(sent), "/chat/completions")
 
 
 fragments = st.text(alphabet='{}":, ab1', max_size=6)

@@ -22,6 +22,7 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
+from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.core.errors import ErrorKind, ProxyError
 from deepseek_proxy.frontdoors import responses_ws as rws
 from deepseek_proxy.translate.errors import RequestError
@@ -158,7 +159,8 @@ def test_input_of_another_type_is_a_request_error():
 
 def test_an_unknown_previous_response_is_a_404_in_openais_shape():
     with pytest.raises(RequestError) as refused:
-        rws._expand_from_store({"previous_response_id": "resp_x"})
+        rws._expand_from_store({"previous_response_id": "resp_x"},
+                              MemoryStore(ttl_seconds=60, reasoning_ttl_seconds=60, max_response_bytes=1 << 20))
     frame = rws.request_error_frame(refused.value)
     assert frame == {"type": "error", "status": 404,
                      "error": {"type": "invalid_request_error", "code": "previous_response_not_found",
