@@ -12,6 +12,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 import requests
 
 from deepseek_proxy.codex import catalog as catalog_mod
@@ -22,11 +23,15 @@ from tests.fakes.fake_deepseek import Reply
 CLI = [sys.executable, "-m", "deepseek_proxy.cli"]
 
 
-def cli_env(home: Path, **extra: str) -> dict[str, str]:
-    """The environment ProxyProcess gives the server (same HOME and state dir), for the client-side commands."""
-    return {"PATH": f"{codex_binary().parent}{os.pathsep}{os.environ.get('PATH', '')}", "HOME": str(home),
-            "XDG_STATE_HOME": str(home / "state"), "DEEPSEEK_PROXY_SECRET": "test-secret",
-            catalog_mod.CODEX_BIN_ENV: str(codex_binary()), **extra}
+def cli_env(home: Path, *, with_codex: bool = False, **extra: str) -> dict[str, str]:
+    """The environment ProxyProcess gives the server (same HOME and state dir), for the client-side commands;
+    `with_codex`: the pinned Codex binary on PATH (what `codex setup` and `doctor` run)."""
+    env = {"PATH": os.environ.get("PATH", ""), "HOME": str(home), "XDG_STATE_HOME": str(home / "state"),
+           "DEEPSEEK_PROXY_SECRET": "test-secret", **extra}
+    if with_codex:
+        env["PATH"] = f"{codex_binary().parent}{os.pathsep}{env['PATH']}"
+        env[catalog_mod.CODEX_BIN_ENV] = str(codex_binary())
+    return env
 
 
 def run_cli(*args: str, env: dict[str, str], timeout: float = 60) -> subprocess.CompletedProcess:
@@ -190,10 +195,11 @@ def test_config_command_names_secret_settings_without_their_values(tmp_path):
 
 # ----------------------------------------------------------------------- --port, then codex setup and doctor
 
+@pytest.mark.e2e  # runs the pinned Codex binary
 def test_codex_setup_and_doctor_follow_the_proxy_started_with_port(upstream, start_proxy, tmp_path, work):
     proxy = start_proxy(upstream.base_url, extra_env={catalog_mod.CODEX_BIN_ENV: str(codex_binary())})
     config = tmp_path / f"config-{proxy.port}.toml"  # the proxy's own (empty) config: it says port 8787
-    env = cli_env(tmp_path, DEEPSEEK_API_KEY=FAKE_KEY, DEEPSEEK_BASE_URL=upstream.base_url)
+    env = cli_env(tmp_path, with_codex=True, DEEPSEEK_API_KEY=FAKE_KEY, DEEPSEEK_BASE_URL=upstream.base_url)
     home = work / "codex-home"
 
     setup = run_cli("--config", str(config), "codex", "setup", "--codex-home", str(home), env=env)
@@ -212,11 +218,12 @@ def test_codex_setup_and_doctor_follow_the_proxy_started_with_port(upstream, sta
     assert f"running: deepseek-proxy at {proxy.base_url}/v1 (pid {proxy.process.pid}" in shown.stdout
 
 
+@pytest.mark.e2e  # runs the pinned Codex binary
 def test_codex_setup_and_doctor_with_proxy_url(upstream, start_proxy, tmp_path, work):
     """A proxy elsewhere (behind nginx): here the real proxy, reached only by the URL given, no state file."""
     proxy = start_proxy(upstream.base_url, extra_env={catalog_mod.CODEX_BIN_ENV: str(codex_binary())})
     elsewhere = tmp_path / "elsewhere"  # another user's machine: no state file names the proxy
-    env = cli_env(elsewhere, DEEPSEEK_API_KEY=FAKE_KEY, DEEPSEEK_BASE_URL=upstream.base_url)
+    env = cli_env(elsewhere, with_codex=True, DEEPSEEK_API_KEY=FAKE_KEY, DEEPSEEK_BASE_URL=upstream.base_url)
     home = work / "codex-home"
 
     setup = run_cli("--config", os.devnull, "codex", "setup", "--codex-home", str(home),

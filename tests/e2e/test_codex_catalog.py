@@ -15,6 +15,9 @@ from deepseek_proxy.codex import frontdoor
 from deepseek_proxy.config import ModelConfig, load_config
 from tests.e2e.codex_cli import cleanup, codex_binary, new_work_dir
 
+# They run the pinned Codex binary (npm ci --prefix tests/e2e): end-to-end, not unit tests.
+pytestmark = pytest.mark.e2e
+
 # A bundled catalog in miniature, shaped like Codex 0.169's (fields from fixtures/codex/config/).
 CLASSIC = {
     "slug": "gpt-classic", "display_name": "Classic", "priority": 13, "visibility": "list",

@@ -24,6 +24,9 @@ from tests.conftest import FAKE_KEY, free_port
 from tests.e2e.codex_cli import codex_binary
 from tests.fakes.fake_deepseek import FakeDeepSeek
 
+# They run the pinned Codex binary (npm ci --prefix tests/e2e): end-to-end, not unit tests.
+pytestmark = pytest.mark.e2e
+
 WITH_CODEX = f"{codex_binary().parent}{os.pathsep}/usr/bin:/bin"
 WITHOUT_CODEX = "/usr/bin:/bin"
 

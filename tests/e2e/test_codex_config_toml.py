@@ -16,6 +16,9 @@ from deepseek_proxy.codex import config_toml as ct
 from deepseek_proxy.config import load_config
 from tests.e2e.codex_cli import codex_binary
 
+# They run the pinned Codex binary (npm ci --prefix tests/e2e): end-to-end, not unit tests.
+pytestmark = pytest.mark.e2e
+
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover
