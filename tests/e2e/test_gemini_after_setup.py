@@ -9,10 +9,13 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 from tests.e2e.gemini_cli import GeminiHome, gemini_binary
 from tests.e2e.scripted_messages import RefusingProxy
 from tests.fakes.fake_deepseek import Reply
 
+pytestmark = pytest.mark.e2e  # drives a real client binary from tests/e2e/node_modules
 
 def _setup(home: GeminiHome, proxy_url: str, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "deepseek_proxy.cli", "--config", os.devnull, "gemini", "setup",

@@ -13,6 +13,8 @@ from tests.e2e.gemini_cli import make_gemini_home, run_gemini_print
 from tests.e2e.scripted_messages import RefusingProxy
 from tests.fakes.fake_deepseek import Reply
 
+pytestmark = pytest.mark.e2e  # drives a real client binary from tests/e2e/node_modules
+
 ROUTER_JSON = '{"complexity_reasoning": "a small task", "complexity_score": 10}'
 NEXT_SPEAKER_JSON = '{"reasoning": "the model finished", "next_speaker": "user"}'
 

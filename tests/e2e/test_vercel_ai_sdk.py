@@ -15,6 +15,8 @@ import pytest
 
 from tests.fakes.fake_deepseek import Reply
 
+pytestmark = pytest.mark.e2e  # drives a real client binary from tests/e2e/node_modules
+
 E2E = Path(__file__).resolve().parent
 SCRIPT = E2E / "vercel_ai.mjs"
 MODEL = "deepseek-v4-pro"
