@@ -114,8 +114,8 @@ def reasoning_levels(model: ModelConfig, upstream_profile: str, efforts: Iterabl
         return [], None
     efforts = set(efforts)
     if upstream_profile == "openai":
-        levels = [{"effort": e, "description": d} for e, d in OPENAI_LEVELS if e in efforts]
-        return levels, "medium" if "medium" in efforts else (levels[-1]["effort"] if levels else None)
+        offered = [{"effort": e, "description": d} for e, d in OPENAI_LEVELS if e in efforts]
+        return offered, "medium" if "medium" in efforts else (offered[-1]["effort"] if offered else None)
     effort_map = getattr(model, "effort_map", None) or {}
     levels: list[dict] = []
     chosen: dict[str, str] = {}
@@ -203,7 +203,8 @@ def build_catalog(config: Config, bundled: Mapping[str, Any], *, codex_version: 
 
 
 def catalog_slugs(catalog: Mapping[str, Any]) -> list[str]:
-    return [m.get("slug") for m in catalog.get("models", []) if isinstance(m, dict)]
+    # Only string slugs: a (template) entry without one is no model Codex can pick, and would break a ", ".join().
+    return [m["slug"] for m in catalog.get("models", []) if isinstance(m, dict) and isinstance(m.get("slug"), str)]
 
 
 # ------------------------------------------------------------------------------------ the installed Codex

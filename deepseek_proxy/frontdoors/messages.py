@@ -195,7 +195,7 @@ class MessagesDoorStream(MessagesStream):
 
     failure: str | None = None
 
-    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:  # type: ignore[override]
+    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:
         if isinstance(error, ProxyError):
             kind, message = _KINDS.get(error.kind, "api_error"), error.message
         else:

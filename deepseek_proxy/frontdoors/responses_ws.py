@@ -147,7 +147,7 @@ class _Upgrade(Response):
         super().__init__(frames, status=101, headers=headers, direct_passthrough=True)
         del self.headers["Content-Type"]
 
-    def __call__(self, environ, start_response):  # type: ignore[override]
+    def __call__(self, environ, start_response):
         _, status, headers = self.get_wsgi_response(environ)
         start_response(status, headers)(b"")
         return self.response
