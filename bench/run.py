@@ -91,7 +91,7 @@ class Server:
 
     def tail(self, n: int = 30) -> str:
         try:
-            with open(self.log, "r", errors="replace") as f:
+            with open(self.log, errors="replace") as f:
                 return "".join(f.readlines()[-n:])
         except OSError:
             return ""

@@ -14,8 +14,8 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import load
 from .procstats import Meter, rss_bytes, self_cpu, tree, wait_idle
@@ -291,6 +291,7 @@ def _find_translator():
         return translate_request, f"translate_request{sig}"
     try:
         import tempfile
+
         from deepseek_proxy.app import create_app  # type: ignore
         from deepseek_proxy.config import load_config  # type: ignore
         from deepseek_proxy.frontdoors.common import EXTENSION  # type: ignore

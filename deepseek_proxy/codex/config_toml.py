@@ -24,9 +24,9 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from collections.abc import Mapping, MutableMapping
 from typing import Any, TextIO
 
 import tomlkit

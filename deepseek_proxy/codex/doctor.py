@@ -15,9 +15,10 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, TextIO
+from typing import TextIO
 
 import requests
 

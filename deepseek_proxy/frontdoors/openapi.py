@@ -13,8 +13,8 @@ from flask import Blueprint, Response
 
 from .. import __version__
 from ..jsonfast import dumps
-from .common import gateway
 from .chat_validation import CHAT_REQUEST_SCHEMA
+from .common import gateway
 from .responses_validation import RESPONSES_REQUEST_SCHEMA
 
 bp = Blueprint("openapi", __name__)

@@ -14,8 +14,8 @@ import os
 import re
 import ssl
 import time
-from typing import Any, Mapping
-
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
