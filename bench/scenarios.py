@@ -132,9 +132,10 @@ def run_long_stream(env: Env, t: Target) -> dict:
     r = results[0]
     nerr, err = _errors(results)
     dur = (r.done - r.start) if r.ok else None
-    return {"events_per_s": tokens / dur if dur else None, "cpu_us_per_event": m.cpu / tokens * 1e6 if t.pid() else None,
-            "kernel_share": m.cpu_sys / m.cpu if m.cpu else None, "deltas_seen": r.deltas, "errors": nerr, "error": err, "upstream_cpu": um.cpu, "wall": dur,
-            "client_cpu": ccpu}
+    return {"events_per_s": tokens / dur if dur else None,
+            "cpu_us_per_event": m.cpu / tokens * 1e6 if t.pid() else None,
+            "kernel_share": m.cpu_sys / m.cpu if m.cpu else None, "deltas_seen": r.deltas, "errors": nerr,
+            "error": err, "upstream_cpu": um.cpu, "wall": dur, "client_cpu": ccpu}
 
 
 TOKENS_B, TOKENS_B_SMOKE = 20000, 2000

@@ -104,7 +104,8 @@ def pick_template(bundled: Mapping[str, Any]) -> dict:
     return min(candidates, key=lambda m: (m.get("visibility") != "list", m.get("priority", 1 << 30)))
 
 
-def reasoning_levels(model: ModelConfig, upstream_profile: str, efforts: Iterable[str]) -> tuple[list[dict], str | None]:
+def reasoning_levels(model: ModelConfig, upstream_profile: str,
+                     efforts: Iterable[str]) -> tuple[list[dict], str | None]:
     """(supported_reasoning_levels, default_reasoning_level) for one model.
 
     DeepSeek knows thinking off and effort low/high/max; the proxy maps Codex's effort names onto those with the

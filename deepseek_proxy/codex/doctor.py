@@ -219,7 +219,8 @@ def check_codex(env: Mapping[str, str]) -> tuple[Check, Path | None, str | None]
     try:
         version = catalog_mod.codex_version(codex, env=env)
     except (catalog_mod.CatalogUnavailable, OSError) as exc:
-        return Check("codex", False, f"{codex} does not run: {exc}", f"reinstall it: {catalog_mod.INSTALL_HINT}"), None, None
+        return (Check("codex", False, f"{codex} does not run: {exc}", f"reinstall it: {catalog_mod.INSTALL_HINT}"),
+                None, None)
     return Check("codex", True, f"Codex {version} at {codex}"), codex, version
 
 

@@ -69,7 +69,8 @@ def openapi_document(model_ids: list[str] | None = None) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "deepseek-proxy", "version": __version__,
-                 "description": "The OpenAI Responses and Chat Completions APIs in front of DeepSeek and other Chat Completions upstreams."},
+                 "description": "The OpenAI Responses and Chat Completions APIs in front of DeepSeek and other "
+                                "Chat Completions upstreams."},
         "servers": [{"url": "/"}],
         "paths": {
             "/v1/responses": {"post": {

@@ -380,7 +380,8 @@ class _Completion:
             self.gw.reasoning_cache.put(call_id, reasoning)
         if self.context is not None and translator.finished:
             store_finished_response(self.gw.store, translator.response, self.context)
-        final: dict[str, Any] = translator.response if translator.finished else {"status": "disconnected", "usage": None}
+        final: dict[str, Any] = (translator.response if translator.finished
+                                 else {"status": "disconnected", "usage": None})
         usage = final.get("usage") or {}
         self.log(200, f"{final['status']} in={usage.get('input_tokens', '-')} "
                       f"cached={(usage.get('input_tokens_details') or {}).get('cached_tokens', '-')} "

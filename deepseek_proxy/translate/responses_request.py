@@ -322,7 +322,8 @@ class _MessageBuilder:
             return output
         if not self.model.images:
             return self._text_content(output, where)
-        texts = [IMAGE_FOLLOWS if p.get("type") == "input_image" else self._part_text(p) for p in self._parts(output, where)]
+        texts = [IMAGE_FOLLOWS if p.get("type") == "input_image" else self._part_text(p)
+                 for p in self._parts(output, where)]
         return "\n".join(t for t in texts if t is not None)
 
     # ---- assembly ----------------------------------------------------------------------------------------

@@ -52,7 +52,7 @@ import uuid
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Union
+from typing import Any
 
 DEFAULT_API_KEY = "sk-fake-deepseek"
 KNOWN_MODELS = ("deepseek-v4-pro", "deepseek-v4-flash", "deepseek-chat", "deepseek-reasoner")
@@ -237,7 +237,7 @@ class Reply:
         return dataclasses.replace(base_reply, hang_up_after_chunks=n_chunks)
 
 
-ReplySource = Union[Reply, Callable[[dict], Reply]]
+ReplySource = Reply | Callable[[dict], Reply]
 
 
 def _check_usage_style(style: str) -> str:

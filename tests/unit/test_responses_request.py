@@ -8,6 +8,7 @@ translator's output.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from pathlib import Path
@@ -840,10 +841,10 @@ def messages_prefix_bytes(messages: list[dict]) -> bytes:
 def test_each_turn_is_a_byte_prefix_of_the_next(directory, model):
     profile = DEEPSEEK if model is PRO else OPENAI
     turns = [translate(codex_fixture(name), model=model, profile=profile).body for name in turn_files(directory)]
-    for earlier, later in zip(turns, turns[1:]):
+    for earlier, later in itertools.pairwise(turns):
         before, after = earlier["messages"], later["messages"]
         assert len(after) > len(before)
-        for a, b in zip(before, after):
+        for a, b in zip(before, after[:len(before)], strict=True):  # the earlier turn's messages, unchanged
             assert dumps(a) == dumps(b)
         assert messages_prefix_bytes(after).startswith(messages_prefix_bytes(before))
         assert dumps(earlier["tools"]) == dumps(later["tools"])
