@@ -904,3 +904,12 @@ def test_long_or_odd_tool_names_are_shortened_and_mapped_back():
     replayed = translate(history).body["messages"]
     assert replayed[1]["tool_calls"][0]["function"]["name"] == names[0]
     assert flat_tool_name("exec_command") == "exec_command"  # valid names are left exactly as they are
+
+
+@pytest.mark.parametrize("kind", [["message"], {"a": 1}, 7])
+def test_an_input_item_whose_type_is_not_a_string_is_a_request_error(kind):
+    # The doors' schema rejects these first; the translator itself must not crash on them either (unhashable key).
+    body = {"model": "deepseek-v4-pro", "input": [{"type": kind, "role": "user", "content": "hi"}]}
+    with pytest.raises(RequestError) as caught:
+        translate(body)
+    assert caught.value.param == "input[0].type"
