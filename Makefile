@@ -6,7 +6,7 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 CODEX := tests/e2e/node_modules/.bin/codex
 
-.PHONY: test install bench-smoke user-install-check clean
+.PHONY: test install lint bench-smoke user-install-check clean
 
 # pytest's own exit code fails the target, including 5 (no tests collected).
 test: install
@@ -24,6 +24,11 @@ $(VENV)/.installed: setup.cfg pyproject.toml
 $(CODEX): tests/e2e/package.json tests/e2e/package-lock.json
 	npm ci --prefix tests/e2e --no-audit --no-fund --loglevel=error
 	touch $@
+
+# ruff and mypy as configured in pyproject.toml; CI runs the same (.ci/run). Non-zero on any finding.
+lint: install
+	$(VENV)/bin/ruff check deepseek_proxy tests bench .ci
+	$(VENV)/bin/mypy
 
 bench-smoke: install
 	$(PY) -m bench.run --smoke

@@ -3,7 +3,8 @@
 
 Builds the sdist and the wheel (`python -m build`, in a throw-away venv: `build` is a CI tool, not a dependency),
 then for each of them: installs it ALONE, no extras, into a fresh `python3 -m venv`; checks that nothing of the
-test extras came along and that install_requires is exactly the third-party modules the package imports; starts the fake upstream (tests/fakes/fake_deepseek.py, with the repo's test venv python,
+test extras came along and that install_requires is exactly the third-party modules the package imports; starts
+the fake upstream (tests/fakes/fake_deepseek.py, with the repo's test venv python,
 outside the user's venv) and the user's `deepseek-proxy serve --port FREE` against it; streams one Responses
 request with the standard library and checks its events; runs `deepseek-proxy codex setup` into a temporary
 CODEX_HOME and `deepseek-proxy doctor`; and ends `serve` with SIGTERM, which must exit 0 within 2 s.

@@ -249,7 +249,8 @@ def run_direct_session(base_url: str, plan: SessionPlan, *, nonce: bool = False)
 
 
 def hit_share(fake: FakeDeepSeek, from_call: int = FROM_CALL) -> dict:
-    records = [r for r in fake.chat_requests if r.rejection is None and (r.body or {}).get("model") != "deepseek-v4-flash"]
+    records = [r for r in fake.chat_requests
+               if r.rejection is None and (r.body or {}).get("model") != "deepseek-v4-flash"]
     counted = records[from_call - 1 :]
     prompt = sum(r.prompt_tokens for r in counted)
     hit = sum(r.cache_hit_tokens for r in counted)

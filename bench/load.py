@@ -119,7 +119,7 @@ _HEAD, _CHUNKED, _LENGTH, _CLOSE = range(4)
 class Conn:
     """One keep-alive connection running requests back to back."""
 
-    def __init__(self, client: "Client"):
+    def __init__(self, client: Client):
         self.c = client
         self.sock: socket.socket | None = None
         self.res: Result | None = None

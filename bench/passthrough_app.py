@@ -49,7 +49,7 @@ def responses():
     if stream:
         chat["stream_options"] = {"include_usage": True}
     up = session.post(UPSTREAM, data=orjson.dumps(chat), stream=stream, timeout=600)
-    rid = "resp_bench_%x" % time.time_ns()
+    rid = f"resp_bench_{time.time_ns():x}"
     if not stream:
         msg = up.json()["choices"][0]["message"]
         return app.response_class(orjson.dumps({

@@ -91,7 +91,7 @@ class Server:
 
     def tail(self, n: int = 30) -> str:
         try:
-            with open(self.log, "r", errors="replace") as f:
+            with open(self.log, errors="replace") as f:
                 return "".join(f.readlines()[-n:])
         except OSError:
             return ""
@@ -152,7 +152,7 @@ def cell(vals, spec=".2f", scale=1.0) -> str:
 def paired(a_reps, b_reps, key, op):
     """Per-rep op(a, b) over reps where both are present (a = proxy, b = direct of the same rep)."""
     out = []
-    for a, b in zip(a_reps, b_reps):
+    for a, b in zip(a_reps, b_reps, strict=False):  # a target whose run broke off has fewer reps
         x, y = a.get(key), b.get(key)
         if x is not None and y is not None:
             out.append(op(x, y))
@@ -217,7 +217,8 @@ def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> N
             k = f"ttft_{q}"
             added = paired(p, d, k, lambda x, y: (x - y) * 1e3)
             table.row(f"TTFT {q} (ms)", cells(k, ".1f", 1e3),
-                      f"{fmt(med(added), '+.2f')} ms" + (f" ({min(added):+.2f}…{max(added):+.2f})" if len(added) > 1 else ""),
+                      f"{fmt(med(added), '+.2f')} ms"
+                      + (f" ({min(added):+.2f}…{max(added):+.2f})" if len(added) > 1 else ""),
                       f"added ≤ +{lim:g} ms", None if not added else med(added) <= lim)
         if any(r.get("ttft_store_p50") is not None for r in p):
             # Same target, same rep, alternating batches: what `store: true` (SQLite by default) adds.

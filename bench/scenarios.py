@@ -14,8 +14,8 @@ import os
 import re
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable
 
 from . import load
 from .procstats import Meter, rss_bytes, self_cpu, tree, wait_idle
@@ -132,9 +132,10 @@ def run_long_stream(env: Env, t: Target) -> dict:
     r = results[0]
     nerr, err = _errors(results)
     dur = (r.done - r.start) if r.ok else None
-    return {"events_per_s": tokens / dur if dur else None, "cpu_us_per_event": m.cpu / tokens * 1e6 if t.pid() else None,
-            "kernel_share": m.cpu_sys / m.cpu if m.cpu else None, "deltas_seen": r.deltas, "errors": nerr, "error": err, "upstream_cpu": um.cpu, "wall": dur,
-            "client_cpu": ccpu}
+    return {"events_per_s": tokens / dur if dur else None,
+            "cpu_us_per_event": m.cpu / tokens * 1e6 if t.pid() else None,
+            "kernel_share": m.cpu_sys / m.cpu if m.cpu else None, "deltas_seen": r.deltas, "errors": nerr,
+            "error": err, "upstream_cpu": um.cpu, "wall": dur, "client_cpu": ccpu}
 
 
 TOKENS_B, TOKENS_B_SMOKE = 20000, 2000
@@ -291,6 +292,7 @@ def _find_translator():
         return translate_request, f"translate_request{sig}"
     try:
         import tempfile
+
         from deepseek_proxy.app import create_app  # type: ignore
         from deepseek_proxy.config import load_config  # type: ignore
         from deepseek_proxy.frontdoors.common import EXTENSION  # type: ignore

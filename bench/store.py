@@ -17,9 +17,9 @@ this bench starts on a free loopback port), each operation is timed one call at 
 
 Printed: median and p99 per call in milliseconds, the median of the reps' medians. The puts come back to back,
 unlike a proxy's (one per finished response): SQLite's p99 then includes the WAL checkpoints its own backstop runs
-inside a commit, which the store's checkpoint thread takes off the worker when writes are spread out. Issue 11's target: `store: true`
-adds at most 0.3 ms to TTFT p50 with SQLite: compare the "conversation" and "item" rows (and "put" if a door
-stores before the first token).
+inside a commit, which the store's checkpoint thread takes off the worker when writes are spread out. Issue 11's
+target: `store: true` adds at most 0.3 ms to TTFT p50 with SQLite: compare the "conversation" and "item" rows (and
+"put" if a door stores before the first token).
 """
 
 from __future__ import annotations

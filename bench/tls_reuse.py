@@ -82,7 +82,8 @@ def main(argv=None) -> None:
         print(f"  {way:6s}: to response headers {statistics.median(r['headers']) * 1000:.2f} ms, "
               f"client CPU {statistics.median(r['cpu']) * 1000:.2f} ms per request")
     saved = statistics.median(results["fresh"]["headers"]) - statistics.median(results["pooled"]["headers"])
-    print(f"  reuse saves {saved * 1000:.2f} ms per request on loopback (plus 2-3 network round trips to a real upstream)")
+    print(f"  reuse saves {saved * 1000:.2f} ms per request on loopback "
+          "(plus 2-3 network round trips to a real upstream)")
 
 
 if __name__ == "__main__":

@@ -133,7 +133,8 @@ def main(argv: list[str] | None = None) -> int:
 
     print(f"turn 2 with a {len(json.dumps(base)) / 1e6:.2f} MB history ({len(base['input'])} items), "
           f"{reps} interleaved reps:")
-    print(f"  HTTP       request {statistics.median(http_bytes):>10,.0f} B   time to response.completed {ms(http_times)}")
+    print(f"  HTTP       request {statistics.median(http_bytes):>10,.0f} B   "
+          f"time to response.completed {ms(http_times)}")
     print(f"  WebSocket  request {statistics.median(ws_bytes):>10,.0f} B   time to response.completed {ms(ws_times)}"
           f"   (frame JSON {statistics.median(ws_json):,.0f} B before permessage-deflate)")
     smaller = statistics.median(ws_bytes) < statistics.median(http_bytes)

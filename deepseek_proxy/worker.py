@@ -145,6 +145,10 @@ class EdgeServer(PyWSGIServer):
 
 class StreamingHandler(PyWSGIHandler):
     server: EdgeServer
+    # Set by gevent's handler (untyped): the response status, negated after a socket error as gevent does; and the
+    # request stream, which __init__ replaces with our time-limited reader.
+    code: int
+    rfile: io.BufferedIOBase
     phase = IDLE
     deadline = 0.0  # time.monotonic() by which the current phase's reads must be done
     body_started = 0.0

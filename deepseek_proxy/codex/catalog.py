@@ -20,9 +20,10 @@ import re
 import shutil
 import subprocess
 import tempfile
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any
 
 from .. import __version__
 from ..config import Config, ModelConfig, default_state_dir
@@ -103,7 +104,8 @@ def pick_template(bundled: Mapping[str, Any]) -> dict:
     return min(candidates, key=lambda m: (m.get("visibility") != "list", m.get("priority", 1 << 30)))
 
 
-def reasoning_levels(model: ModelConfig, upstream_profile: str, efforts: Iterable[str]) -> tuple[list[dict], str | None]:
+def reasoning_levels(model: ModelConfig, upstream_profile: str,
+                     efforts: Iterable[str]) -> tuple[list[dict], str | None]:
     """(supported_reasoning_levels, default_reasoning_level) for one model.
 
     DeepSeek knows thinking off and effort low/high/max; the proxy maps Codex's effort names onto those with the
@@ -114,8 +116,8 @@ def reasoning_levels(model: ModelConfig, upstream_profile: str, efforts: Iterabl
         return [], None
     efforts = set(efforts)
     if upstream_profile == "openai":
-        levels = [{"effort": e, "description": d} for e, d in OPENAI_LEVELS if e in efforts]
-        return levels, "medium" if "medium" in efforts else (levels[-1]["effort"] if levels else None)
+        offered = [{"effort": e, "description": d} for e, d in OPENAI_LEVELS if e in efforts]
+        return offered, "medium" if "medium" in efforts else (offered[-1]["effort"] if offered else None)
     effort_map = getattr(model, "effort_map", None) or {}
     levels: list[dict] = []
     chosen: dict[str, str] = {}
@@ -203,7 +205,8 @@ def build_catalog(config: Config, bundled: Mapping[str, Any], *, codex_version: 
 
 
 def catalog_slugs(catalog: Mapping[str, Any]) -> list[str]:
-    return [m.get("slug") for m in catalog.get("models", []) if isinstance(m, dict)]
+    # Only string slugs: a (template) entry without one is no model Codex can pick, and would break a ", ".join().
+    return [m["slug"] for m in catalog.get("models", []) if isinstance(m, dict) and isinstance(m.get("slug"), str)]
 
 
 # ------------------------------------------------------------------------------------ the installed Codex

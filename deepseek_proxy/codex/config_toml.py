@@ -24,9 +24,10 @@ import os
 import re
 import sys
 import time
+from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping, TextIO
+from typing import Any, TextIO
 
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
@@ -205,7 +206,7 @@ def merge_main_config(text: str, *, settings: Mapping[str, Any], remove: set[str
 
     # Our provider table: fix in place if it exists, else append it as a new table at the end.
     providers = doc.get("model_providers")
-    ours = providers.get(PROVIDER_ID) if hasattr(providers, "get") else None
+    ours = providers.get(PROVIDER_ID) if isinstance(providers, MutableMapping) else None  # tomlkit (inline) table
     if ours is not None:
         old = plain["model_providers"][PROVIDER_ID]
         if old.get("wire_api") == "chat":
@@ -222,7 +223,7 @@ def merge_main_config(text: str, *, settings: Mapping[str, Any], remove: set[str
 
     # Legacy profile tables with our names make `codex -p NAME` fail; their settings move to the profile file.
     legacy_tables = doc.get("profiles")
-    if hasattr(legacy_tables, "get") and isinstance(plain.get("profiles"), dict):
+    if isinstance(legacy_tables, MutableMapping) and isinstance(plain.get("profiles"), dict):
         for name in sorted(profile_names):
             if name in legacy_tables and isinstance(plain["profiles"].get(name), dict):
                 result.legacy_profiles[name] = plain["profiles"][name]

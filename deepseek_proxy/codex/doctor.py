@@ -15,9 +15,10 @@ import re
 import shlex
 import sys
 import tempfile
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Mapping, TextIO
+from typing import TextIO
 
 import requests
 
@@ -218,7 +219,8 @@ def check_codex(env: Mapping[str, str]) -> tuple[Check, Path | None, str | None]
     try:
         version = catalog_mod.codex_version(codex, env=env)
     except (catalog_mod.CatalogUnavailable, OSError) as exc:
-        return Check("codex", False, f"{codex} does not run: {exc}", f"reinstall it: {catalog_mod.INSTALL_HINT}"), None, None
+        return (Check("codex", False, f"{codex} does not run: {exc}", f"reinstall it: {catalog_mod.INSTALL_HINT}"),
+                None, None)
     return Check("codex", True, f"Codex {version} at {codex}"), codex, version
 
 
@@ -241,7 +243,9 @@ def check_codex_config(config: Config, home: Path, env: Mapping[str, str]) -> It
     if "profile" in plain:
         yield Check("config.toml", False, f'{path} has a top-level `profile = "{plain["profile"]}"`, which Codex '
                     f"0.169 refuses: no Codex command starts.", f"delete that line from {path}")
-    providers = plain.get("model_providers") if isinstance(plain.get("model_providers"), dict) else {}
+    providers = plain.get("model_providers")
+    if not isinstance(providers, dict):
+        providers = {}
     for pid, provider in sorted(providers.items()):
         if isinstance(provider, dict) and provider.get("wire_api") == "chat":
             fix = setup if pid == PROVIDER_ID else \
@@ -279,7 +283,9 @@ def check_codex_config(config: Config, home: Path, env: Mapping[str, str]) -> It
                         f"\"Missing environment variable: `{expected_key}`\". {key.instructions}",
                         f"export {expected_key}=…")
 
-    legacy = plain.get("profiles") if isinstance(plain.get("profiles"), dict) else {}
+    legacy = plain.get("profiles")
+    if not isinstance(legacy, dict):
+        legacy = {}
     for model in config.models.values():
         name = profile_name(model.id)
         yield from _check_profile(config, home, model.id, name, in_legacy=name in legacy, setup=setup)

@@ -14,8 +14,8 @@ import threading
 from flask import Blueprint, Response, request
 
 from ..config import Config
-from ..jsonfast import dumps
 from ..frontdoors.common import check_client_key, gateway, openai_error
+from ..jsonfast import dumps
 from . import catalog as catalog_mod
 
 codex_catalog_bp = Blueprint("codex_catalog", __name__)

@@ -48,7 +48,8 @@ _USER_PART = {
                                          "properties": {"url": _STRING,
                                                         "detail": {"enum": ["auto", "low", "high"]}}}},
         }),
-        _when("type", ["input_audio"], {"required": ["input_audio"], "properties": {"input_audio": {"type": "object"}}}),
+        _when("type", ["input_audio"],
+              {"required": ["input_audio"], "properties": {"input_audio": {"type": "object"}}}),
         _when("type", ["file"], {"required": ["file"], "properties": {"file": {"type": "object"}}}),
     ],
 }

@@ -298,7 +298,7 @@ class GeminiDoorStream(GeminiStream):
         self._opened = False  # JSON-array form: the "[" went out
         self._closed = False
 
-    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:  # type: ignore[override]
+    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:
         if isinstance(error, ProxyError):
             return super().fail(gemini_kind(error), error.message)
         return super().fail(error, message or "")

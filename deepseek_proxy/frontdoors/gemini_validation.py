@@ -107,7 +107,8 @@ def _part(part: Any, where: str) -> None:
             continue
         if not isinstance(blob, dict):
             raise _fail(f"{where}.{key}", "an object is required")
-        for field in (("mimeType", "mime_type"), ("data", "data") if camel == "inlineData" else ("fileUri", "file_uri")):
+        location = ("data", "data") if camel == "inlineData" else ("fileUri", "file_uri")
+        for field in (("mimeType", "mime_type"), location):
             fkey, value = _get(blob, *field)
             if value is not None and not isinstance(value, str):
                 raise _fail(f"{where}.{key}.{fkey}", "a string is required")

@@ -195,7 +195,7 @@ class MessagesDoorStream(MessagesStream):
 
     failure: str | None = None
 
-    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:  # type: ignore[override]
+    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:
         if isinstance(error, ProxyError):
             kind, message = _KINDS.get(error.kind, "api_error"), error.message
         else:
@@ -369,8 +369,8 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                 gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %.0fms", label, (time.monotonic() - started) * 1000)
         return Response(data, status=200, mimetype="application/json")
-    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ)), status=200, mimetype="text/event-stream",
-                    headers=SSE_HEADERS, direct_passthrough=True)
+    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ)), status=200,
+                    mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
 
 
 def _passthrough_error(client: UpstreamClient, response: requests.Response) -> ProxyError:

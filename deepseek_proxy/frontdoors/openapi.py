@@ -13,8 +13,8 @@ from flask import Blueprint, Response
 
 from .. import __version__
 from ..jsonfast import dumps
-from .common import gateway
 from .chat_validation import CHAT_REQUEST_SCHEMA
+from .common import gateway
 from .responses_validation import RESPONSES_REQUEST_SCHEMA
 
 bp = Blueprint("openapi", __name__)
@@ -69,7 +69,8 @@ def openapi_document(model_ids: list[str] | None = None) -> dict[str, Any]:
     return {
         "openapi": "3.1.0",
         "info": {"title": "deepseek-proxy", "version": __version__,
-                 "description": "The OpenAI Responses and Chat Completions APIs in front of DeepSeek and other Chat Completions upstreams."},
+                 "description": "The OpenAI Responses and Chat Completions APIs in front of DeepSeek and other "
+                                "Chat Completions upstreams."},
         "servers": [{"url": "/"}],
         "paths": {
             "/v1/responses": {"post": {

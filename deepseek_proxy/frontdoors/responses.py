@@ -260,7 +260,7 @@ def start_background(gw: Gateway, client: Any, chat_body: Any, door: ResponsesDo
     except StoreError as exc:
         return store_unavailable_response(exc)
     cancelled = _cancel_check(gw, snapshot["id"])
-    import gevent  # type: ignore[import-untyped]  # the server's worker class; only background responses use it
+    import gevent  # the server's worker class; only background responses use it
 
     gevent.spawn(_run_background, gw, client, chat_body, door, done, upstream_call, cancelled)
     return Response(dumps(snapshot), status=200, mimetype="application/json")
@@ -330,7 +330,7 @@ def wants_summaries(body: dict) -> bool:
 class ResponsesDoorStream(ResponseStream):
     """The Responses stream translator as the relay drives it: failures arrive as neutral errors."""
 
-    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:  # type: ignore[override]
+    def fail(self, error: ProxyError | str, message: str | None = None) -> list[dict]:
         if isinstance(error, ProxyError):
             return super().fail(stream_failure_code(error), error.message)
         return super().fail(error, message or "")
@@ -380,7 +380,8 @@ class _Completion:
             self.gw.reasoning_cache.put(call_id, reasoning)
         if self.context is not None and translator.finished:
             store_finished_response(self.gw.store, translator.response, self.context)
-        final: dict[str, Any] = translator.response if translator.finished else {"status": "disconnected", "usage": None}
+        final: dict[str, Any] = (translator.response if translator.finished
+                                 else {"status": "disconnected", "usage": None})
         usage = final.get("usage") or {}
         self.log(200, f"{final['status']} in={usage.get('input_tokens', '-')} "
                       f"cached={(usage.get('input_tokens_details') or {}).get('cached_tokens', '-')} "

@@ -123,7 +123,8 @@ def _own_items(items: Any, store: Store | None) -> list[Item]:
     if not isinstance(items, list):
         raise RequestError("`input` must be a string or an array of items", param="input")
     references = [item["id"] for item in items
-                  if isinstance(item, dict) and item.get("type") == "item_reference" and isinstance(item.get("id"), str)]
+                  if isinstance(item, dict) and item.get("type") == "item_reference"
+                  and isinstance(item.get("id"), str)]
     found = store.get_items(references) if references and store is not None else {}
     if store is not None and len(found) < len(set(references)):
         time.sleep(RACE_GRACE_SECONDS)  # as for previous_response_id

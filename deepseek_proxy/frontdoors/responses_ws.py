@@ -60,6 +60,7 @@ from wsproto.utilities import (
 from ..core.errors import ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..shutdown import ServerShuttingDown
+from ..store.base import StoreError
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..upstream.chat import ChatEvents, open_chat
@@ -73,7 +74,6 @@ from .common import (
     require_client_key,
 )
 from .relay import client_socket, relay
-from ..store.base import StoreError
 from .responses import ResponsesDoorStream, _Completion, _echo_fields, _model_of
 from .responses_state import expand_stored_context
 from .responses_validation import validate_responses_request
@@ -147,7 +147,7 @@ class _Upgrade(Response):
         super().__init__(frames, status=101, headers=headers, direct_passthrough=True)
         del self.headers["Content-Type"]
 
-    def __call__(self, environ, start_response):  # type: ignore[override]
+    def __call__(self, environ, start_response):
         _, status, headers = self.get_wsgi_response(environ)
         start_response(status, headers)(b"")
         return self.response

@@ -258,7 +258,8 @@ def _apply_output_format(chat: dict, body: dict) -> None:
 
 def translate_anthropic_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]:
     """Client tools → function tools, in the client's order. Server tools (web_search_*, code_execution_*, an MCP
-    toolset, ...: any `type` but "custom") run at Anthropic, not here: they are dropped and listed in tool_map.dropped."""
+    toolset, ...: any `type` but "custom") run at Anthropic, not here: they are dropped and listed in
+    tool_map.dropped."""
     tool_map = ToolMap()
     if tools is None:
         return [], tool_map

@@ -63,7 +63,7 @@ def estimate_text_tokens(text: str) -> int:
     """Tokens in `text` by DeepSeek V4's tokenizer, estimated (see the module docstring). 0 only for ""."""
     if not text:
         return 0
-    return max(1, round(sum(c * f for c, f in zip(_COEFFICIENTS, _features(text)))))
+    return max(1, round(sum(c * f for c, f in zip(_COEFFICIENTS, _features(text), strict=True))))
 
 
 def rough_tokens(byte_count: int) -> int:

@@ -13,10 +13,10 @@ reasoning fallback cache, clamping max_tokens, fields the upstream does not acce
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, cast
 
 from ..config import ModelConfig
-from ..core.chat import TOOL_IMAGES, ChatRequest
+from ..core.chat import TOOL_IMAGES, ChatMessage, ChatRequest
 from ..jsonfast import dumps_str
 from ..upstream.prepare import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .errors import RequestError
@@ -91,7 +91,9 @@ def translate_request(
     tools, tool_map = translate_tools(body.get("tools"), profile)
 
     messages = _MessageBuilder(model, codec, thinking.enabled).build(body.get("instructions"), body.get("input"))
-    chat: ChatRequest = {"model": model.upstream_model or model.id, "messages": messages}
+    # The builder's plain dicts have ChatMessage's shape; a tool message may also carry TOOL_IMAGES, which the
+    # upstream layer moves out before sending (upstream/prepare.py).
+    chat: ChatRequest = {"model": model.upstream_model or model.id, "messages": cast("list[ChatMessage]", messages)}
     _apply_text_format(chat, _object(body, "text"))
 
     if tools:
@@ -101,7 +103,7 @@ def translate_request(
             chat["tool_choice"] = choice
         if isinstance(body.get("parallel_tool_calls"), bool):
             chat["parallel_tool_calls"] = body["parallel_tool_calls"]  # dropped for upstreams without it
-    chat.update(thinking.fields)  # type: ignore[typeddict-item]
+    chat.update(thinking.fields)
 
     max_tokens = body.get("max_output_tokens")
     if max_tokens is not None:
@@ -113,7 +115,7 @@ def translate_request(
         if value is not None:
             if not isinstance(value, (int, float)) or isinstance(value, bool):
                 raise RequestError(f"{key} must be a number", param=key)
-            chat[key] = value  # type: ignore[literal-required]
+            chat[key] = value
 
     stream = bool(body.get("stream", False))
     chat["stream"] = model.stream if upstream_stream is None else upstream_stream
@@ -131,7 +133,7 @@ def _object(body: dict, key: str) -> dict:
     return value
 
 
-def _apply_text_format(chat: dict, text: dict) -> None:
+def _apply_text_format(chat: ChatRequest | dict[str, Any], text: dict) -> None:  # chat_request.py: a dict
     """DeepSeek accepts only `response_format: json_object`, and only when the prompt mentions JSON; a json_schema
     request becomes json_object plus the schema stated in a system message (which also mentions JSON)."""
     fmt = text.get("format") or {}
@@ -162,7 +164,7 @@ class _MessageBuilder:
         self.model = model
         self.codec = codec
         self.thinking = thinking
-        self.messages: list[dict] = []
+        self.messages: list[dict[str, Any]] = []
         self.pending_reasoning: str | None = None
         self.open_assistant: dict | None = None  # the assistant message further calls still join
         self._handlers = {
@@ -174,7 +176,7 @@ class _MessageBuilder:
             "custom_tool_call_output": self._output,
         }
 
-    def build(self, instructions: Any, items: Any) -> list[dict]:
+    def build(self, instructions: Any, items: Any) -> list[dict[str, Any]]:
         if instructions is not None:
             if not isinstance(instructions, str):
                 raise RequestError("`instructions` must be a string", param="instructions")
@@ -196,7 +198,8 @@ class _MessageBuilder:
     # ---- items -------------------------------------------------------------------------------------------
     def _item(self, item: dict, index: int) -> None:
         kind = item.get("type", "message" if "role" in item else None)
-        handler = self._handlers.get(kind)
+        # A non-string type (a list, an object) is unsupported too, not an unhashable-key crash.
+        handler = self._handlers.get(kind) if isinstance(kind, str) else None
         if handler is None:
             if kind == "item_reference":
                 raise RequestError("item_reference needs stored responses, which this proxy does not keep yet",
@@ -257,7 +260,7 @@ class _MessageBuilder:
         if not isinstance(call_id, str):
             raise RequestError(f"{where}.call_id must be a string", param=f"{where}.call_id")
         output = item.get("output")
-        message = {"role": "tool", "tool_call_id": call_id, "content": self._tool_output(output, where)}
+        message: dict[str, Any] = {"role": "tool", "tool_call_id": call_id, "content": self._tool_output(output, where)}
         if self.model.images and not isinstance(output, str):
             images = [self._image_part(p) for p in self._parts(output, where) if p.get("type") == "input_image"]
             if images:
@@ -319,7 +322,8 @@ class _MessageBuilder:
             return output
         if not self.model.images:
             return self._text_content(output, where)
-        texts = [IMAGE_FOLLOWS if p.get("type") == "input_image" else self._part_text(p) for p in self._parts(output, where)]
+        texts = [IMAGE_FOLLOWS if p.get("type") == "input_image" else self._part_text(p)
+                 for p in self._parts(output, where)]
         return "\n".join(t for t in texts if t is not None)
 
     # ---- assembly ----------------------------------------------------------------------------------------

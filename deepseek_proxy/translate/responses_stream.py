@@ -35,7 +35,8 @@ __all__ = ["ResponseStream", "completion_as_chunks", "new_id", "replay_events", 
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_FAILED = {"insufficient_system_resource": ("server_is_overloaded", "The upstream ran out of capacity (insufficient_system_resource); try again.")}
+_FAILED = {"insufficient_system_resource": (
+    "server_is_overloaded", "The upstream ran out of capacity (insufficient_system_resource); try again.")}
 
 
 def new_id(prefix: str) -> str:
@@ -141,7 +142,8 @@ class ResponseStream:
             code, message = _FAILED[reason]
             out.append(self._terminal("response.failed", "failed", error={"code": code, "message": message}))
         elif reason in _INCOMPLETE:
-            out.append(self._terminal("response.incomplete", "incomplete", incomplete_details={"reason": _INCOMPLETE[reason]}))
+            out.append(self._terminal("response.incomplete", "incomplete",
+                                      incomplete_details={"reason": _INCOMPLETE[reason]}))
         else:
             out.append(self._terminal("response.completed", "completed"))
         return out
@@ -344,8 +346,8 @@ class ResponseStream:
         self.finished = True
         extra.setdefault("error", None)
         extra.setdefault("incomplete_details", None)
-        self._final = {**self._base, "status": status, "output": [item for _, item in sorted(self._output, key=lambda pair: pair[0])],
-                       "usage": responses_usage(self._usage), **extra}
+        output = [item for _, item in sorted(self._output, key=lambda pair: pair[0])]
+        self._final = {**self._base, "status": status, "output": output, "usage": responses_usage(self._usage), **extra}
         if status == "completed":
             self._final["completed_at"] = int(time.time())
         return self._event(kind, response=self._final)

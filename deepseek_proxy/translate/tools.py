@@ -90,7 +90,8 @@ def _add_tool(tool: dict, namespace: str | None, out: list, tool_map: ToolMap, p
     name = _required_name(tool, where)
     upstream_name = tool_map.upstream_name(name, namespace)
     if kind == "function":
-        out.append(profile.function_tool(upstream_name, tool.get("description"), tool.get("parameters"), tool.get("strict")))
+        out.append(profile.function_tool(upstream_name, tool.get("description"), tool.get("parameters"),
+                                         tool.get("strict")))
     else:
         out.append(profile.function_tool(upstream_name, _custom_description(tool), _custom_parameters(), None))
     tool_map.by_upstream_name[upstream_name] = ToolOrigin(kind, name, namespace)
@@ -135,7 +136,8 @@ def translate_tool_choice(choice: Any, tool_map: ToolMap) -> Any:
         if kind in ("function", "custom") and isinstance(choice.get("name"), str):
             name = tool_map.upstream_name(choice["name"], choice.get("namespace"))
             if name not in tool_map.by_upstream_name:
-                raise RequestError(f"tool_choice names a tool that is not in `tools`: {choice['name']}", param="tool_choice")
+                raise RequestError(f"tool_choice names a tool that is not in `tools`: {choice['name']}",
+                                   param="tool_choice")
             return {"type": "function", "function": {"name": name}}
         if kind == "allowed_tools":
             return "required" if choice.get("mode") == "required" else "auto"

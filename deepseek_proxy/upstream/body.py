@@ -95,7 +95,7 @@ def iter_body(response: requests.Response, *, idle_interval: float | None = None
     reader = getattr(http_response, "fp", None)  # the socket's BufferedReader (holds what came with the headers)
     sock = getattr(getattr(raw, "connection", None), "sock", None)
     encoding = response.headers.get("content-encoding", "identity").lower()
-    if (FORCE_ITER_CONTENT or reader is None or sock is None or not hasattr(reader, "read1")
+    if (FORCE_ITER_CONTENT or http_response is None or reader is None or sock is None or not hasattr(reader, "read1")
             or encoding not in ("identity", "")):
         yield from iter_content_with_ticks(response, idle_interval)
         return

@@ -14,8 +14,8 @@ import os
 import re
 import ssl
 import time
-from typing import Any, Mapping
-
+from collections.abc import Mapping
+from typing import Any
 from urllib.parse import urlsplit
 from urllib.request import getproxies, proxy_bypass
 
@@ -73,7 +73,8 @@ class UpstreamClient:
         self.session.mount("http://", adapter)
         self.session.mount("https://", adapter)
         # identity: a compressed event stream would be held back by the compressor, and read through urllib3.
-        self.session.headers.update({"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+        self.session.headers.update({"Content-Type": "application/json",
+                                     "Accept": "application/json, text/event-stream",
                                      "Accept-Encoding": "identity"})
         # The chat request is prepared once (URL, session headers) and copied per call, then sent through the
         # Session's pooled adapter: Session.request would merge settings, cookies and hooks again on every call,

@@ -10,6 +10,7 @@ same question in place, with the same meaning: a readable idle connection is clo
 from __future__ import annotations
 
 import select
+import socket
 
 from requests.adapters import HTTPAdapter
 from urllib3.connection import HTTPConnection, HTTPSConnection
@@ -30,6 +31,8 @@ def readable_now(sock) -> bool:
 
 
 class _CheapLivenessCheck:
+    sock: socket.socket | None  # the urllib3 connection's; this mixin only precedes HTTP(S)Connection
+
     @property
     def is_connected(self) -> bool:
         return self.sock is not None and not readable_now(self.sock)

@@ -11,7 +11,7 @@ CR-only lines); a CRLF cut between two reads is still one line end.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from ..jsonfast import dumps
 

@@ -21,8 +21,8 @@ import shutil
 import signal
 import subprocess
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Mapping
 
 try:  # Python 3.11+
     import tomllib

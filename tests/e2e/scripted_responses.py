@@ -62,7 +62,7 @@ class ScriptedResponses:
     def responses_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/responses")]
 
-    def __enter__(self) -> "ScriptedResponses":
+    def __enter__(self) -> ScriptedResponses:
         self._thread.start()
         return self
 

@@ -130,7 +130,7 @@ def test_tool_loop_bash_write_text_replays_reasoning_and_keeps_prefixes(tmp_path
 
 
 def _first_difference(a: bytes, b: bytes) -> str:
-    i = next((i for i, (x, y) in enumerate(zip(a, b)) if x != y), min(len(a), len(b)))
+    i = next((i for i, (x, y) in enumerate(zip(a, b, strict=False)) if x != y), min(len(a), len(b)))
     return f"prefix broken at byte {i}: {a[max(0, i - 150):i + 150]!r} vs {b[max(0, i - 150):i + 150]!r}"
 
 

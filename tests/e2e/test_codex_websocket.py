@@ -55,7 +55,7 @@ def test_codex_over_websocket_sends_only_new_items_and_the_upstream_gets_the_ful
     assert len(frames) == 4, diagnostics  # the warm-up, then one request per model call
     warm_up, *turns = frames
     assert warm_up[4] is False and warm_up[3] == "-"
-    for size, total, new, previous, generate in turns:
+    for _size, total, new, previous, generate in turns:
         assert generate and previous.startswith("resp_"), frames
         assert new < total, frames  # only the new items travelled ...
     # ... so a frame does not grow with the history: the third call's frame stands for 3 more items than the

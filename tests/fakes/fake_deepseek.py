@@ -49,9 +49,10 @@ import sys
 import threading
 import time
 import uuid
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Callable, Iterable, Union
+from typing import Any
 
 DEFAULT_API_KEY = "sk-fake-deepseek"
 KNOWN_MODELS = ("deepseek-v4-pro", "deepseek-v4-flash", "deepseek-chat", "deepseek-reasoner")
@@ -149,7 +150,7 @@ class Reply:
         keepalives: int = 0,
         delay: float = 0.0,
         ttft: float = 0.0,
-    ) -> "Reply":
+    ) -> Reply:
         """An assistant message. ``chunks`` controls how ``text`` is split into ``delta.content`` events."""
         if chunks is not None and "".join(chunks) != text:
             raise ValueError("Reply.text: chunks must join to text")
@@ -169,7 +170,7 @@ class Reply:
     @classmethod
     def tool_calls(
         cls,
-        calls: Iterable[tuple[str, Union[dict, str]]],
+        calls: Iterable[tuple[str, dict | str]],
         *,
         reasoning: str | None = "I should call a tool.",
         content: str | None = None,
@@ -181,7 +182,7 @@ class Reply:
         keepalives: int = 0,
         delay: float = 0.0,
         ttft: float = 0.0,
-    ) -> "Reply":
+    ) -> Reply:
         """Tool calls given as ``(name, arguments)``; a dict is JSON-encoded, a str is sent exactly as it is."""
         calls = list(calls)
         if ids is not None and len(ids) != len(calls):
@@ -215,7 +216,7 @@ class Reply:
         code: str | None = "invalid_request_error",
         param: str | None = None,
         headers: dict[str, str] | None = None,
-    ) -> "Reply":
+    ) -> Reply:
         """An HTTP error with DeepSeek's body ``{"error": {"message", "type", "param", "code"}}``."""
         if type is None:
             type = "authentication_error" if status == 401 else "invalid_request_error"
@@ -223,12 +224,12 @@ class Reply:
         return cls(status=status, error_body=body, headers=dict(headers or {}))
 
     @classmethod
-    def raw_sse(cls, lines: list[str], status: int = 200, *, delay: float = 0.0) -> "Reply":
+    def raw_sse(cls, lines: list[str], status: int = 200, *, delay: float = 0.0) -> Reply:
         """Send exactly these lines (each followed by ``\\n``; add ``""`` items for the blank separator lines)."""
         return cls(status=status, raw_lines=list(lines), delay=delay)
 
     @staticmethod
-    def hang_up_after(n_chunks: int, base_reply: "Reply") -> "Reply":
+    def hang_up_after(n_chunks: int, base_reply: Reply) -> Reply:
         """Like ``base_reply``, but close the connection after ``n_chunks`` data events (never sends [DONE]).
 
         For a non-streaming request the connection is closed without any response.
@@ -236,7 +237,7 @@ class Reply:
         return dataclasses.replace(base_reply, hang_up_after_chunks=n_chunks)
 
 
-ReplySource = Union[Reply, Callable[[dict], Reply]]
+ReplySource = Reply | Callable[[dict], Reply]
 
 
 def _check_usage_style(style: str) -> str:
@@ -830,7 +831,7 @@ class _Server(ThreadingHTTPServer):
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 128
-    fake: "FakeDeepSeek"
+    fake: FakeDeepSeek
     tls: ssl.SSLContext | None = None
 
     def get_request(self) -> tuple[socket.socket, Any]:
@@ -1223,7 +1224,7 @@ class FakeDeepSeek:
 
     # ---- lifecycle --------------------------------------------------------------------------------------------------
 
-    def start(self) -> "FakeDeepSeek":
+    def start(self) -> FakeDeepSeek:
         self._stopping.clear()
         self._server = _Server((self.host, self.port), _Handler)
         self._server.fake = self
@@ -1254,7 +1255,7 @@ class FakeDeepSeek:
                 pass
         self._server = None
 
-    def __enter__(self) -> "FakeDeepSeek":
+    def __enter__(self) -> FakeDeepSeek:
         return self.start()
 
     def __exit__(self, *exc_info: Any) -> None:
@@ -1296,7 +1297,7 @@ class FakeDeepSeek:
         """The POSTs to a chat completions path (accepted or not)."""
         return [r for r in self.requests if r.method == "POST" and r.path in CHAT_PATHS + BETA_CHAT_PATHS]
 
-    def wait_for(self, predicate: Callable[["FakeDeepSeek"], bool], timeout: float = 5.0) -> bool:
+    def wait_for(self, predicate: Callable[[FakeDeepSeek], bool], timeout: float = 5.0) -> bool:
         """Wait until ``predicate(fake)`` holds (checked whenever a request finishes or a client disconnects)."""
         with self._changed:
             return self._changed.wait_for(lambda: predicate(self), timeout)

@@ -20,8 +20,8 @@ from deepseek_proxy.config import (
     default_config_path,
     load_config,
 )
-from deepseek_proxy.upstream.client import KeyUnavailable, UpstreamClient, UpstreamError, resolve_key
 from deepseek_proxy.core.errors import ErrorKind
+from deepseek_proxy.upstream.client import KeyUnavailable, UpstreamClient, UpstreamError, resolve_key
 
 
 @pytest.fixture()

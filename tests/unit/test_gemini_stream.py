@@ -180,7 +180,7 @@ def test_accepted_tool_turn_shape():
         tool_delta(0, call_id="call_0", name="run_shell_command", arguments='{"command": "echo hi > out.txt"}'),
         delta("tool_calls"), usage()])
     assert len(objects) == len(accepted)
-    for ours, theirs in zip(objects, accepted):
+    for ours, theirs in zip(objects, accepted, strict=True):
         assert set(ours) == set(theirs)
         assert set(ours["candidates"][0]) == set(theirs["candidates"][0])
         assert [set(p) for p in ours["candidates"][0]["content"]["parts"]] == [

@@ -8,6 +8,7 @@ translator's output.
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import re
 from pathlib import Path
@@ -840,10 +841,10 @@ def messages_prefix_bytes(messages: list[dict]) -> bytes:
 def test_each_turn_is_a_byte_prefix_of_the_next(directory, model):
     profile = DEEPSEEK if model is PRO else OPENAI
     turns = [translate(codex_fixture(name), model=model, profile=profile).body for name in turn_files(directory)]
-    for earlier, later in zip(turns, turns[1:]):
+    for earlier, later in itertools.pairwise(turns):
         before, after = earlier["messages"], later["messages"]
         assert len(after) > len(before)
-        for a, b in zip(before, after):
+        for a, b in zip(before, after[:len(before)], strict=True):  # the earlier turn's messages, unchanged
             assert dumps(a) == dumps(b)
         assert messages_prefix_bytes(after).startswith(messages_prefix_bytes(before))
         assert dumps(earlier["tools"]) == dumps(later["tools"])
@@ -903,3 +904,12 @@ def test_long_or_odd_tool_names_are_shortened_and_mapped_back():
     replayed = translate(history).body["messages"]
     assert replayed[1]["tool_calls"][0]["function"]["name"] == names[0]
     assert flat_tool_name("exec_command") == "exec_command"  # valid names are left exactly as they are
+
+
+@pytest.mark.parametrize("kind", [["message"], {"a": 1}, 7])
+def test_an_input_item_whose_type_is_not_a_string_is_a_request_error(kind):
+    # The doors' schema rejects these first; the translator itself must not crash on them either (unhashable key).
+    body = {"model": "deepseek-v4-pro", "input": [{"type": kind, "role": "user", "content": "hi"}]}
+    with pytest.raises(RequestError) as caught:
+        translate(body)
+    assert caught.value.param == "input[0].type"

@@ -119,7 +119,7 @@ def test_encode_events_parses_back():
     # frames: an `event:` line naming the type, one `data:` line, a blank line
     frames = raw.split(b"\n\n")
     assert frames[-1] == b"" and len(frames) == 3
-    for frame, event in zip(frames, events):
+    for frame, event in zip(frames[:-1], events, strict=True):
         lines = frame.split(b"\n")
         assert lines[0] == b"event: " + event["type"].encode()
         assert len(lines) == 2 and lines[1].startswith(b"data: ")

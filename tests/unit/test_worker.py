@@ -6,7 +6,18 @@ import json
 
 import pytest
 
-from deepseek_proxy.worker import StreamingHandler
+from deepseek_proxy import faults
+from deepseek_proxy.config import ConfigError, load_config
+from deepseek_proxy.worker import (
+    BODY,
+    DRAIN,
+    HEAD,
+    IDLE,
+    BodyTooSlow,
+    EdgeLimits,
+    StreamingHandler,
+    _ClientReader,
+)
 
 
 class _Socket:
@@ -85,18 +96,6 @@ def test_a_client_gone_mid_write_is_recorded_and_raised():
 
 # ---- time limits: what each read may wait, by the connection's phase --------------------------------------------
 
-
-from deepseek_proxy import faults
-from deepseek_proxy.config import ConfigError, load_config
-from deepseek_proxy.worker import (
-    BODY,
-    DRAIN,
-    HEAD,
-    IDLE,
-    BodyTooSlow,
-    EdgeLimits,
-    _ClientReader,
-)
 
 LIMITS = EdgeLimits(header_timeout=10, body_timeout=20, body_min_rate=100, idle_timeout=75, send_timeout=60,
                     max_connections_per_address=8, shutdown_grace_seconds=8)
