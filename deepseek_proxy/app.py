@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
-from typing import Mapping
+from collections.abc import Mapping
 
 from flask import Flask, Response, request
 from werkzeug.exceptions import HTTPException
@@ -24,7 +24,8 @@ log = logging.getLogger("deepseek_proxy")
 
 
 def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.environ) -> Flask:
-    """Build the app. Without a Config, it is loaded from the environment (how `gunicorn 'deepseek_proxy.app:create_app()'`
+    """Build the app. Without a Config, it is loaded from the environment (how
+    `gunicorn 'deepseek_proxy.app:create_app()'`
     and deploy/gunicorn.conf.py start it)."""
     config = config or load_config(env=env)
     app = Flask("deepseek_proxy", static_folder=None)

@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, UpstreamConfig, key_source_fix, load_config
@@ -41,7 +42,8 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="deepseek-proxy", description=__doc__)
     parser.add_argument("--version", action="version", version=f"deepseek-proxy {__version__}")
     parser.add_argument("--config", type=Path, default=None,
-                        help="TOML config file (default: $DEEPSEEK_PROXY_CONFIG or ~/.config/deepseek-proxy/config.toml)")
+                        help="TOML config file (default: $DEEPSEEK_PROXY_CONFIG or "
+                             "~/.config/deepseek-proxy/config.toml)")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
 
     serve = commands.add_parser("serve", help="run the proxy (gunicorn + gevent)")
@@ -58,7 +60,8 @@ def _parser() -> argparse.ArgumentParser:
                       "running proxy, else the configured host and port)")
     codex = commands.add_parser("codex", help="Codex CLI integration")
     codex_commands = codex.add_subparsers(dest="codex_command", metavar="SUBCOMMAND", required=True)
-    setup = codex_commands.add_parser("setup", help="write the provider, profiles and catalog into ~/.codex/config.toml")
+    setup = codex_commands.add_parser("setup",
+                                      help="write the provider, profiles and catalog into ~/.codex/config.toml")
     setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     setup.add_argument("--codex-home", type=Path, default=None, help="default: $CODEX_HOME or ~/.codex")
     setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
@@ -68,7 +71,8 @@ def _parser() -> argparse.ArgumentParser:
 
     claude = commands.add_parser("claude", help="Claude Code integration")
     claude_commands = claude.add_subparsers(dest="claude_command", metavar="SUBCOMMAND", required=True)
-    claude_setup = claude_commands.add_parser("setup", help="merge the proxy's env block into Claude Code's settings.json")
+    claude_setup = claude_commands.add_parser("setup",
+                                              help="merge the proxy's env block into Claude Code's settings.json")
     claude_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     claude_setup.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
     claude_setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
@@ -76,7 +80,8 @@ def _parser() -> argparse.ArgumentParser:
 
     gemini = commands.add_parser("gemini", help="Gemini CLI integration")
     gemini_commands = gemini.add_subparsers(dest="gemini_command", metavar="SUBCOMMAND", required=True)
-    gemini_setup = gemini_commands.add_parser("setup", help="point Gemini CLI at the proxy (~/.gemini/settings.json, .env)")
+    gemini_setup = gemini_commands.add_parser("setup",
+                                              help="point Gemini CLI at the proxy (~/.gemini/settings.json, .env)")
     gemini_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
     gemini_setup.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
     gemini_setup.add_argument("--offline", action="store_true", help="also switch off telemetry, usage statistics, "

@@ -10,9 +10,10 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from .translate.gemini_models import DEFAULT_GEMINI_MODEL_PATTERNS
 

@@ -212,10 +212,10 @@ class Store(ABC):
         invisible anyway); backends whose keys expire by themselves do nothing."""
         return 0
 
-    def ping(self) -> None:
+    def ping(self) -> None:  # noqa: B027 - a deliberate do-nothing default (memory store)
         """Reach the backend now (for start-up, `doctor`, `/readyz`); raises StoreUnavailable."""
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - a deliberate do-nothing default (memory store)
         """Release this process's connection (the next call opens a new one)."""
 
     # ---- helpers for backends ----------------------------------------------------------------------------------

@@ -145,7 +145,8 @@ class RedisStore(Store):
             return pipe.execute()
 
         # (item id, response id, kind) to look at, outputs ("0") before echoes ("1") for each item
-        candidates = [(item_id, response_id.decode(), kind) for item_id, held in zip(wanted, self._call(holders))
+        holders_of = zip(wanted, self._call(holders), strict=True)
+        candidates = [(item_id, response_id.decode(), kind) for item_id, held in holders_of
                       for response_id, kind in sorted(cast("dict[bytes, bytes]", held).items(),
                                                       key=lambda pair: pair[1])]
         if not candidates:
@@ -159,7 +160,7 @@ class RedisStore(Store):
 
         now = now_seconds()
         found: dict[str, dict[str, Any]] = {}
-        for (item_id, _, kind), (meta, blob) in zip(candidates, self._call(fetch)):
+        for (item_id, _, kind), (meta, blob) in zip(candidates, self._call(fetch), strict=True):
             if item_id in found or meta is None:
                 continue
             decoded = loads(meta)
@@ -184,7 +185,7 @@ class RedisStore(Store):
                 pipe.hmget(self._resp(earlier), ["meta", "input"])
             return pipe.execute()
 
-        records = [_record(earlier, values) for earlier, values in zip(last.chain, self._call(fetch))]
+        records = [_record(earlier, values) for earlier, values in zip(last.chain, self._call(fetch), strict=True)]
         if any(record is None for record in records):
             return None
         return [*(record for record in records if record is not None), last]

@@ -340,12 +340,12 @@ def _in_an_os_thread(work: Callable[[], None]) -> None:
     """Run `work` in a real thread: gevent's thread pool when the worker is monkey-patched (threading.Thread is a
     greenlet then), else a plain daemon thread."""
     try:
-        from gevent import monkey  # type: ignore[import-untyped]
+        from gevent import monkey
         patched = monkey.is_module_patched("threading")
     except ImportError:  # pragma: no cover - gevent is a dependency
         patched = False
     if patched:
-        import gevent  # type: ignore[import-untyped]
+        import gevent
         gevent.get_hub().threadpool.spawn(work)
     else:
         threading.Thread(target=work, name="store-checkpoint", daemon=True).start()

@@ -10,7 +10,6 @@ import copy
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 
-from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.config import default_models
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.errors import RequestError
@@ -22,6 +21,7 @@ from deepseek_proxy.translate.gemini_request import (
 from deepseek_proxy.translate.gemini_stream import GeminiStream
 from deepseek_proxy.translate.reasoning import ReasoningCodec
 from deepseek_proxy.translate.tools import ToolMap
+from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import FAKE_KEY
 from tests.fakes.fake_deepseek import DeepSeekRules

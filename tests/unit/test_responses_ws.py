@@ -22,9 +22,9 @@ from wsproto.events import (
 from wsproto.extensions import PerMessageDeflate
 from wsproto.utilities import RemoteProtocolError
 
-from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.core.errors import ErrorKind, ProxyError
 from deepseek_proxy.frontdoors import responses_ws as rws
+from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.translate.errors import RequestError
 
 
