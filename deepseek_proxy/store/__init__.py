@@ -13,6 +13,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from .base import (
+    ClientKeyRecord,
+    KeyNameTaken,
+    UsageRow,
     InvalidCursor,
     ItemPage,
     ReasoningCacheAdapter,
@@ -28,6 +31,9 @@ if TYPE_CHECKING:
     from ..config import StoreConfig
 
 __all__ = [
+    "ClientKeyRecord",
+    "KeyNameTaken",
+    "UsageRow",
     "InvalidCursor",
     "ItemPage",
     "ReasoningCacheAdapter",

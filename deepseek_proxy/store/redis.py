@@ -12,6 +12,13 @@ so expired records vanish without a sweep:
 - `item:{item_id}` hash: response id → "0" (output, issued here) or "1" (input, echoed); expires with the
   longest-lived of its responses. A field whose response is gone is skipped on lookup.
 - `reasoning:{call_id}` string "EXPIRES_MS:TEXT", expiring with the reasoning TTL.
+Issue 12 (no expiry unless said):
+- `ckey:{name}` string: the ClientKeyRecord's JSON (the key's sha256, never the key); `ckeyhash:{sha256}` → name;
+  `ckeys` set of names; `spent:{name}` the name's cost in all (INCRBYFLOAT in the same MULTI as its usage row).
+- `usage:{YYYY-MM-DD}` stream (UTC day) of usage rows, expiring `usage_retention` after the day's end.
+- `rl:{counter}:{window start}` counters (INCR + PEXPIRE in one Lua script, two windows long);
+  `slots:{name}` sorted set token → expiry (Lua: drop expired, count, add); `marks:{scope}` hash
+  member → "UNTIL:REASON".
 """
 
 from __future__ import annotations
@@ -19,11 +26,18 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
+import datetime
+import uuid
+
 import redis as redis_py
 
 from ..jsonfast import dumps, loads
 from .base import (
+    ClientKeyRecord,
     ItemPage,
+    KeyNameTaken,
+    UsageRow,
+    window_start,
     Order,
     Store,
     StoredResponse,
@@ -36,6 +50,34 @@ from .base import (
 T = TypeVar("T")
 DEFAULT_PREFIX = "deepseek-proxy:"
 
+# base.sliding_window, in Lua so that read, decide and count are one atomic step on the server.
+# KEYS: previous window's counter, current window's counter. ARGV: elapsed, window, limit, expiry ms.
+_HIT = """
+local previous = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local elapsed, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if previous * (1 - elapsed / window) + current + 1 <= limit then
+  redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return {1, '0'}
+end
+local wait
+if current + 1 <= limit then
+  wait = ((1 - (limit - current - 1) / previous) - elapsed / window) * window
+else
+  wait = (window - elapsed) + (1 - (limit - 1) / current) * window
+end
+if wait < 0.001 then wait = 0.001 end
+return {0, tostring(wait)}
+"""
+# KEYS: the slot set. ARGV: now, limit, token, expires at.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+return 1
+"""
+
 
 class RedisStore(Store):
     def __init__(self, url: str, *, prefix: str = DEFAULT_PREFIX, **limits: Any):
@@ -44,6 +86,12 @@ class RedisStore(Store):
         # Connects on first use (after gunicorn's fork). Timeouts so a dead Redis fails a call, not hangs it.
         self._redis = redis_py.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10,
                                               health_check_interval=30)
+
+    def _script(self, name: str, source: str) -> Any:
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self._redis.register_script(source)  # EVALSHA, loading it again after a restart
+        return scripts[name]
 
     def _call(self, work: Callable[[redis_py.Redis], T]) -> T:
         try:
@@ -202,6 +250,189 @@ class RedisStore(Store):
             return None
         expires_ms, _, text = value.partition(b":")
         return text.decode("utf-8") if int(expires_ms) > now_seconds() * 1000 else None
+
+    # ---- client keys -------------------------------------------------------------------------------------------
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        key = f"{self.prefix}ckey:{record.name}"
+
+        def write(r: redis_py.Redis) -> None:
+            with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        old = pipe.get(key)
+                        if old is not None and loads(old).get("revoked_at") is None:
+                            raise KeyNameTaken(record.name)
+                        pipe.multi()
+                        if old is not None:
+                            pipe.delete(f"{self.prefix}ckeyhash:{loads(old)['key_hash']}")
+                        pipe.set(key, dumps(record.to_json()))
+                        pipe.set(f"{self.prefix}ckeyhash:{record.key_hash}", record.name)
+                        pipe.sadd(f"{self.prefix}ckeys", record.name)
+                        pipe.execute()
+                        return
+                    except redis_py.WatchError:
+                        continue
+
+        self._call(write)
+
+    def _keys_named(self, names: list[str]) -> list[ClientKeyRecord]:
+        if not names:
+            return []
+
+        def read(r: redis_py.Redis) -> list:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.get(f"{self.prefix}ckey:{name}")
+                pipe.get(f"{self.prefix}spent:{name}")
+            return pipe.execute()
+
+        values = self._call(read)
+        return [ClientKeyRecord.from_json(loads(blob), float(spent or 0))
+                for blob, spent in zip(values[::2], values[1::2]) if blob is not None]
+
+    def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
+        name = self._call(lambda r: r.get(f"{self.prefix}ckeyhash:{key_hash}"))
+        if name is None:
+            return None
+        found = self._keys_named([name.decode()])
+        return found[0] if found and found[0].key_hash == key_hash else None
+
+    def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        found = self._keys_named([name])
+        return found[0] if found else None
+
+    def list_client_keys(self) -> list[ClientKeyRecord]:
+        names = sorted(n.decode() for n in cast("set[bytes]", self._call(lambda r: r.smembers(f"{self.prefix}ckeys"))))
+        return self._keys_named(names)
+
+    def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
+        key = f"{self.prefix}ckey:{name}"
+
+        def write(r: redis_py.Redis) -> bool:
+            with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        old = pipe.get(key)
+                        if old is None:
+                            return False
+                        data = loads(old)
+                        if not change(data):
+                            return False
+                        pipe.multi()
+                        pipe.set(key, dumps(data))
+                        pipe.execute()
+                        return True
+                    except redis_py.WatchError:
+                        continue
+
+        return self._call(write)
+
+    def revoke_client_key(self, name: str) -> bool:
+        now = now_seconds()
+
+        def revoke(data: dict[str, Any]) -> bool:
+            if data.get("revoked_at") is not None:
+                return False
+            data["revoked_at"] = now
+            return True
+
+        return self._update_key(name, revoke)
+
+    def touch_client_key(self, name: str, at: float) -> None:
+        def touch(data: dict[str, Any]) -> bool:
+            data["last_used_at"] = at
+            return True
+
+        self._update_key(name, touch)
+
+    # ---- usage -------------------------------------------------------------------------------------------------
+    def _usage_key(self, day: datetime.date) -> str:
+        return f"{self.prefix}usage:{day.isoformat()}"
+
+    def add_usage(self, row: UsageRow) -> None:
+        day = datetime.datetime.fromtimestamp(row.at, datetime.timezone.utc).date()
+        day_end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(),
+                                            datetime.timezone.utc).timestamp()
+        key = self._usage_key(day)
+
+        def write(r: redis_py.Redis) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.xadd(key, {"row": dumps(row.to_json())})
+            pipe.pexpireat(key, int((day_end + self.usage_retention_seconds) * 1000))
+            if row.cost_usd:
+                pipe.incrbyfloat(f"{self.prefix}spent:{row.key_name}", row.cost_usd)
+            pipe.execute()
+
+        self._call(write)
+
+    def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
+        now = now_seconds()
+        low = now - self.usage_retention_seconds
+        low = low if since is None else max(since, low)
+        high = now + 86400 if until is None else until
+        first = datetime.datetime.fromtimestamp(low, datetime.timezone.utc).date()
+        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.timezone.utc).date()
+        days = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
+
+        def read(r: redis_py.Redis) -> list:
+            pipe = r.pipeline(transaction=False)
+            for day in days:
+                pipe.xrange(self._usage_key(day))
+            return pipe.execute()
+
+        rows = [UsageRow.from_json(loads(fields[b"row"])) for entries in self._call(read) for _, fields in entries]
+        return sorted((row for row in rows if low <= row.at < high), key=lambda row: row.at)
+
+    def spent_usd(self, key_name: str) -> float:
+        value = self._call(lambda r: r.get(f"{self.prefix}spent:{key_name}"))
+        return float(value) if value is not None else 0.0
+
+    # ---- limits ------------------------------------------------------------------------------------------------
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        now = now_seconds()
+        start = window_start(now, window_seconds)
+        keys = [f"{self.prefix}rl:{counter}:{start - window_seconds:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
+        script = self._script("hit", _HIT)
+        allowed, wait = self._call(lambda r: script(keys=keys, args=[
+            repr(now - start), repr(float(window_seconds)), limit, int(window_seconds * 2000)], client=r))
+        return bool(allowed), float(wait)
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        now = now_seconds()
+        token = uuid.uuid4().hex
+        script = self._script("acquire", _ACQUIRE)
+        got = self._call(lambda r: script(keys=[f"{self.prefix}slots:{name}"],
+                                          args=[repr(now), limit, token, repr(now + ttl_seconds)], client=r))
+        return token if got else None
+
+    def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
+        until = now_seconds() + ttl_seconds
+        self._call(lambda r: r.zadd(f"{self.prefix}slots:{name}", {token: until}, xx=True))
+
+    def release_slot(self, name: str, token: str) -> None:
+        self._call(lambda r: r.zrem(f"{self.prefix}slots:{name}", token))
+
+    def slots_in_use(self, name: str) -> int:
+        return int(self._call(lambda r: r.zcount(f"{self.prefix}slots:{name}", f"({now_seconds()!r}", "+inf")))
+
+    # ---- marks -------------------------------------------------------------------------------------------------
+    def put_mark(self, scope: str, member: str, until: float, reason: str) -> None:
+        self._call(lambda r: r.hset(f"{self.prefix}marks:{scope}", member, f"{until!r}:{reason}"))
+
+    def get_marks(self, scope: str) -> dict[str, tuple[float, str]]:
+        raw = cast("dict[bytes, bytes]", self._call(lambda r: r.hgetall(f"{self.prefix}marks:{scope}")))
+        now = now_seconds()
+        marks = {}
+        for member, value in raw.items():
+            until, _, reason = value.decode().partition(":")
+            if float(until) > now:
+                marks[member.decode()] = (float(until), reason)
+        return marks
+
+    def clear_mark(self, scope: str, member: str) -> None:
+        self._call(lambda r: r.hdel(f"{self.prefix}marks:{scope}", member))
 
 
 def _record(response_id: str, values: list) -> StoredResponse | None:
