@@ -77,7 +77,15 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
     doctor.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
     doctor.set_defaults(handler=_doctor)
+    _ops_commands(commands)
     return parser
+
+
+def _ops_commands(commands: Any) -> None:
+    """keys and usage (deepseek_proxy/ops/cli.py)."""
+    from .ops.cli import add_commands
+
+    add_commands(commands)
 
 
 # ------------------------------------------------------------------------------------------------------ serve

@@ -52,13 +52,15 @@ REDIS_MISSING = ("`store.url` is a Redis URL, but the Redis client library (redi
                  "deepseek-proxy redis), or use the default SQLite store (remove `store.url`).")
 
 
-def open_store(config: StoreConfig) -> Store:
+def open_store(config: StoreConfig, *, usage_retention_seconds: float | None = None) -> Store:
     """The Store for `[store]` (see config.StoreConfig). Raises ConfigError when the backend cannot be used at
     all (redis-py missing for a redis:// URL); connection problems show on first use as StoreUnavailable."""
     from ..config import ConfigError
 
     limits = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
               "max_response_bytes": config.max_response_bytes}  # Store.__init__'s keywords
+    if usage_retention_seconds is not None:  # [usage] retention_days (config.OpsConfig)
+        limits["usage_retention_seconds"] = usage_retention_seconds
     url = config.url
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
@@ -70,9 +72,7 @@ def open_store(config: StoreConfig) -> Store:
             from .redis import RedisStore
         except ImportError:
             raise ConfigError(REDIS_MISSING) from None
-        return RedisStore(url, ttl_seconds=config.ttl_seconds,
-                          reasoning_ttl_seconds=config.reasoning_ttl_seconds,
-                          max_response_bytes=config.max_response_bytes)
+        return RedisStore(url, **limits)
     if url.startswith("memory://"):
         from .memory import MemoryStore
 
