@@ -69,6 +69,7 @@ class PoolKey:
     until: float = 0.0  # wall time the key is out until (cooling or set aside)
     state: str = "ok"  # ok | cooling | set_aside | missing
     reason: str = ""
+    status: int = 0  # the upstream status that set the key aside
 
     @property
     def id(self) -> str:
@@ -174,7 +175,7 @@ class KeyPool:
             return NoKeyAvailable(self.upstream, 429, f"every API key of the upstream `{self.upstream}` is rate-"
                                   f"limited; the first is usable again in {wait} s", wait)
         reasons = sorted({k.reason for k in self.keys if k.reason})
-        status = 402 if any(k.reason.endswith("(402)") for k in self.keys) else 401
+        status = 402 if any(k.state == "set_aside" and k.status == 402 for k in self.keys) else 401
         return NoKeyAvailable(self.upstream, status, f"no API key of the upstream `{self.upstream}` is usable: "
                               f"{'; '.join(reasons) or 'none configured'}", None)
 
@@ -185,16 +186,18 @@ class KeyPool:
             self._mark(entry, "cooling", self._clock() + max(seconds, 0.001), f"rate limited (429) for {seconds:g} s")
         elif status in SET_ASIDE_STATUSES:
             reason = SET_ASIDE_STATUSES[status] + (f": {message}" if message else "")
-            self._mark(entry, "set_aside", self._clock() + self.set_aside_seconds, reason)
+            entry.status = status
+            self._mark(entry, "set_aside", self._clock() + self.set_aside_seconds, reason[:300])
 
     def _mark(self, entry: PoolKey, state: str, until: float, reason: str) -> None:
         with self._lock:
             entry.state, entry.until, entry.reason = state, until, reason
+        status = entry.status if state == "set_aside" else 429
         log.warning("upstream %s: key %s %s until %s: %s", self.upstream, mask(entry.key or ""),
                     state.replace("_", " "), time.strftime("%H:%M:%S", time.gmtime(until)), reason)
         if self.store is not None:
             try:
-                self.store.put_mark(self.scope, entry.id, until, f"{state}|{reason}")
+                self.store.put_mark(self.scope, entry.id, until, f"{state}|{status}|{reason}")
             except StoreError as exc:
                 log.warning("key pool: state of a key not shared (%s)", exc)
 
@@ -214,8 +217,10 @@ class KeyPool:
             for entry in self.keys:
                 mark = marks.get(entry.id) if entry.key else None
                 if mark is not None and mark[0] > entry.until:
-                    state, _, reason = mark[1].partition("|")
+                    state, _, rest = mark[1].partition("|")
+                    status, _, reason = rest.partition("|")
                     entry.state, entry.until, entry.reason = state, mark[0], reason
+                    entry.status = int(status) if status.isdigit() else 0
 
     # ---- reporting ---------------------------------------------------------------------------------------------
     def describe(self) -> list[dict[str, Any]]:
