@@ -7,7 +7,7 @@ import argparse
 import datetime
 import re
 import sys
-from typing import Any, TextIO
+from typing import Any
 
 from ..config import Config
 from ..store import KeyNameTaken, StoreError, open_store
@@ -45,12 +45,12 @@ def _store(config: Config):
     return open_store(config.store, usage_retention_seconds=config.ops.usage_retention_seconds)
 
 
-def _fail(message: str, out: TextIO = sys.stderr) -> int:
-    print(f"deepseek-proxy: {message}", file=out)
+def _fail(message: str) -> int:
+    print(f"deepseek-proxy: {message}", file=sys.stderr)
     return 1
 
 
-def _keys_add(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _keys_add(config: Config, args: argparse.Namespace) -> int:
     if not NAME.match(args.name):
         return _fail(f"a key name is 1-64 letters, digits and . _ @ + - (starting with a letter or digit), "
                      f"got {args.name!r}")
@@ -70,9 +70,8 @@ def _keys_add(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout
         return _fail(str(exc))
     except StoreError as exc:
         return _fail(f"the key store cannot be written: {exc}")
-    print(f"key for {args.name} (shown once; only its hash is kept, so a lost key is replaced, not recovered):",
-          file=out)
-    print(key, file=out)
+    print(f"key for {args.name} (shown once; only its hash is kept, so a lost key is replaced, not recovered):")
+    print(key)
     return 0
 
 
@@ -82,7 +81,7 @@ def _when(moment: float | None) -> str:
     return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
-def _keys_list(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _keys_list(config: Config, args: argparse.Namespace) -> int:
     try:
         records = _store(config).list_client_keys()
     except StoreError as exc:
@@ -96,17 +95,17 @@ def _keys_list(config: Config, args: argparse.Namespace, out: TextIO = sys.stdou
                      f"revoked {_when(r.revoked_at)}" if r.revoked_at is not None else "active"])
     if config.server.client_keys:
         print(f"(and {len(config.server.client_keys)} key(s) in the config file, server.client_keys: named "
-              f"config#1… in usage)", file=out)
+              f"config#1… in usage)")
     if not records:
-        print("no keys made with `deepseek-proxy keys add` yet", file=out)
+        print("no keys made with `deepseek-proxy keys add` yet")
         return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip(), file=out)
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
     return 0
 
 
-def _keys_revoke(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _keys_revoke(config: Config, args: argparse.Namespace) -> int:
     try:
         store = _store(config)
         revoked = store.revoke_client_key(args.name)
@@ -115,13 +114,13 @@ def _keys_revoke(config: Config, args: argparse.Namespace, out: TextIO = sys.std
         return _fail(f"the key store cannot be written: {exc}")
     if revoked:
         print(f"revoked the key of {args.name}: refused from now on (every worker and instance sharing the store "
-              f"within a second)", file=out)
+              f"within a second)")
         return 0
     return _fail(f"the key of {args.name} was already revoked" if known else f"no key is named {args.name!r} "
                  f"(deepseek-proxy keys list shows them)")
 
 
-def _usage(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout) -> int:
+def _usage(config: Config, args: argparse.Namespace) -> int:
     try:
         since = parse_since(args.since)
         until = parse_since(args.until) if args.until else None
@@ -132,10 +131,10 @@ def _usage(config: Config, args: argparse.Namespace, out: TextIO = sys.stdout) -
     except StoreError as exc:
         return _fail(f"the usage store cannot be read: {exc}")
     print(f"usage since {_when(since)} UTC{'' if until is None else f' until {_when(until)} UTC'}: "
-          f"{len(rows)} request(s)", file=out)
+          f"{len(rows)} request(s)")
     if rows:
-        print(format_table(summarize(rows, args.by), args.by), file=out)
+        print(format_table(summarize(rows, args.by), args.by))
     note = "prices from the config file for " + ", ".join(sorted(config.ops.prices)) + "; " if config.ops.prices else ""
     print(f"({note}DeepSeek's prices as of {PRICES_CHECKED}, {PRICES_SOURCE}; costs are computed when each request "
-          f"ends)", file=out)
+          f"ends)")
     return 0
