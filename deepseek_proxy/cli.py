@@ -8,8 +8,9 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 from . import __version__
 from .config import Config, ConfigError, UpstreamConfig, key_source_fix, load_config

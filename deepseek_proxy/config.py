@@ -10,9 +10,10 @@ import os
 import secrets
 import subprocess
 import sys
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -245,12 +246,12 @@ def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
         return first_line
     if kind == "file":
         try:
-            first_line = Path(arg).expanduser().read_text().strip().splitlines()
+            lines = Path(arg).expanduser().read_text().strip().splitlines()
         except OSError as exc:
             raise KeyUnavailable(f"the key file {arg} cannot be read: {exc.strerror or exc}") from None
-        if not first_line or not first_line[0].strip():
+        if not lines or not lines[0].strip():
             raise KeyUnavailable(f"the key file {arg} is empty")
-        return first_line[0].strip()
+        return lines[0].strip()
     return None
 
 

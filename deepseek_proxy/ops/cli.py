@@ -78,7 +78,7 @@ def _keys_add(config: Config, args: argparse.Namespace) -> int:
 def _when(moment: float | None) -> str:
     if moment is None:
         return "-"
-    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
+    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d %H:%M")
 
 
 def _keys_list(config: Config, args: argparse.Namespace) -> int:

@@ -103,7 +103,7 @@ class KeyLease:
             with self.pool._lock:
                 self.entry.in_flight -= 1
 
-    def __enter__(self) -> KeyLease:
+    def __enter__(self) -> KeyLease:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -90,7 +90,7 @@ class Admission:
                 log.warning("limits: slot %s not released (%s); it frees within %g s", name, exc,
                             self.limiter.config.slot_ttl_seconds)
 
-    def __enter__(self) -> Admission:
+    def __enter__(self) -> Admission:  # noqa: PYI034 - Self needs Python 3.11
         return self
 
     def __exit__(self, *exc: object) -> None:

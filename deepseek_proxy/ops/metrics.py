@@ -22,7 +22,7 @@ import logging
 import os
 import shutil
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,12 @@ def set_key_states(upstream: str, described: list[dict[str, Any]]) -> None:
 
 def exposition() -> tuple[bytes, str]:
     """The text format for a scrape: every worker's samples in multi-process mode, else this process's."""
-    from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, CollectorRegistry, generate_latest
+    from prometheus_client import (
+        CONTENT_TYPE_LATEST,
+        REGISTRY,
+        CollectorRegistry,
+        generate_latest,
+    )
 
     metrics()  # every family shows from the first scrape on, even before its first sample
     if os.environ.get(ENV):
@@ -141,11 +146,12 @@ def exposition() -> tuple[bytes, str]:
 
 # ---- the gunicorn master's part ------------------------------------------------------------------------------
 
-def prepare_multiprocess_dir(state_dir: Path, env: dict[str, str] | None = None) -> Path:
+def prepare_multiprocess_dir(state_dir: Path, env: MutableMapping[str, str] | None = None) -> Path:
     """Before the workers fork: the directory their samples go to, empty. The operator's PROMETHEUS_MULTIPROC_DIR
     when set (its *.db files removed: samples of an earlier run would be added to this one's), else
     `<state dir>/metrics/<master pid>`, made fresh, after removing those of masters no longer running."""
-    env = os.environ if env is None else env  # type: ignore[assignment]
+    if env is None:
+        env = os.environ
     given = env.get(ENV)
     if given:
         directory = Path(given)

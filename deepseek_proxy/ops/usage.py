@@ -107,7 +107,7 @@ def _group_of(row: UsageRow, by: str) -> str:
         return row.key_name
     if by == "model":
         return row.model
-    return datetime.datetime.fromtimestamp(row.at, datetime.timezone.utc).date().isoformat()
+    return datetime.datetime.fromtimestamp(row.at, datetime.UTC).date().isoformat()
 
 
 def summarize(rows: Iterable[UsageRow], by: str = "key") -> list[Summary]:
@@ -165,5 +165,5 @@ def parse_since(text: str, now: float | None = None) -> float:
     except ValueError:
         raise ValueError(f"--since must be a duration (30m, 24h, 7d, 2w) or a date (2026-11-01), got {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.timezone.utc)
+        moment = moment.replace(tzinfo=datetime.UTC)
     return moment.timestamp()

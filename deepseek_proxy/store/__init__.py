@@ -10,20 +10,20 @@ call `store.ping()` to find out now whether the backend answers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import (
     ClientKeyRecord,
-    KeyNameTaken,
-    UsageRow,
     InvalidCursor,
     ItemPage,
+    KeyNameTaken,
     ReasoningCacheAdapter,
     ResponseTooLarge,
     Store,
     StoredResponse,
     StoreError,
     StoreUnavailable,
+    UsageRow,
     paginate,
 )
 
@@ -32,16 +32,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "ClientKeyRecord",
-    "KeyNameTaken",
-    "UsageRow",
     "InvalidCursor",
     "ItemPage",
+    "KeyNameTaken",
     "ReasoningCacheAdapter",
     "ResponseTooLarge",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "StoredResponse",
+    "UsageRow",
     "open_store",
     "paginate",
     "redacted_url",
@@ -57,7 +57,7 @@ def open_store(config: StoreConfig, *, usage_retention_seconds: float | None = N
     all (redis-py missing for a redis:// URL); connection problems show on first use as StoreUnavailable."""
     from ..config import ConfigError
 
-    limits = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
+    limits: dict[str, Any] = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
               "max_response_bytes": config.max_response_bytes}  # Store.__init__'s keywords
     if usage_retention_seconds is not None:  # [usage] retention_days (config.OpsConfig)
         limits["usage_retention_seconds"] = usage_retention_seconds

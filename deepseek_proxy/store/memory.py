@@ -13,15 +13,15 @@ from .base import (
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
-    UsageRow,
-    sliding_window,
-    window_start,
     Order,
     Store,
     StoredResponse,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    sliding_window,
+    window_start,
 )
 
 

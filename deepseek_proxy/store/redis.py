@@ -23,11 +23,10 @@ Issue 12 (no expiry unless said):
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any, TypeVar, cast
-
 import datetime
 import uuid
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 import redis as redis_py
 
@@ -36,15 +35,15 @@ from .base import (
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
-    UsageRow,
-    window_start,
     Order,
     Store,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    window_start,
 )
 
 T = TypeVar("T")
@@ -295,7 +294,7 @@ class RedisStore(Store):
         name = self._call(lambda r: r.get(f"{self.prefix}ckeyhash:{key_hash}"))
         if name is None:
             return None
-        found = self._keys_named([name.decode()])
+        found = self._keys_named([cast("bytes", name).decode()])
         return found[0] if found and found[0].key_hash == key_hash else None
 
     def get_client_key(self, name: str) -> ClientKeyRecord | None:
@@ -352,9 +351,9 @@ class RedisStore(Store):
         return f"{self.prefix}usage:{day.isoformat()}"
 
     def add_usage(self, row: UsageRow) -> None:
-        day = datetime.datetime.fromtimestamp(row.at, datetime.timezone.utc).date()
+        day = datetime.datetime.fromtimestamp(row.at, datetime.UTC).date()
         day_end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(),
-                                            datetime.timezone.utc).timestamp()
+                                            datetime.UTC).timestamp()
         key = self._usage_key(day)
 
         def write(r: redis_py.Redis) -> None:
@@ -372,8 +371,8 @@ class RedisStore(Store):
         low = now - self.usage_retention_seconds
         low = low if since is None else max(since, low)
         high = now + 86400 if until is None else until
-        first = datetime.datetime.fromtimestamp(low, datetime.timezone.utc).date()
-        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.timezone.utc).date()
+        first = datetime.datetime.fromtimestamp(low, datetime.UTC).date()
+        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.UTC).date()
         days = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
 
         def read(r: redis_py.Redis) -> list:

@@ -33,16 +33,16 @@ from .base import (
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
-    UsageRow,
-    sliding_window,
-    window_start,
     Order,
     Store,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    sliding_window,
+    window_start,
 )
 
 T = TypeVar("T")

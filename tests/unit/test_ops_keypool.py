@@ -8,7 +8,13 @@ import requests
 import responses
 
 from deepseek_proxy.config import UpstreamConfig
-from deepseek_proxy.ops.keypool import KeyPool, NoKeyAvailable, PoolKey, mask, with_failover
+from deepseek_proxy.ops.keypool import (
+    KeyPool,
+    NoKeyAvailable,
+    PoolKey,
+    mask,
+    with_failover,
+)
 from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.upstream.client import UpstreamError, parse_retry_after
 

@@ -9,7 +9,12 @@ import stat
 
 import pytest
 
-from deepseek_proxy.ops.logs import BodyCapture, redact_json, request_fields, request_log
+from deepseek_proxy.ops.logs import (
+    BodyCapture,
+    redact_json,
+    request_fields,
+    request_log,
+)
 
 SECRET = "sk-0123456789abcdef0123456789abcdef"
 

@@ -10,15 +10,19 @@ import uuid
 import pytest
 
 from deepseek_proxy.store import (
+    ClientKeyRecord,
     InvalidCursor,
+    KeyNameTaken,
     ReasoningCacheAdapter,
     ResponseTooLarge,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
 )
 from deepseek_proxy.store import base as store_base
 from deepseek_proxy.store import memory as store_memory
 from deepseek_proxy.store import sqlite as store_sqlite
+from deepseek_proxy.store.base import sliding_window
 from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.store.sqlite import SQLiteStore
 
@@ -390,8 +394,6 @@ def test_get_items_resolves_several_across_responses(store):
 
 # ---- issue 12: client keys, usage, limits, marks ---------------------------------------------------------------
 
-from deepseek_proxy.store import ClientKeyRecord, KeyNameTaken, UsageRow  # noqa: E402
-from deepseek_proxy.store.base import sliding_window  # noqa: E402
 
 
 def key_record(name: str = "alice", key_hash: str = "a" * 64, **extra) -> ClientKeyRecord:
