@@ -52,7 +52,7 @@ def request_fields(*, usage: Mapping[str, Any] | None = None, **fields: Any) -> 
     token counts when there is a usage."""
     unknown = set(fields) - set(FIELDS)
     if unknown:
-        raise TypeError(f"request_log takes no field {min(unknown)!r} (only {", ".join(FIELDS)})")
+        raise TypeError(f"request_log takes no field {min(unknown)!r} (only {', '.join(FIELDS)})")
     line: dict[str, Any] = {"ts": round(time.time(), 3)}
     for name in FIELDS:
         value = fields.get(name)
