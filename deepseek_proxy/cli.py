@@ -8,9 +8,8 @@ import os
 import signal
 import socket
 import sys
-from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, Mapping
 
 from . import __version__
 from .config import Config, ConfigError, UpstreamConfig, key_source_fix, load_config
