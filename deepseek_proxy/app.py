@@ -11,8 +11,9 @@ from werkzeug.exceptions import HTTPException
 
 from . import faults
 from .codex.frontdoor import codex_catalog_bp
+from .frontdoors.metrics import bp as metrics_bp
 from .config import Config, load_config
-from .frontdoors import health, metrics, models, openapi, responses
+from .frontdoors import health, models, openapi, responses
 from .frontdoors.common import EXTENSION, Gateway, openai_error
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
@@ -40,7 +41,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     for blueprint in (responses.bp, models.bp, health.bp, codex_catalog_bp):
         app.register_blueprint(blueprint)
     app.register_blueprint(openapi.bp)
-    app.register_blueprint(metrics.bp)  # GET /metrics, and the per-request HTTP counter
+    app.register_blueprint(metrics_bp)  # GET /metrics, and the per-request HTTP counter
     app.register_error_handler(HTTPException, _http_error)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_tag_request_id)
