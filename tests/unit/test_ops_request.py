@@ -7,7 +7,13 @@ import logging
 
 import pytest
 
-from deepseek_proxy.config import Config, LimitsConfig, ModelConfig, ServerConfig, UpstreamConfig
+from deepseek_proxy.config import (
+    Config,
+    LimitsConfig,
+    ModelConfig,
+    ServerConfig,
+    UpstreamConfig,
+)
 from deepseek_proxy.ops import Ops
 from deepseek_proxy.ops.keys import add_key
 from deepseek_proxy.ops.request import Refused, begin_request
