@@ -32,7 +32,11 @@ def on_starting(server) -> None:
     from .config import default_state_dir
     from .ops.metrics import prepare_multiprocess_dir
 
-    prepare_multiprocess_dir(default_state_dir())
+    try:
+        prepare_multiprocess_dir(default_state_dir())
+    except OSError as exc:  # metrics are worth no failed start: each worker then reports only its own
+        logging.getLogger("deepseek_proxy").warning("metrics: no multi-process directory (%s); /metrics shows the "
+                                                    "worker that answers the scrape", exc)
 
 
 def child_exit(server, worker) -> None:
