@@ -16,7 +16,7 @@ from deepseek_proxy.ops.keypool import (
     with_failover,
 )
 from deepseek_proxy.store.memory import MemoryStore
-from deepseek_proxy.upstream.client import UpstreamError, parse_retry_after
+from deepseek_proxy.upstream.client import parse_retry_after
 
 CHAT = "https://api.deepseek.test/chat/completions"
 LIMITS = {"ttl_seconds": 3600.0, "reasoning_ttl_seconds": 600.0, "max_response_bytes": 1 << 20}
@@ -36,6 +36,15 @@ def pool_of(*keys: str, strategy: str = "round_robin", store=None, clock=None) -
                    set_aside_seconds=600, store=store, clock=clock, monotonic=clock)
 
 
+class UpstreamError(Exception):
+    """What with_failover reads of an upstream refusal: `status`, `retry_after`, `message` (the attributes the
+    upstream client's error has, before and after the relay's neutral errors)."""
+
+    def __init__(self, status: int, message: str, retry_after: int | None = None):
+        super().__init__(message)
+        self.status, self.message, self.retry_after = status, message, retry_after
+
+
 def send_chat(key: str) -> requests.Response:
     """What the upstream client does with a key: POST, and an UpstreamError with the status on a refusal."""
     reply = requests.post(CHAT, json={"model": "deepseek-v4-pro", "stream": True}, stream=True,
@@ -43,8 +52,7 @@ def send_chat(key: str) -> requests.Response:
     if reply.status_code >= 400:
         message = reply.json()["error"]["message"]
         reply.close()
-        raise UpstreamError(reply.status_code, message, None, "error",
-                            retry_after=parse_retry_after(reply.headers.get("retry-after")))
+        raise UpstreamError(reply.status_code, message, parse_retry_after(reply.headers.get("retry-after")))
     return reply
 
 
