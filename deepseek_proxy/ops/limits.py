@@ -14,8 +14,9 @@ gevent), then is refused with retry-after 1. A slot expires `slot_ttl_seconds` a
 refreshed, so a worker killed mid-stream leaks its slots for that long at most; `touch()` refreshes them at most
 once per third of that time, so a stream calling it on every event batch costs one comparison per call.
 
-The key's own limits are checked (and counted) before the global ones, so one key over its limit never uses up
-the global budget. When the store fails, the request is let through and the failure logged: the limits protect
+All of a request's limits (its key's and the global ones) are decided in one store call (`Store.admit`: one
+SQLite transaction, one Redis script, so one round trip) and granted together or not at all: a key over its limit
+never uses up the global budget, and a request refused or waiting in the queue is counted nowhere. When the store fails, the request is let through and the failure logged: the limits protect
 the upstream from a runaway client, and refusing everybody because Redis blinked would be the worse outage.
 """
 
@@ -111,45 +112,32 @@ class Limiter:
                 _Limit("global", "global", c.rpm, c.concurrency, "this proxy")]
 
     def admit(self, identity: ClientIdentity) -> Admission:
+        """All of the identity's limits in one store call (`Store.admit`: one SQLite transaction, one Redis
+        script), granted together or not at all; while only a slot is missing, tried again until `queue_ms`."""
         limits = self._limits_for(identity)
-        for limit in limits:
-            if limit.rpm:
-                self._count(limit)
-        slots: list[tuple[str, str]] = []
-        try:
-            for limit in limits:
-                if limit.concurrency:
-                    token = self._slot(limit)
-                    if token is not None:
-                        slots.append((f"{limit.counter}:inflight", token))
-        except BaseException:
-            Admission(self, slots).release()
-            raise
-        return Admission(self, slots)
-
-    def _count(self, limit: _Limit) -> None:
-        try:
-            allowed, wait = self.store.hit(f"{limit.counter}:rpm", MINUTE, limit.rpm)
-        except StoreError as exc:
-            log.warning("limits: %s requests per minute not counted (%s); letting the request through",
-                        limit.scope, exc)
-            return
-        if not allowed:
-            raise RateLimited(wait, limit.scope, "rpm", f"Rate limit reached for {limit.label}: {limit.rpm} "
-                              f"requests per minute. Try again in {max(1, math.ceil(wait))} s.")
-
-    def _slot(self, limit: _Limit) -> str | None:
-        name = f"{limit.counter}:inflight"
+        rate_limits = [limit for limit in limits if limit.rpm]
+        slot_limits = [limit for limit in limits if limit.concurrency]
+        if not rate_limits and not slot_limits:
+            return Admission(self, [])
+        rates = [(f"{limit.counter}:rpm", MINUTE, limit.rpm) for limit in rate_limits]
+        slots = [(f"{limit.counter}:inflight", limit.concurrency, self.config.slot_ttl_seconds)
+                 for limit in slot_limits]
         deadline = self._clock() + self.config.queue_ms / 1000
         backoff = FIRST_BACKOFF
         while True:
             try:
-                token = self.store.acquire_slot(name, limit.concurrency, self.config.slot_ttl_seconds)
+                decision = self.store.admit(rates, slots)
             except StoreError as exc:
-                log.warning("limits: %s concurrency not counted (%s); letting the request through", limit.scope, exc)
-                return None
-            if token is not None:
-                return token
+                log.warning("limits: not counted (%s); letting the request through", exc)
+                return Admission(self, [])
+            if decision.granted:
+                return Admission(self, [(name, token) for (name, _, _), token in zip(slots, decision.tokens)])
+            if decision.refused_rate is not None:
+                limit = rate_limits[decision.refused_rate]
+                raise RateLimited(decision.wait, limit.scope, "rpm", f"Rate limit reached for {limit.label}: "
+                                  f"{limit.rpm} requests per minute. Try again in "
+                                  f"{max(1, math.ceil(decision.wait))} s.")
+            limit = slot_limits[decision.refused_slot or 0]
             left = deadline - self._clock()
             if left <= 0:
                 raise RateLimited(1, limit.scope, "concurrency", f"Too many requests in flight for {limit.label} "

@@ -282,6 +282,31 @@ class Store(ABC):
         within ttl_seconds is free again."""
         raise NotImplementedError
 
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """Several limits at once: `rates` (counter, window_seconds, limit) as `hit`, `slots` (name, limit,
+        ttl_seconds) as `acquire_slot`. All granted (every counter counted, every slot taken: `tokens` in the
+        order of `slots`) or none: nothing is counted or taken when one refuses, so a request may try again.
+        SQLite does it in one transaction, Redis in one script (one round trip), memory under its lock. This
+        default, for a backend without its own, takes the slots, then counts, giving the slots back on a refusal
+        (a rate counted before a later one refuses stays counted)."""
+        tokens: list[str] = []
+        for index, (name, limit, ttl) in enumerate(slots):
+            token = self.acquire_slot(name, limit, ttl)
+            if token is None:
+                self._give_back(slots, tokens)
+                return Admitted(False, refused_slot=index)
+            tokens.append(token)
+        for index, (counter, window, limit) in enumerate(rates):
+            allowed, wait = self.hit(counter, window, limit)
+            if not allowed:
+                self._give_back(slots, tokens)
+                return Admitted(False, refused_rate=index, wait=wait)
+        return Admitted(True, tokens=tokens)
+
+    def _give_back(self, slots: list[tuple[str, int, float]], tokens: list[str]) -> None:
+        for (name, _, _), token in zip(slots, tokens):
+            self.release_slot(name, token)
+
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
         raise NotImplementedError
 
@@ -394,6 +419,18 @@ class UsageRow:
     def from_json(cls, data: dict[str, Any]) -> UsageRow:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Admitted:
+    """What `Store.admit` decided: granted (with the slot tokens), or the index of the rate or slot that refused
+    and, for a rate, the seconds until one more would fit."""
+
+    granted: bool
+    tokens: list[str] = field(default_factory=list)
+    refused_rate: int | None = None
+    refused_slot: int | None = None
+    wait: float = 0.0
 
 
 def sliding_window(previous: int, current: int, elapsed: float, window: float, limit: int) -> tuple[bool, float]:

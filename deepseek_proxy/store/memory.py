@@ -10,6 +10,7 @@ from typing import Any
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
@@ -210,6 +211,32 @@ class MemoryStore(Store):
             token = uuid.uuid4().hex
             held[token] = now + ttl_seconds
             return token
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        import uuid
+
+        now = now_seconds()
+        with self._lock:
+            for index, (name, limit, _) in enumerate(slots):
+                held = {t: e for t, e in self._slots.get(name, {}).items() if e > now}
+                self._slots[name] = held
+                if len(held) >= limit:
+                    return Admitted(False, refused_slot=index)
+            counted = []
+            for index, (counter, window, limit) in enumerate(rates):
+                start = window_start(now, window)
+                current = self._counters.get((counter, start), 0)
+                allowed, wait = sliding_window(self._counters.get((counter, start - window), 0), current, now - start,
+                                               window, limit)
+                if not allowed:
+                    return Admitted(False, refused_rate=index, wait=wait)
+                counted.append(((counter, start), current + 1))
+            for key, count in counted:
+                self._counters[key] = count
+            tokens = [uuid.uuid4().hex for _ in slots]
+            for (name, _, ttl), token in zip(slots, tokens):
+                self._slots[name][token] = now + ttl
+            return Admitted(True, tokens=tokens)
 
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
         with self._lock:

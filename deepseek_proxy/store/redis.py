@@ -32,6 +32,7 @@ import redis as redis_py
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
@@ -68,6 +69,43 @@ else
 end
 if wait < 0.001 then wait = 0.001 end
 return {0, tostring(wait)}
+"""
+# Store.admit in one step. KEYS: for each rate its previous and current window counters, then each slot set.
+# ARGV: now, number of rates, number of slots; per rate: elapsed, window, limit, expiry ms; per slot: limit,
+# token, expires at. Returns {1} or {0, "slot", index} or {0, "rate", index, wait}; writes only when granting.
+_ADMIT = """
+local now, nr, ns = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot_args = 4 + 4 * nr
+for i = 1, ns do
+  local key = KEYS[2 * nr + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[slot_args + (i - 1) * 3]) then return {0, 'slot', i - 1, '0'} end
+end
+for i = 1, nr do
+  local a = 4 + (i - 1) * 4
+  local previous = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local current = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local elapsed, window, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  if previous * (1 - elapsed / window) + current + 1 > limit then
+    local wait
+    if current + 1 <= limit then
+      wait = ((1 - (limit - current - 1) / previous) - elapsed / window) * window
+    else
+      wait = (window - elapsed) + (1 - (limit - 1) / current) * window
+    end
+    if wait < 0.001 then wait = 0.001 end
+    return {0, 'rate', i - 1, tostring(wait)}
+  end
+end
+for i = 1, nr do
+  redis.call('INCR', KEYS[2 * i])
+  redis.call('PEXPIRE', KEYS[2 * i], ARGV[4 + (i - 1) * 4 + 3])
+end
+for i = 1, ns do
+  local a = slot_args + (i - 1) * 3
+  redis.call('ZADD', KEYS[2 * nr + i], ARGV[a + 2], ARGV[a + 1])
+end
+return {1}
 """
 # KEYS: the slot set. ARGV: now, limit, token, expires at.
 _ACQUIRE = """
@@ -405,6 +443,27 @@ class RedisStore(Store):
         got = self._call(lambda r: script(keys=[f"{self.prefix}slots:{name}"],
                                           args=[repr(now), limit, token, repr(now + ttl_seconds)], client=r))
         return token if got else None
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """One script, one round trip, atomic on the server."""
+        now = now_seconds()
+        keys: list[str] = []
+        args: list[Any] = [repr(now), len(rates), len(slots)]
+        for counter, window, limit in rates:
+            start = window_start(now, window)
+            keys += [f"{self.prefix}rl:{counter}:{start - window:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
+            args += [repr(now - start), repr(float(window)), limit, int(window * 2000)]
+        tokens = [uuid.uuid4().hex for _ in slots]
+        for (name, limit, ttl), token in zip(slots, tokens):
+            keys.append(f"{self.prefix}slots:{name}")
+            args += [limit, token, repr(now + ttl)]
+        script = self._script("admit", _ADMIT)
+        result = self._call(lambda r: script(keys=keys, args=args, client=r))
+        if result[0] == 1:
+            return Admitted(True, tokens=tokens)
+        if result[1] == b"slot":
+            return Admitted(False, refused_slot=int(result[2]))
+        return Admitted(False, refused_rate=int(result[2]), wait=float(result[3]))
 
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
         until = now_seconds() + ttl_seconds

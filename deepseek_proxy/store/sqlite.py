@@ -30,6 +30,7 @@ from typing import Any, TypeVar
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
     ClientKeyRecord,
     ItemPage,
     KeyNameTaken,
@@ -487,7 +488,9 @@ class SQLiteStore(Store):
                                  (counter, start - window_seconds))
             return allowed, wait
 
-        return self._retrying(write, write=True)
+        result = self._retrying(write, write=True)
+        self._wrote(100)  # counts toward the off-worker checkpoint, like every write
+        return result
 
     def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
         import uuid
@@ -503,7 +506,44 @@ class SQLiteStore(Store):
             conn.execute("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + ttl_seconds))
             return token
 
-        return self._retrying(write, write=True)
+        result = self._retrying(write, write=True)
+        self._wrote(100)
+        return result
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """One IMMEDIATE transaction: every decision read first, then written only when all are granted."""
+        import uuid
+
+        now = now_seconds()
+        tokens = [uuid.uuid4().hex for _ in slots]
+
+        def work(conn: sqlite3.Connection) -> Admitted:
+            for index, (name, limit, _) in enumerate(slots):
+                conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
+                if conn.execute("SELECT COUNT(*) FROM slots WHERE name = ?", (name,)).fetchone()[0] >= limit:
+                    return Admitted(False, refused_slot=index)
+            counted = []
+            for index, (counter, window, limit) in enumerate(rates):
+                start = window_start(now, window)
+                counts = dict(conn.execute("SELECT window_start, count FROM counters WHERE name = ? AND "
+                                           "window_start IN (?, ?)", (counter, start - window, start)).fetchall())
+                current = counts.get(start, 0)
+                allowed, wait = sliding_window(counts.get(start - window, 0), current, now - start, window, limit)
+                if not allowed:
+                    return Admitted(False, refused_rate=index, wait=wait)
+                counted.append((counter, start, current + 1, window))
+            for counter, start, count, window in counted:
+                conn.execute("INSERT OR REPLACE INTO counters (name, window_start, count) VALUES (?, ?, ?)",
+                             (counter, start, count))
+                if count == 1:
+                    conn.execute("DELETE FROM counters WHERE name = ? AND window_start < ?", (counter, start - window))
+            conn.executemany("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)",
+                             [(name, token, now + ttl) for (name, _, ttl), token in zip(slots, tokens)])
+            return Admitted(True, tokens=tokens)
+
+        result = self._retrying(work, write=True)
+        self._wrote(200)
+        return result
 
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
         until = now_seconds() + ttl_seconds
@@ -513,6 +553,7 @@ class SQLiteStore(Store):
     def release_slot(self, name: str, token: str) -> None:
         self._retrying(lambda conn: conn.execute("DELETE FROM slots WHERE name = ? AND token = ?", (name, token)),
                        write=True)
+        self._wrote(100)
 
     def slots_in_use(self, name: str) -> int:
         return self._retrying(lambda conn: conn.execute(

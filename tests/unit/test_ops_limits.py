@@ -133,10 +133,7 @@ def test_touch_refreshes_slots_at_most_once_per_third_of_the_ttl():
 
 
 class DownStore(MemoryStore):
-    def hit(self, *args):
-        raise StoreUnavailable("the Redis store: connection refused")
-
-    def acquire_slot(self, *args):
+    def admit(self, *args):
         raise StoreUnavailable("the Redis store: connection refused")
 
 

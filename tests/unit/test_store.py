@@ -515,3 +515,27 @@ def test_marks_expire_and_clear(store, clock):
     store.clear_mark("keypool:deepseek", "k2")
     assert store.get_marks("keypool:deepseek") == {}
     assert store.get_marks("keypool:other") == {}
+
+
+def test_admit_grants_every_limit_together_or_none(store, clock):
+    clock.now = math.floor(clock.now / 60) * 60 + 1
+    rates = [("key:alice:rpm", 60, 2), ("global:rpm", 60, 3)]
+    slots = [("key:alice:inflight", 1, 30), ("global:inflight", 5, 30)]
+    first = store.admit(rates, slots)
+    assert first.granted and len(first.tokens) == 2
+    assert store.slots_in_use("key:alice:inflight") == 1 and store.slots_in_use("global:inflight") == 1
+    busy = store.admit(rates, slots)  # alice's one slot is held: refused, nothing counted or taken
+    assert not busy.granted and busy.refused_slot == 0 and busy.tokens == []
+    assert store.slots_in_use("global:inflight") == 1
+    store.release_slot("key:alice:inflight", first.tokens[0])
+    second = store.admit(rates, slots)
+    assert second.granted  # the refused attempt did not count against alice's 2 per minute
+    store.release_slot("key:alice:inflight", second.tokens[0])
+    over = store.admit(rates, slots)
+    assert not over.granted and over.refused_rate == 0 and 59 <= over.wait <= 120
+    assert store.slots_in_use("key:alice:inflight") == 0 and store.slots_in_use("global:inflight") == 2
+    bob = store.admit([("key:bob:rpm", 60, 2), ("global:rpm", 60, 3)], [])
+    assert bob.granted  # the 3rd in the global window: alice's refused one was not counted there either
+    refused = store.admit([("key:carol:rpm", 60, 2), ("global:rpm", 60, 3)], [])
+    assert not refused.granted and refused.refused_rate == 1
+    assert store.admit([("key:carol:rpm", 60, 1)], []).granted  # carol was not counted by her refusal
