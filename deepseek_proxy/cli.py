@@ -277,6 +277,9 @@ def _show_config(config: Config, args: argparse.Namespace) -> int:
     for m in config.models.values():
         print(f"model {m.id}: upstream={m.upstream} model={m.upstream_model} thinking={m.thinking} "
               f"images={m.images} stream={m.stream}")
+    from .ops.cli import describe_settings
+
+    print(describe_settings(config))
     return 0
 
 

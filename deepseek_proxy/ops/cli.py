@@ -41,6 +41,27 @@ def add_commands(commands: Any) -> None:
     usage.set_defaults(handler=_usage)
 
 
+def describe_settings(config: Config) -> str:
+    """The team settings as `deepseek-proxy config` shows them (no secrets: key sources, never keys)."""
+    lim, ops = config.limits, config.ops
+
+    def limit(value: int) -> str:
+        return str(value) if value else "none"
+
+    pools = [f"upstream {up.name}: {len(up.api_keys)} keys ({up.key_strategy}): {', '.join(up.api_keys)}"
+             for up in config.upstreams.values() if up.api_keys]
+    lines = [f"limits: rpm {limit(lim.rpm)}, concurrency {limit(lim.concurrency)}, per key rpm {limit(lim.key_rpm)}, "
+             f"concurrency {limit(lim.key_concurrency)}; queue {lim.queue_ms} ms",
+             f"usage: {'recorded' if ops.usage else 'off'} (kept {ops.usage_retention_seconds / 86400:g} days); "
+             f"prices: DeepSeek's of {PRICES_CHECKED}"
+             + (f", the config's for {', '.join(sorted(ops.prices))}" if ops.prices else ""),
+             f"metrics: {'GET /metrics' if ops.metrics else 'off'}; body capture: "
+             + (f"on, {ops.capture_dir or '<state dir>/captures'}, {ops.capture_max_bytes // 1024} KB each"
+                if ops.capture_bodies else "off"),
+             *pools]
+    return "\n".join(lines)
+
+
 def _store(config: Config):
     return open_store(config.store, usage_retention_seconds=config.ops.usage_retention_seconds)
 

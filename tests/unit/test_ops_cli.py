@@ -102,3 +102,36 @@ def test_usage_prints_a_table_by_key_and_by_model(config_path, capsys):
     assert run(config_path, "usage", "--by", "model", "--since", "1h") == 0
     assert "deepseek-v4-flash" in capsys.readouterr().out
     assert run(config_path, "usage", "--since", "yesterday") == 1
+
+
+def test_config_shows_the_team_settings_without_keys(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("POOL_A", "sk-secretvalue0001")
+    path = tmp_path / "team.toml"
+    path.write_text('[limits]\nkey_rpm = 30\nconcurrency = 100\n[logs]\ncapture_bodies = true\n'
+                    '[upstreams.deepseek]\napi_keys = ["env:POOL_A", "pass:deepseek/b"]\nkey_strategy = "least_busy"\n'
+                    '[pricing.models."deepseek-v4-pro"]\ncache_hit = 0.1\ncache_miss = 1\noutput = 2\n')
+    assert main(["--config", str(path), "config"]) == 0
+    out = capsys.readouterr().out
+    assert "limits: rpm none, concurrency 100, per key rpm 30, concurrency none; queue 2000 ms" in out
+    assert "body capture: on" in out and "the config's for deepseek-v4-pro" in out
+    assert "upstream deepseek: 2 keys (least_busy): env:POOL_A, pass:deepseek/b" in out
+    assert "sk-secretvalue0001" not in out
+
+
+@pytest.mark.parametrize(("text", "problem"), [
+    ('[limits]\nrpm = -1\n', "`limits.rpm` must be 0 (no limit) or more"),
+    ('[upstreams.deepseek]\napi_keys = ["sk-0123456789abcdef0123"]\n', "`upstreams.deepseek.api_keys[0]` must be"),
+    ('[upstreams.deepseek]\napi_keys = ["client"]\n', "`upstreams.deepseek.api_keys[0]` must be"),
+    ('[upstreams.deepseek]\nkey_strategy = "random"\n', "`upstreams.deepseek.key_strategy`"),
+    ('[pricing.models.m]\ncache_hit = 1\n', "`pricing.models.m.cache_miss` is required"),
+    ('[pricing]\npeak_hours_utc = [[4, 1]]\n', "`pricing.peak_hours_utc`"),
+    ('[usage]\nretention_days = 0\n', "`usage.retention_days`"),
+])
+def test_team_settings_are_checked_at_start(tmp_path, capsys, text, problem):
+    path = tmp_path / "bad.toml"
+    path.write_text(text)
+    assert main(["--config", str(path), "config"]) == 2
+    err = capsys.readouterr().err
+    assert problem in err, err
+    assert "0123456789abcdef" not in err

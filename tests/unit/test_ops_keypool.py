@@ -191,3 +191,18 @@ def test_a_single_api_key_is_a_pool_of_one():
     config = UpstreamConfig(name="deepseek", base_url="https://api.deepseek.test", api_key="env:DEEPSEEK_API_KEY")
     pool = KeyPool.from_config(config, env={"DEEPSEEK_API_KEY": "sk-onlyonekey0000"})
     assert [d["source"] for d in pool.describe()] == ["env:DEEPSEEK_API_KEY"]
+
+
+def test_a_file_key_source_reads_the_first_line_and_says_what_is_wrong(tmp_path):
+    from deepseek_proxy.config import KeyUnavailable, key_source_fix, resolve_key
+
+    path = tmp_path / "deepseek.key"
+    path.write_text("  sk-fromfile00001  \nsecond line ignored\n")
+    assert resolve_key(f"file:{path}") == "sk-fromfile00001"
+    with pytest.raises(KeyUnavailable, match="cannot be read"):
+        resolve_key(f"file:{tmp_path}/absent")
+    path.write_text("\n")
+    with pytest.raises(KeyUnavailable, match="is empty"):
+        resolve_key(f"file:{path}")
+    fix = key_source_fix(UpstreamConfig(name="deepseek", base_url="https://x", api_key=f"file:{path}"))
+    assert str(path) in fix and "first line" in fix
