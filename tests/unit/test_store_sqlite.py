@@ -72,6 +72,31 @@ def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path):
         SQLiteStore(path, **LIMITS).get_response("resp_1")
 
 
+def test_a_version_1_file_gains_the_team_tables_and_keeps_its_responses(tmp_path):
+    """A store written before issue 12 (schema 1: responses, items, reasoning) is upgraded in place."""
+    from deepseek_proxy.store import ClientKeyRecord
+    from deepseek_proxy.store import sqlite as store_sqlite
+
+    path = tmp_path / "store.db"
+    version_1 = store_sqlite.SCHEMA.split("-- Issue 12")[0]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(version_1)
+        conn.execute("PRAGMA user_version = 1")
+    old = SQLiteStore(path, **LIMITS)
+    old.put_response(record("resp_1"))
+    old.close()
+    with sqlite3.connect(path) as conn:  # as a version 1 proxy left it
+        conn.execute("DROP TABLE client_keys")
+        conn.execute("PRAGMA user_version = 1")
+    upgraded = SQLiteStore(path, **LIMITS)
+    assert upgraded.get_response("resp_1") is not None
+    upgraded.put_client_key(ClientKeyRecord(name="alice", key_hash="a" * 64, created_at=1.0))
+    assert upgraded.get_client_key("alice").key_hash == "a" * 64
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    upgraded.close()
+
+
 def _worker(store: SQLiteStore, worker: int, count: int, errors) -> None:
     try:
         for n in range(count):
