@@ -38,6 +38,7 @@ from ..config import ModelConfig
 from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
+from ..ops.keys import INVALID, MISSING
 from ..shutdown import ServerShuttingDown
 from ..translate.errors import RequestError
 from ..translate.messages_errors import (
@@ -54,7 +55,6 @@ from ..translate.messages_request import tool_input_object, translate_messages_r
 from ..translate.messages_stream import MessagesStream, encode_sse
 from ..translate.messages_tokens import count_message_tokens, rough_tokens
 from ..upstream.body import iter_body
-from ..upstream.chat import complete_chat, open_chat
 from ..upstream.client import (
     UpstreamClient,
     parse_retry_after,
@@ -62,7 +62,8 @@ from ..upstream.client import (
     readable_error_text,
 )
 from ..upstream.sse import SSEDecoder
-from .common import Gateway, bearer_token, check_client_key, gateway, json_body
+from .common import Gateway, bearer_token, gateway, json_body
+from .gate import admit, client_refusal, complete_chat, open_chat
 from .messages_validation import validate_messages_request
 from .relay import client_gone, relay, replay_completion
 
@@ -95,11 +96,14 @@ _KINDS: dict[ErrorKind, str] = {
 
 def _require_client_key() -> Response | None:
     """The proxy's own client-key check, answered in Anthropic's format (Claude Code reads no OpenAI body)."""
-    if check_client_key(gateway().config) is None:
+    refusal = client_refusal(bearer_token())
+    if refusal is None:
         return None
-    return _render(anthropic_error("authentication", "Incorrect API key provided for this proxy "
-                                   "(send one of its client keys as x-api-key or Authorization: Bearer).",
-                                   request_id=_rid()))
+    if refusal.kind is ErrorKind.AUTHENTICATION and refusal.message in (MISSING.message, INVALID.message):
+        return _render(anthropic_error("authentication", "Incorrect API key provided for this proxy "
+                                       "(send one of its client keys as x-api-key or Authorization: Bearer).",
+                                       request_id=_rid()))
+    return _render(_upstream_error(refusal, None))  # revoked, or the key store is down
 
 
 bp.before_request(_require_client_key)
@@ -148,8 +152,13 @@ def create_message() -> Response:
     done = _Completion(gw, door, model, started, stream)
     overflow = _OverflowNumbers(input_tokens=door.input_estimate, max_tokens=chat.body.get("max_tokens", 0),
                                 context_window=model.context_window)
+    try:
+        scope = admit("messages", model, stream, bearer_token())  # the key's model, budget and limits (gate.py)
+    except ProxyError as exc:
+        done.log(exc.status, f"refused: {exc.kind.value}")
+        return _render(_upstream_error(exc, None))
     upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
-                                     "client_key": bearer_token()}
+                                     "client_key": bearer_token(), "scope": scope}
     if not stream:
         try:
             completion = complete_chat(client, chat_body, **upstream_call)
@@ -170,7 +179,7 @@ def create_message() -> Response:
         done.log(exc.status, f"upstream refused: {exc.kind.value}")
         # Before the first byte, Anthropic answers with an HTTP error too: Claude Code retries or stops by status.
         return _render(_upstream_error(exc, overflow))
-    return Response(relay(events, door, on_end=done), status=200, mimetype="text/event-stream",
+    return Response(relay(events, door, on_end=done, scope=scope), status=200, mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 

@@ -57,6 +57,8 @@ class RequestScope:
         self.metrics = RequestMetrics(door=door, model=model.id, stream=stream)
         self._started_wall = time.time()
         self._finished = False
+        # The source (`env:NAME`, never the key) of the upstream key the reply came from, once one was picked.
+        self.upstream_key: str | None = None
 
     def first_token(self) -> None:
         self.metrics.first_token()
@@ -80,7 +82,7 @@ class RequestScope:
                                         door=self.door, request_id=self.request_id, at=self._started_wall)
             request_log(request_id=self.request_id, method=self.method, path=self.path, door=self.door,
                         status=status, key=self.identity.name, model=self.model.id, upstream=self.model.upstream,
-                        upstream_key=upstream_key, stream=self.stream, duration_ms=duration_ms, ttft_ms=ttft_ms,
+                        upstream_key=upstream_key or self.upstream_key, stream=self.stream, duration_ms=duration_ms, ttft_ms=ttft_ms,
                         outcome=outcome or None, error_kind=error_kind, usage=usage)
         finally:
             self.admission.release()
