@@ -58,12 +58,13 @@ def admit(door: str, model: ModelConfig, stream: bool, presented_key: str | None
 
 
 def key_pool(ops: Ops, client: UpstreamClient) -> KeyPool | None:
-    """The upstream's key pool, when the proxy holds its keys (not `api_key = "client"` / `"none"`) and at least
-    one key resolved; None leaves the single-key path (and its message for a missing key) as it was."""
-    config = client.config
-    if not config.api_keys and config.api_key in ("client", "none"):
+    """The upstream's key pool when it configures several keys (`api_keys`) and at least one resolved. A single
+    `api_key` stays on the plain path: with no other key to fail over to, setting it aside after a 402 or
+    cooling it after a 429 would only refuse requests the upstream itself might accept (and its message for a
+    missing key stays the one `serve` and `doctor` explain)."""
+    if not client.config.api_keys:
         return None
-    pool = ops.pool(config.name)
+    pool = ops.pool(client.config.name)
     return pool if any(entry.key for entry in pool.keys) else None
 
 

@@ -143,8 +143,8 @@ class UpstreamClient:
         response.request.body = None
         return response
 
-    def list_models(self, *, client_key: str | None = None) -> dict:
-        response = self.session.get(self.models_url, headers=self._headers(client_key), verify=self.verify,
+    def list_models(self, *, client_key: str | None = None, api_key: str | None = None) -> dict:
+        response = self.session.get(self.models_url, headers=self._headers(client_key, api_key), verify=self.verify,
                                     timeout=(self.config.connect_timeout, 30))
         if response.status_code >= 400:
             raise self._error_from(response)
