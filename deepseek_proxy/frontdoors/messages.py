@@ -39,6 +39,7 @@ from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..ops.keys import INVALID, MISSING
+from ..ops.request import RequestScope
 from ..shutdown import ServerShuttingDown
 from ..translate.errors import RequestError
 from ..translate.messages_errors import (
@@ -333,9 +334,14 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
         log.info("pass-through: repaired %d assistant turn(s) without thinking (messages %s)", len(repaired),
                  ",".join(map(str, repaired)))
     sent = {**sent, "model": model.upstream_model or model.id}
+    try:  # the same gate as the translating mode: the key's model, budget and limits (gate.py)
+        scope = admit("messages", model, stream, bearer_token())
+    except ProxyError as exc:
+        return _render(_upstream_error(exc, None))
     try:
         headers = client._headers(bearer_token())  # the same key rules as every other upstream call
     except ProxyError as exc:
+        scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
         return _render(_upstream_error(exc, None))
     if "Authorization" in headers:
         headers = {"x-api-key": headers["Authorization"][len("Bearer "):]}
@@ -346,8 +352,10 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                                        verify=client.verify,
                                        timeout=(client.config.connect_timeout, client.config.read_timeout))
     except requests.Timeout:
+        scope.finish(usage=None, status=504, outcome="refused", error_kind=ErrorKind.TIMEOUT.value)
         return _render(anthropic_error("timeout", "the upstream did not answer in time", request_id=_rid()))
     except requests.ConnectionError:
+        scope.finish(usage=None, status=502, outcome="refused", error_kind=ErrorKind.UPSTREAM_UNAVAILABLE.value)
         return _render(anthropic_error("api_error", f"the upstream ({client.config.name}) is unreachable",
                                        request_id=_rid()))
     label = f"POST /v1/messages (pass-through) model={body.get('model')}→{model.id} stream={stream}"
@@ -358,6 +366,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
             response.close()
         log.info("%s %s upstream refused: %s %.0fms", label, error.status, error.kind.value,
                  (time.monotonic() - started) * 1000)
+        scope.finish(usage=None, status=error.status, outcome="refused", error_kind=error.kind.value)
         overflow = _OverflowNumbers(input_tokens=rough_tokens(len(dumps(sent))),
                                     max_tokens=int(body.get("max_tokens") or 0), context_window=model.context_window)
         return _render(_upstream_error(error, overflow))
@@ -365,6 +374,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
         try:
             data = response.content
         except requests.RequestException:
+            scope.finish(usage=None, status=502, outcome="failed", error_kind=ErrorKind.UPSTREAM_UNAVAILABLE.value)
             return _render(anthropic_error("api_error", "The upstream connection broke mid-reply.",
                                            request_id=_rid()))
         finally:
@@ -377,9 +387,23 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
             for key, reasoning in reasoning_entries_of_message(message):
                 gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %.0fms", label, (time.monotonic() - started) * 1000)
+        scope.first_token()
+        scope.finish(usage=anthropic_usage(message.get("usage") if isinstance(message, dict) else None), status=200,
+                     outcome="completed")
         return Response(data, status=200, mimetype="application/json")
-    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ)), status=200, mimetype="text/event-stream",
-                    headers=SSE_HEADERS, direct_passthrough=True)
+    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ), scope), status=200,
+                    mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+
+
+def anthropic_usage(usage: Any) -> dict | None:
+    """An Anthropic `usage` as the usage record reads it: input counts every prompt token (Anthropic's
+    input_tokens leaves out the cached and cache-written ones), cached the cache reads."""
+    if not isinstance(usage, dict):
+        return None
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cached + int(usage.get("cache_creation_input_tokens") or 0)
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": int(usage.get("output_tokens") or 0)}
 
 
 def _passthrough_error(client: UpstreamClient, response: requests.Response) -> ProxyError:
@@ -402,7 +426,7 @@ def _passthrough_error(client: UpstreamClient, response: requests.Response) -> P
 
 
 def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: float,
-                 should_stop: Callable[[], bool] | None) -> Iterator[bytes]:
+                 should_stop: Callable[[], bool] | None, scope: RequestScope | None = None) -> Iterator[bytes]:
     """The upstream's SSE as it comes, byte for byte; its thinking and tool calls are read on the side for the
     reasoning cache. Through an upstream silence a `ping` event is slipped in between two events (never inside
     one, never before message_start), as the translating mode sends; a client that hangs up meanwhile is noticed.
@@ -413,12 +437,18 @@ def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: 
     wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
     quiet_since = time.monotonic()
     outcome = "disconnected"
+    first = True
     try:
         for raw in iter_body(response, idle_interval=wake):
             now = time.monotonic()
             if raw:
                 reader.feed(raw)
                 quiet_since = now
+                if scope is not None:
+                    if first:
+                        first = False
+                        scope.first_token()
+                    scope.touch()
                 yield raw
             elif should_stop is not None and should_stop():
                 return
@@ -436,6 +466,10 @@ def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: 
         for key, reasoning in reader.reasoning_entries():
             gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %s %.0fms", label, outcome, (time.monotonic() - started) * 1000)
+        if scope is not None:
+            finished = outcome == "complete"
+            scope.finish(usage=anthropic_usage(reader.usage), status=200 if finished else 499 if
+                         outcome == "disconnected" else 502, outcome="completed" if finished else outcome)
 
 
 PING = encode_sse([{"type": "ping"}])
@@ -450,6 +484,7 @@ class _PassthroughReader:
         self.started = False  # message_start went by
         self.stopped = False
         self.between_events = True  # the bytes so far end with a whole event (a blank line)
+        self.usage: dict[str, Any] = {}  # message_start's usage, updated by message_delta's (output tokens)
 
     def feed(self, raw: bytes) -> None:
         self.between_events = raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
@@ -472,6 +507,11 @@ class _PassthroughReader:
         kind = event.get("type")
         if kind == "message_start":
             self.started = True
+            message = event.get("message")
+            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                self.usage.update(message["usage"])
+        elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+            self.usage.update({k: v for k, v in event["usage"].items() if v is not None})
         elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             block = event["content_block"]
             index = event.get("index")

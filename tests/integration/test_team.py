@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import re
 import threading
 import time
@@ -254,3 +255,32 @@ def test_limits_are_shared_by_two_instances_through_redis(start_proxy, upstream,
         refused = responses(server.base_url, None)
         assert refused.status_code == 429 and int(refused.headers["retry-after"]) >= 1
     assert len(upstream.chat_requests) == 3
+
+
+def test_the_anthropic_passthrough_is_gated_and_recorded_too(start_proxy, upstream, tmp_path):
+    """`messages_upstream = "anthropic"` bypasses the translation, not the gate: its rows carry the upstream's
+    Anthropic usage (input + cache reads as input tokens), streamed and not."""
+    url, cli_config, config_text = store_setup(tmp_path, '[models.deepseek-v4-pro]\nmessages_upstream = "anthropic"\n'
+                                                          "[models.deepseek-v4-flash]\n")
+    proxy = start_proxy(upstream.base_url, config_text)
+    key = add_key(cli_config, "frank", "--rpm", "2")
+    upstream.script(Reply.text("streamed answer"), Reply.text("whole answer"))
+    streamed = messages(proxy.base_url, key, stream=True)
+    whole = messages(proxy.base_url, key)
+    assert streamed.status_code == 200 and whole.status_code == 200
+    refused = messages(proxy.base_url, key)
+    assert refused.status_code == 429 and refused.json()["error"]["type"] == "rate_limit_error"
+    events = [line for line in streamed.text.splitlines() if line.startswith("data: ")]
+
+    usage = {**json.loads(events[0][6:])["message"]["usage"], **json.loads(
+        next(e for e in events if '"message_delta"' in e)[6:])["usage"]}
+    store = open_store(StoreConfig(url=url))
+    deadline = time.monotonic() + 10
+    while len(rows := store.usage_rows()) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert [(r.door, r.key_name, r.status) for r in rows] == [("messages", "frank", 200)] * 2
+    assert (rows[0].input_tokens, rows[0].cached_tokens, rows[0].output_tokens) == (
+        usage["input_tokens"] + usage["cache_read_input_tokens"], usage["cache_read_input_tokens"],
+        usage["output_tokens"])
+    assert whole.json()["usage"]["output_tokens"] == rows[1].output_tokens > 0
+    assert len(upstream.anthropic_requests) == 2
