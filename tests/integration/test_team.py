@@ -64,15 +64,14 @@ def test_a_revoked_key_is_refused_at_once_by_every_door(start_proxy, upstream, t
     _, cli_config, config_text = store_setup(tmp_path)
     proxy = start_proxy(upstream.base_url, config_text, workers=2)
     key = add_key(cli_config, "alice")
-    upstream.script(*[Reply.text("ok") for _ in range(2)])
+    upstream.script(Reply.text("ok"), Reply.text("ok"))
     assert responses(proxy.base_url, key).status_code == 200
     assert messages(proxy.base_url, key).status_code == 200
-    assert responses(proxy.base_url, "dsp-not-a-key").status_code == 401  # keys exist now: a wrong one is refused
+    # FAILS on this branch (reported to the lead, cause not found): in the real server a worker that served the
+    # key before the revoke goes on accepting it (3.5 s seen; designed: 1 s), though the store says revoked and an
+    # in-process Authenticator over the same store refuses it after 1.1 s.
     cli(cli_config, "keys", "revoke", "alice")
-    # Designed: a key's record is cached at most 1 s per process. Measured here: a worker that served the key just
-    # before the revoke (Responses then Messages) still accepted it 2 s later, never 3 s later; the cause is not
-    # found yet (one worker, or one door request, is refused after 1.1 s). Reported to the lead.
-    time.sleep(3.5)
+    time.sleep(1.1)  # a key's record is cached at most 1 s per process
     calls_before = len(upstream.chat_requests)
     for _ in range(4):  # both workers
         refused = responses(proxy.base_url, key)
@@ -82,6 +81,7 @@ def test_a_revoked_key_is_refused_at_once_by_every_door(start_proxy, upstream, t
         assert anthropic.json()["type"] == "error" and anthropic.json()["error"]["type"] == "authentication_error"
         assert "revoked" in anthropic.json()["error"]["message"]
     assert len(upstream.chat_requests) == calls_before  # nothing reached the upstream
+    assert responses(proxy.base_url, "dsp-not-a-key").status_code == 401  # keys exist: a wrong one is refused
     assert key not in proxy.log()
 
 
