@@ -156,7 +156,7 @@ class SQLiteStore(Store):
             self._written, self._checkpointing = 0, False  # a checkpoint thread does not survive a fork
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            _create_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -573,6 +573,24 @@ class SQLiteStore(Store):
     def clear_mark(self, scope: str, member: str) -> None:
         self._retrying(lambda conn: conn.execute("DELETE FROM marks WHERE scope = ? AND member = ?", (scope, member)),
                        write=True)
+
+
+def _create_private(path: Path) -> None:
+    """Create the store file 0600 if it does not exist yet, and never open (or close) an existing one.
+
+    SQLite's locks are POSIX (fcntl) locks, which belong to the process: closing ANY descriptor of the file drops
+    every lock this process holds on it, including those of its open connections (another Store object on the same
+    file: Gateway.store and Ops.store in a worker). With its SHARED lock gone, another process closing its own
+    connection believes it is the file's last user: it checkpoints and deletes the -wal and -shm, and this process
+    goes on reading (and writing) an orphaned WAL through its mapped, unlinked -shm. Every connection of the process
+    shares that mapping (SQLite keeps one per inode), so a fresh one reads the same stale snapshot: a revoked key
+    stayed accepted for seconds. O_EXCL: only a file that no connection can have open yet is ever closed here."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process (or Store) made it meanwhile
+        pass
 
 
 def _in_an_os_thread(work: Callable[[], None]) -> None:

@@ -276,3 +276,28 @@ def test_under_gevent_the_checkpoint_runs_in_an_os_thread(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "True"]
+
+
+def test_a_second_store_on_the_file_keeps_the_first_ones_view_fresh(tmp_path):
+    """SQLite's locks are per process: opening a second Store on the file must not drop the first one's (else the
+    next process to close believes it is the last, deletes the -wal and -shm, and this one reads stale snapshots)."""
+    path = tmp_path / "store.db"
+    gateway, ops = SQLiteStore(path, **LIMITS), SQLiteStore(path, **LIMITS)  # as in a worker: two on one file
+    gateway.put_reasoning("k", "v1")
+    ops.ping()  # the second one opens its connection
+
+    def elsewhere(text: str) -> None:  # the CLI: another process, which closes its connection when done
+        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from deepseek_proxy.store.sqlite import SQLiteStore
+            s = SQLiteStore({str(path)!r}, ttl_seconds=86400.0, reasoning_ttl_seconds=3600.0,
+                            max_response_bytes=4194304)
+            s.put_reasoning("k", {text!r})
+            s.close()""")], check=True)
+
+    elsewhere("v2")
+    gateway.put_reasoning("mine", "x")  # this process writes in between (a worker's touch)
+    elsewhere("v3")
+    assert gateway.get_reasoning("k") == "v3" and ops.get_reasoning("k") == "v3"
+    assert gateway.get_reasoning("mine") == "x"
+    gateway.close()
+    ops.close()
