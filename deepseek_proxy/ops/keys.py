@@ -141,7 +141,8 @@ class Authenticator:
         self._any_stored: tuple[float, bool] | None = None
 
     def keys_required(self) -> bool:
-        """Whether requests must present a key: config keys exist, or the store holds a key not revoked."""
+        """Whether requests must present a key: config keys exist, or the store holds any key, a revoked one
+        included (revoking the last key must not open the proxy to everyone: fail closed, as the README says)."""
         if self._config_keys:
             return True
         if self.store is None:
@@ -149,7 +150,7 @@ class Authenticator:
         now = self._clock()
         if self._any_stored is None or now - self._any_stored[0] >= self.cache_seconds:
             try:
-                live = any(k.revoked_at is None for k in self.store.list_client_keys())
+                live = bool(self.store.list_client_keys())
             except StoreError as exc:
                 log.warning("client keys: the store is unreachable (%s); asking for keys meanwhile", exc)
                 live = True  # fail closed: a proxy with keys must not open up when its store hiccups

@@ -95,6 +95,15 @@ def test_once_a_key_exists_requests_without_one_are_refused(store, clock):
     assert auth.authenticate("dsp-not-a-key") is INVALID
 
 
+def test_revoking_the_last_key_does_not_open_the_proxy(store, clock):
+    key = add_key(store, "alice")
+    store.revoke_client_key("alice")
+    auth = Authenticator((), store, clock=clock)
+    assert auth.authenticate(key) is REVOKED
+    assert auth.authenticate(None) is MISSING
+    assert auth.authenticate("dsp-not-a-key") is INVALID
+
+
 def test_a_revoked_key_is_refused_within_the_cache_time(store, clock):
     key = add_key(store, "alice")
     auth = Authenticator((), store, clock=clock)
