@@ -104,6 +104,16 @@ def venv_bin(name: str) -> str | None:
 
 MESSAGES_SCENARIOS = ("a", "b", "c", "d")  # the scenarios the Messages door runs too
 
+# Opt-in targets (`--targets direct,proxy,proxy-team,proxy-bare`): the same proxy with issue 12's team features on,
+# and with them off, to measure what keys, limits and usage recording cost (the load client sends `Bearer sk-bench`).
+# The limits are high enough never to refuse: every request still takes its rpm and concurrency slots in the store.
+TEAM_CONFIGS = {
+    "proxy-team": ('[server]\nmax_connections_per_address = 0\nclient_keys = ["sk-bench"]\n'
+                   "[limits]\nrpm = 100000000\nconcurrency = 100000\nkey_rpm = 100000000\nkey_concurrency = 100000\n"
+                   "[usage]\nenabled = true\n"),
+    "proxy-bare": "[server]\nmax_connections_per_address = 0\n[usage]\nenabled = false\n",
+}
+
 
 def proxy_argv(port: int, config: str) -> tuple[list[str] | None, str]:
     """How to start the real proxy, or None and why not."""
@@ -493,6 +503,26 @@ def main(argv=None) -> int:
                     targets.append(scenarios.Target("proxy-gemini", f"http://127.0.0.1:{port}", load.GEMINI,
                                                     srv.pid, srv.restart))
                     notes.append("proxy-gemini = the same proxy, POST /v1beta/models/…:streamGenerateContent")
+        for team_name, team_config in TEAM_CONFIGS.items():
+            if team_name not in wanted:
+                continue
+            team_cfg = os.path.join(logdir, f"{team_name}-config.toml")
+            with open(team_cfg, "w") as f:
+                f.write(team_config)
+            port = free_port()
+            argv_, why = proxy_argv(port, team_cfg)
+            if argv_ is None:
+                print(f"error: {why}", file=sys.stderr)
+                return 2
+            # Its own state: the store (usage rows, limit counters) is not shared with the other targets.
+            tenv = dict(penv, XDG_STATE_HOME=os.path.join(logdir, team_name, "state"),
+                        XDG_DATA_HOME=os.path.join(logdir, team_name, "data"))
+            srv = Server(team_name, argv_, tenv, port, logdir)
+            srv.start()
+            servers.append(srv)
+            targets.append(scenarios.Target(team_name, f"http://127.0.0.1:{port}", load.RESPONSES, srv.pid,
+                                            srv.restart))
+            notes.append(f"{team_name} = real proxy with {' '.join(team_config.split())}")
         if args.baseline:
             port = free_port()
             base_dir = os.path.abspath(args.baseline)

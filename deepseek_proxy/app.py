@@ -11,6 +11,7 @@ from werkzeug.exceptions import HTTPException
 
 from . import faults
 from .codex.frontdoor import codex_catalog_bp
+from .frontdoors.metrics import bp as metrics_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
 from .frontdoors import chat, gemini, health, messages, models, openapi, responses, responses_ws
@@ -42,6 +43,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     for blueprint in (responses.bp, responses_ws.bp, messages.bp, messages.root_bp, chat.bp, gemini.bp, models.bp,
                       health.bp, codex_catalog_bp, openapi.bp):
         app.register_blueprint(blueprint)
+    app.register_blueprint(metrics_bp)  # GET /metrics, and the per-request HTTP counter
     app.register_error_handler(HTTPException, _http_error)
     # A door renders its own errors; one that escapes a view still gets a status and a body, never a 500.
     app.register_error_handler(ProxyError, upstream_error_response)

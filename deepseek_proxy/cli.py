@@ -95,7 +95,15 @@ def _parser() -> argparse.ArgumentParser:
     doctor.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
     doctor.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
     doctor.set_defaults(handler=_doctor)
+    _ops_commands(commands)
     return parser
+
+
+def _ops_commands(commands: Any) -> None:
+    """keys and usage (deepseek_proxy/ops/cli.py)."""
+    from .ops.cli import add_commands
+
+    add_commands(commands)
 
 
 # ------------------------------------------------------------------------------------------------------ serve
@@ -287,6 +295,9 @@ def _show_config(config: Config, args: argparse.Namespace) -> int:
     for m in config.models.values():
         print(f"model {m.id}: upstream={m.upstream} model={m.upstream_model} thinking={m.thinking} "
               f"images={m.images} stream={m.stream}")
+    from .ops.cli import describe_settings
+
+    print(describe_settings(config))
     return 0
 
 

@@ -40,7 +40,7 @@ DEFAULT_EFFORT_MAP = {
 }
 UPSTREAM_EFFORTS = {"disabled", "low", "high", "max"}
 PROFILES = {"deepseek", "openai"}
-KEY_SOURCE_HINT = 'one of "env:VARIABLE", "pass:ENTRY", "client" or "none"'
+KEY_SOURCE_HINT = 'one of "env:VARIABLE", "pass:ENTRY", "file:/PATH", "client" or "none"'
 # Settings whose values are secrets: an error or `deepseek-proxy config` names them, never shows them.
 SECRET_SETTINGS = {"server.client_keys", "server.reasoning_secret"}
 
@@ -101,6 +101,14 @@ class UpstreamConfig:
     connect_timeout: float = 10.0
     read_timeout: float = 900.0  # DeepSeek closes a request that has not started within ~10 min
     pool_size: int = 1000  # idle keep-alive connections kept per upstream; more than that are opened and closed
+    # Several keys for one upstream (ops/keypool.py), each a key source like api_key; empty: just api_key.
+    api_keys: tuple[str, ...] = ()
+    key_strategy: str = "round_robin"  # or "least_busy"
+    key_set_aside_seconds: float = 600.0  # a key refused with 401/402 is not tried again for this long
+
+    @property
+    def key_sources(self) -> tuple[str, ...]:
+        return self.api_keys or (self.api_key,)
 
 
 @dataclass(frozen=True)
@@ -165,6 +173,34 @@ class StoreConfig:
 
 
 @dataclass(frozen=True)
+class LimitsConfig:
+    """Request limits (ops/limits.py). 0 means no limit. Per-key limits set by `keys add --rpm/--concurrency` win
+    over key_rpm / key_concurrency."""
+
+    rpm: int = 0  # requests per minute, all clients together
+    concurrency: int = 0  # requests in flight (open streams included), all clients together
+    key_rpm: int = 0  # per client key
+    key_concurrency: int = 0
+    queue_ms: int = 2000  # how long a request waits for a concurrency slot before its 429
+    slot_ttl_seconds: float = 120.0  # a slot whose holder stopped refreshing it (a killed worker) frees after this
+
+
+@dataclass(frozen=True)
+class OpsConfig:
+    """Usage records, prices, metrics and request logs (deepseek_proxy/ops)."""
+
+    usage: bool = True  # keep a usage row per request in the store
+    usage_retention_seconds: float = 400 * 86400.0
+    # Upstream model → prices in USD per 1M tokens (ops/prices.py PRICES_DEFAULT, dated, unless the file sets them).
+    prices: Mapping[str, Mapping[str, float]] = field(default_factory=dict)
+    peak_hours_utc: tuple[tuple[int, int], ...] | None = None  # None: the default list's
+    metrics: bool = True  # GET /metrics
+    capture_bodies: bool = False  # debugging: keep redacted, size-capped request/response bodies
+    capture_dir: str = ""  # default: <state dir>/captures
+    capture_max_bytes: int = 64 * 1024
+
+
+@dataclass(frozen=True)
 class Config:
     server: ServerConfig
     upstreams: Mapping[str, UpstreamConfig]
@@ -173,6 +209,8 @@ class Config:
     store: StoreConfig = StoreConfig()
     claude: ClaudeConfig = ClaudeConfig()
     gemini: GeminiConfig = GeminiConfig()
+    limits: LimitsConfig = LimitsConfig()
+    ops: OpsConfig = OpsConfig()
     path: Path | None = None
     # Where clients reach the proxy when that is not its own bind address (`--proxy-url`, e.g. behind nginx).
     public_url: str | None = None
@@ -210,7 +248,7 @@ def normalize_proxy_url(url: str) -> str:
 
 
 def is_secret_setting(key: str) -> bool:
-    return key in SECRET_SETTINGS or (key.startswith("upstreams.") and key.endswith(".api_key"))
+    return key in SECRET_SETTINGS or (key.startswith("upstreams.") and key.endswith((".api_key", ".api_keys")))
 
 
 def masked(value: Any) -> str:
@@ -245,6 +283,14 @@ def resolve_key(source: str, env: Mapping[str, str] = os.environ) -> str | None:
         if result.returncode != 0 or not first_line:
             raise KeyUnavailable(f"`pass show {arg}` gave no key (exit {result.returncode})")
         return first_line
+    if kind == "file":
+        try:
+            lines = Path(arg).expanduser().read_text().strip().splitlines()
+        except OSError as exc:
+            raise KeyUnavailable(f"the key file {arg} cannot be read: {exc.strerror or exc}") from None
+        if not lines or not lines[0].strip():
+            raise KeyUnavailable(f"the key file {arg} is empty")
+        return lines[0].strip()
     return None
 
 
@@ -256,6 +302,8 @@ def key_source_fix(upstream: UpstreamConfig, *, restart: str = "deepseek-proxy s
                 f"`{restart}`, then restart it")
     if kind == "pass":
         return f"pass insert {arg}  (the key on its first line), then restart `{restart}`"
+    if kind == "file":
+        return f"put the key on the first line of {arg} (readable by the proxy), then restart `{restart}`"
     return f"set upstreams.{upstream.name}.api_key in the proxy config ({KEY_SOURCE_HINT})"
 
 
@@ -301,7 +349,8 @@ def load_config(
     raw = _read_toml(file_path, required=explicit)
     where = str(file_path) if raw is not None else "built-in defaults"
     reader = _Reader(raw or {}, where)
-    reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude", "gemini"})
+    reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude", "gemini", "limits", "usage",
+                          "pricing", "metrics", "logs"})
 
     server = _server_from(reader, env, overrides or {})
     upstreams = _upstreams_from(reader, env)
@@ -315,6 +364,8 @@ def load_config(
         store=_store_from(reader, env),
         claude=_claude_from(reader, models),
         gemini=_gemini_from(reader, models),
+        limits=_limits_from(reader),
+        ops=_ops_from(reader),
         path=file_path if raw is not None else None,
     )
 
@@ -524,8 +575,15 @@ def _upstreams_from(reader: _Reader, env: Mapping[str, str]) -> dict[str, Upstre
     for name in reader.table("upstreams"):
         t = f"upstreams.{name}"
         reader.table(t)
-        reader.only_keys(t, {"base_url", "api_key", "profile", "connect_timeout", "read_timeout", "pool_size"})
+        reader.only_keys(t, {"base_url", "api_key", "profile", "connect_timeout", "read_timeout", "pool_size",
+                             "api_keys", "key_strategy", "key_set_aside_seconds"})
         base = upstreams.get(name) or UpstreamConfig(name=name, base_url="", profile="openai", api_key="none")
+        api_keys = reader.get(t, "api_keys", list, list(base.api_keys))
+        if not all(isinstance(k, str) and k for k in api_keys):
+            raise reader.fail(f"{t}.api_keys", "must be a list of key sources (strings)")
+        key_strategy = reader.get(t, "key_strategy", str, base.key_strategy)
+        if key_strategy not in ("round_robin", "least_busy"):
+            raise reader.fail(f"{t}.key_strategy", f'must be "round_robin" or "least_busy", got {key_strategy!r}')
         base_url = reader.get(t, "base_url", str, base.base_url)
         if not base_url:
             raise reader.fail(f"{t}.base_url", "is required")
@@ -537,6 +595,10 @@ def _upstreams_from(reader: _Reader, env: Mapping[str, str]) -> dict[str, Upstre
             connect_timeout=float(reader.get(t, "connect_timeout", (int, float), base.connect_timeout)),
             read_timeout=float(reader.get(t, "read_timeout", (int, float), base.read_timeout)),
             pool_size=reader.get(t, "pool_size", int, base.pool_size),
+            api_keys=tuple(api_keys),
+            key_strategy=key_strategy,
+            key_set_aside_seconds=float(reader.get(t, "key_set_aside_seconds", (int, float),
+                                                   base.key_set_aside_seconds)),
         )
     if env.get("DEEPSEEK_BASE_URL"):
         d = upstreams[DEFAULT_UPSTREAM]
@@ -551,11 +613,16 @@ def _upstreams_from(reader: _Reader, env: Mapping[str, str]) -> dict[str, Upstre
             raise reader.fail(f"{where}.base_url", problem)
         if up.profile not in PROFILES:
             raise reader.fail(f"{where}.profile", f"must be one of {', '.join(sorted(PROFILES))}, got {up.profile!r}")
-        kind, _, arg = up.api_key.partition(":")
-        if not ((kind in ("env", "pass") and arg) or up.api_key in ("client", "none")):
-            raise reader.fail(f"{where}.api_key", f"must be {KEY_SOURCE_HINT}, got {_key_source_shown(up.api_key)}. "
-                              f"A key itself does not belong in the file: export it, e.g. DEEPSEEK_API_KEY=…, and "
-                              f'write api_key = "env:DEEPSEEK_API_KEY" (or "pass:ENTRY" for a pass entry)')
+        for index, source in enumerate(up.api_keys or (up.api_key,)):
+            kind, _, arg = source.partition(":")
+            pooled = bool(up.api_keys)
+            if not ((kind in ("env", "pass", "file") and arg) or (source in ("client", "none") and not pooled)):
+                setting = f"{where}.api_keys[{index}]" if pooled else f"{where}.api_key"
+                hint = 'one of "env:VARIABLE", "pass:ENTRY" or "file:/PATH"' if pooled else KEY_SOURCE_HINT
+                raise reader.fail(setting, f"must be {hint}, got {_key_source_shown(source)}. "
+                                  f"A key itself does not belong in the file: export it, e.g. DEEPSEEK_API_KEY=…, and "
+                                  f'write {"" if pooled else "api_key = "}"env:DEEPSEEK_API_KEY" (or "pass:ENTRY" for '
+                                  f'a pass entry)')
     return upstreams
 
 
@@ -702,3 +769,70 @@ def _gemini_from(reader: _Reader, models: Mapping[str, ModelConfig]) -> GeminiCo
             built.append((pattern, model, thinking))
         patterns = tuple(built)
     return GeminiConfig(model_patterns=patterns, thinking_repair=repair, max_output_tokens=max_tokens)
+
+
+def _limits_from(reader: _Reader) -> LimitsConfig:
+    t = "limits"
+    d = LimitsConfig()
+    reader.only_keys(t, {"rpm", "concurrency", "key_rpm", "key_concurrency", "queue_ms", "slot_ttl_seconds"})
+    values: dict[str, Any] = {}
+    for name in ("rpm", "concurrency", "key_rpm", "key_concurrency", "queue_ms"):
+        value = reader.get(t, name, int, getattr(d, name))
+        if value < 0:
+            raise reader.fail(f"{t}.{name}", f"must be 0 (no limit) or more, got {value}")
+        values[name] = value
+    ttl = float(reader.get(t, "slot_ttl_seconds", (int, float), d.slot_ttl_seconds))
+    if ttl < 5:
+        raise reader.fail(f"{t}.slot_ttl_seconds", f"must be at least 5 seconds, got {ttl:g}")
+    return LimitsConfig(slot_ttl_seconds=ttl, **values)
+
+
+PRICE_FIELDS = ("cache_hit", "cache_miss", "output", "peak_cache_hit", "peak_cache_miss", "peak_output")
+
+
+def _ops_from(reader: _Reader) -> OpsConfig:
+    d = OpsConfig()
+    reader.only_keys("usage", {"enabled", "retention_days"})
+    reader.only_keys("metrics", {"enabled"})
+    reader.only_keys("logs", {"capture_bodies", "capture_dir", "capture_max_kb"})
+    reader.only_keys("pricing", {"peak_hours_utc", "models"})
+    retention = reader.get("usage", "retention_days", (int, float), d.usage_retention_seconds / 86400)
+    if retention <= 0:
+        raise reader.fail("usage.retention_days", f"must be a positive number, got {retention:g}")
+    prices: dict[str, dict[str, float]] = {}
+    for model in reader.table("pricing.models"):
+        t = f"pricing.models.{model}"
+        reader.table(t)
+        reader.only_keys(t, set(PRICE_FIELDS))
+        entry = {}
+        for name in PRICE_FIELDS:
+            value = reader.get(t, name, (int, float), None)
+            if value is not None:
+                if value < 0:
+                    raise reader.fail(f"{t}.{name}", "must be 0 or more (USD per 1M tokens)")
+                entry[name] = float(value)
+        missing = [n for n in ("cache_hit", "cache_miss", "output") if n not in entry]
+        if missing:
+            raise reader.fail(f"{t}.{missing[0]}", "is required (USD per 1M tokens)")
+        prices[model] = entry
+    peak = reader.get("pricing", "peak_hours_utc", list, None)
+    peak_hours = None
+    if peak is not None:
+        if not all(isinstance(p, list) and len(p) == 2 and all(isinstance(h, int) and 0 <= h <= 24 for h in p)
+                   and p[0] < p[1] for p in peak):
+            raise reader.fail("pricing.peak_hours_utc", "must be a list of [start, end] hours (UTC, 0-24), "
+                              "e.g. [[1, 4], [6, 10]]; [] for no peak hours")
+        peak_hours = tuple((p[0], p[1]) for p in peak)
+    capture_kb = reader.get("logs", "capture_max_kb", (int, float), d.capture_max_bytes / 1024)
+    if capture_kb <= 0:
+        raise reader.fail("logs.capture_max_kb", "must be positive")
+    return OpsConfig(
+        usage=reader.get("usage", "enabled", bool, d.usage),
+        usage_retention_seconds=float(retention) * 86400,
+        prices=prices,
+        peak_hours_utc=peak_hours,
+        metrics=reader.get("metrics", "enabled", bool, d.metrics),
+        capture_bodies=reader.get("logs", "capture_bodies", bool, d.capture_bodies),
+        capture_dir=reader.get("logs", "capture_dir", str, d.capture_dir),
+        capture_max_bytes=int(capture_kb * 1024),
+    )

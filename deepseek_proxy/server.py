@@ -27,6 +27,31 @@ def configure_logging(level: str) -> None:
     root.propagate = False
 
 
+def on_starting(server) -> None:
+    """In the master, before any worker forks: where the workers' Prometheus samples go (ops/metrics.py)."""
+    from .config import default_state_dir
+    from .ops.metrics import prepare_multiprocess_dir
+
+    try:
+        prepare_multiprocess_dir(default_state_dir())
+    except OSError as exc:  # metrics are worth no failed start: each worker then reports only its own
+        logging.getLogger("deepseek_proxy").warning("metrics: no multi-process directory (%s); /metrics shows the "
+                                                    "worker that answers the scrape", exc)
+
+
+def child_exit(server, worker) -> None:
+    from .ops.metrics import worker_exited
+
+    worker_exited(worker.pid)
+
+
+def on_exit(server) -> None:
+    from .config import default_state_dir
+    from .ops.metrics import remove_multiprocess_dir
+
+    remove_multiprocess_dir(default_state_dir())
+
+
 def gunicorn_settings(config: Config) -> dict:
     return {
         "bind": [f"[{config.server.host}]:{config.server.port}" if ":" in config.server.host
@@ -54,4 +79,8 @@ def gunicorn_settings(config: Config) -> dict:
         # gunicorn ≥ 27 opens a control socket at one fixed path per user; two proxies (or a proxy and the
         # benchmark) would fight over it, and nothing here uses it.
         "control_socket_disable": True,
+        # /metrics across workers: prometheus-client's multi-process directory (ops/metrics.py).
+        "on_starting": on_starting,
+        "child_exit": child_exit,
+        "on_exit": on_exit,
     }

@@ -144,9 +144,10 @@ def check_upstreams_via_proxy(config: Config, session: requests.Session, env: Ma
     checks = []
     for name, info in sorted(body["upstreams"].items()):
         base_url = info.get("base_url") or name
+        pool = _pool_text(info.get("keys"))
         if info.get("ok"):
             checks.append(Check(f"upstream {name}", True, f"{base_url} is reachable and accepts the key "
-                                                          f"(checked by the proxy)"))
+                                                          f"(checked by the proxy){pool}"))
             continue
         error = str(info.get("error") or "not ready")
         status = _status_of(error)
@@ -154,9 +155,22 @@ def check_upstreams_via_proxy(config: Config, session: requests.Session, env: Ma
             message = f"the proxy has no key for {base_url}: {error}"
         else:
             message = _explain(status, error, base_url)
-        checks.append(Check(f"upstream {name}", False, message,
+        checks.append(Check(f"upstream {name}", False, message + pool,
                             _upstream_fix(config, name, status, error) if name in config.upstreams else None))
     return checks
+
+
+def _pool_text(keys: object) -> str:
+    """The key pool's state as /readyz describes it (masked keys), one `; `-separated line; "" without a pool."""
+    if not isinstance(keys, list) or not keys:
+        return ""
+    parts = []
+    for key in keys:
+        if isinstance(key, dict):
+            left = f" {key['seconds_left']} s" if "seconds_left" in key else ""
+            why = f" ({key['reason']})" if key.get("reason") else ""
+            parts.append(f"{key.get('source')} {key.get('key') or '-'} {key.get('state')}{left}{why}")
+    return "; keys: " + "; ".join(parts)
 
 
 def check_upstreams_direct(config: Config, env: Mapping[str, str]) -> list[Check]:

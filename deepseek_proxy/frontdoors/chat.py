@@ -27,7 +27,6 @@ from ..jsonfast import dumps
 from ..translate.chat_request import translate_chat_request
 from ..translate.chat_stream import ChatCompletionStream, client_completion
 from ..translate.errors import RequestError
-from ..upstream.chat import complete_chat, open_chat
 from .chat_validation import validate_chat_request
 from .common import (
     Gateway,
@@ -39,6 +38,7 @@ from .common import (
     require_client_key,
     upstream_error_response,
 )
+from .gate import admit, complete_chat, open_chat
 from .relay import client_gone, relay
 from .responses import (
     _model_of as configured_model,  # configured names as themselves, else 404
@@ -72,8 +72,13 @@ def create_chat_completion() -> Response:
     door = ChatCompletionStream(model=body["model"], include_usage=chat.include_usage, tool_names=chat.tool_names,
                                 error_fields=openai_type_and_code)
     done = _Completion(gw, door, started, stream)
+    try:
+        scope = admit("chat", model, stream, bearer_token())  # the key's model, budget and limits (gate.py)
+    except ProxyError as exc:
+        done.log(exc.status, exc.kind.value)
+        return upstream_error_response(exc)
     upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
-                     "client_key": bearer_token()}
+                                     "client_key": bearer_token(), "scope": scope}
     if not stream:
         try:
             completion = complete_chat(client, chat.body, **upstream_call)
@@ -89,7 +94,7 @@ def create_chat_completion() -> Response:
     except ProxyError as exc:
         done.log(exc.status, exc.kind.value)
         return upstream_error_response(exc)
-    return Response(relay(events, door, on_end=done), status=200, mimetype="text/event-stream",
+    return Response(relay(events, door, on_end=done, scope=scope), status=200, mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 

@@ -4,7 +4,6 @@ OpenAI status / type / code."""
 
 from __future__ import annotations
 
-import hmac
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,17 +150,21 @@ def bearer_token() -> str | None:
 
 
 def check_client_key(config: Config) -> Response | None:
-    """When the proxy is configured with client keys, a request must present one of them.
+    """The client's key, checked by the proxy's authenticator (ops/keys.py): config keys (constant-time), stored
+    keys made with `deepseek-proxy keys add` (by hash; a revoked one is refused within a second), or anyone when
+    neither exists. A refusal in the OpenAI format: 401 invalid_api_key, or 503 when the key store is down.
+    `config` is the app's own (the authenticator is built from it); kept for the callers' signature."""
+    from .gate import (
+        client_refusal,  # gate imports the upstream layer, which imports this module's neighbours
+    )
 
-    Compared as bytes: hmac.compare_digest refuses non-ASCII str, and a header value is whatever bytes the client
-    sent (WSGI hands them over as latin-1 text), so `Authorization: Bearer é` is a wrong key, not a crash."""
-    if not config.server.client_keys:
+    refusal = client_refusal(bearer_token())
+    if refusal is None:
         return None
-    presented = _raw_bytes(bearer_token() or "")
-    if any(hmac.compare_digest(presented, key.encode("utf-8")) for key in config.server.client_keys):
-        return None
-    return openai_error(401, "Incorrect API key provided for this proxy.", type="invalid_request_error",
-                        code="invalid_api_key")
+    headers = {"retry-after": str(refusal.retry_after)} if refusal.retry_after is not None else None
+    return openai_error(refusal.status, refusal.message,
+                        type="invalid_request_error" if refusal.status < 500 else "server_error",
+                        code=refusal.upstream_code, headers=headers)
 
 
 def require_client_key() -> Response | None:

@@ -24,7 +24,6 @@ taken for a whole one.
 
 from __future__ import annotations
 
-import hmac
 import logging
 import socket
 import time
@@ -37,6 +36,7 @@ from .. import faults
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import dumps
+from ..ops.keys import INVALID, MISSING
 from ..translate.errors import RequestError
 from ..translate.gemini_errors import (
     GeminiError,
@@ -54,8 +54,8 @@ from ..translate.gemini_request import translate_gemini_request
 from ..translate.gemini_stream import GeminiStream, encode_sse
 from ..translate.gemini_tokens import count_gemini_tokens
 from ..translate.messages_tokens import count_chat_tokens
-from ..upstream.chat import complete_chat, open_chat
-from .common import Gateway, _raw_bytes, gateway, json_body
+from .common import Gateway, gateway, json_body
+from .gate import admit, client_refusal, complete_chat, open_chat
 from .gemini_validation import validate_gemini_request
 from .relay import client_gone, client_socket, relay, replay_completion
 
@@ -134,15 +134,14 @@ def client_key() -> str | None:
 
 @bp.before_request
 def _require_key() -> Response | None:
-    keys = gateway().config.server.client_keys
-    if not keys:
+    refusal = client_refusal(client_key())
+    if refusal is None:
         return None
-    presented = _raw_bytes(client_key() or "")
-    if any(hmac.compare_digest(presented, key.encode("utf-8")) for key in keys):
-        return None
-    # Google's own answer to a wrong key; Gemini CLI stops and shows the message.
-    return google_error("authentication", "API key not valid. Please pass a valid API key (this proxy's client key, "
-                                          "as GEMINI_API_KEY).")
+    if refusal.kind is ErrorKind.AUTHENTICATION and refusal.message in (MISSING.message, INVALID.message):
+        # Google's own answer to a wrong key; Gemini CLI stops and shows the message.
+        return google_error("authentication", "API key not valid. Please pass a valid API key (this proxy's client "
+                                              "key, as GEMINI_API_KEY).")
+    return upstream_error(refusal)  # revoked, or the key store is down
 
 
 @bp.errorhandler(Exception)
@@ -247,8 +246,13 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
     door = GeminiDoorStream(model=name, tool_map=chat.tool_map, codec=gw.codec, input_tokens=input_tokens,
                             thinking=chat.thinking, include_thoughts=chat.include_thoughts, sse=sse)
     done = _Completion(gw, door, started, name, model.id, stream)
+    try:
+        scope = admit("gemini", model, stream, client_key())  # the key's model, budget and limits (gate.py)
+    except ProxyError as exc:
+        done.log(exc.status, f"refused: {exc.kind.value}")
+        return upstream_error(exc)
     call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
-                            "client_key": client_key()}
+                            "client_key": client_key(), "scope": scope}
     max_tokens = chat.body.get("max_tokens") or 0
     if not stream:
         door.failure_settle = 0.0  # one JSON answer: no earlier bytes to keep apart from
@@ -270,7 +274,7 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
         return upstream_error(exc, model, input_tokens, max_tokens)
     _no_delay(request.environ)
     mimetype = "text/event-stream" if sse else "application/json"
-    return Response(relay(events, door, on_end=done), status=200, mimetype=mimetype, headers=SSE_HEADERS,
+    return Response(relay(events, door, on_end=done, scope=scope), status=200, mimetype=mimetype, headers=SSE_HEADERS,
                     direct_passthrough=True)
 
 

@@ -13,9 +13,10 @@ import threading
 import time
 from typing import Any
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 
 from ..jsonfast import dumps
+from ..ops import ops_for
 from ..upstream.client import UpstreamClient, UpstreamError
 from .common import bearer_token, check_client_key, gateway
 
@@ -42,15 +43,26 @@ def readyz() -> Response:
         if denied is not None:
             return denied
     checks = {}
+    ops = ops_for(current_app)
     for name in sorted({m.upstream for m in gw.config.models.values()}):
         client = gw.upstreams[name]
         check: dict[str, Any] = {"base_url": client.config.base_url, "key": "client" if client.passes_client_key else
                  ("missing" if client.key_error else "configured")}
         ok = client.key_error is None
-        if not ok:
+        pool_key: str | None = None
+        if client.config.api_keys:  # a key pool (ops/keypool.py): ready when one of its keys is usable
+            pool = ops.pool(name)
+            check["keys"] = pool.describe()  # masked: source, `sk-…abcd`, state, until when and why
+            usable = [k for k in pool.keys if k.key and k.state == "ok"]
+            ok, check["key"] = bool(usable), "pool"
+            pool_key = usable[0].key if usable else None
+            if not ok:
+                check["error"] = "no key of the pool is usable: " + "; ".join(
+                    f"{k['source']} {k['state']}{': ' + k['reason'] if k.get('reason') else ''}" for k in check["keys"])
+        elif not ok:
             check["error"] = client.key_error
-        elif deep:
-            reached = _deep_check(name, client)
+        if ok and deep:
+            reached = _deep_check(name, client, pool_key)
             ok = "error" not in reached
             check.update(reached)
         check["ok"] = ok
@@ -60,7 +72,7 @@ def readyz() -> Response:
     return Response(dumps(body), status=200 if ready else 503, mimetype="application/json")
 
 
-def _deep_check(name: str, client: UpstreamClient) -> dict:
+def _deep_check(name: str, client: UpstreamClient, api_key: str | None = None) -> dict:
     """{"reachable": bool, "error"?: str}, from the cache when a check of the same upstream (and, for an upstream
     that takes the client's key, the same key) is younger than DEEP_CHECK_SECONDS."""
     client_key = bearer_token()
@@ -71,7 +83,7 @@ def _deep_check(name: str, client: UpstreamClient) -> dict:
         if cached is not None and cached[0] > time.monotonic():
             return cached[1]
         try:
-            client.list_models(client_key=client_key)
+            client.list_models(client_key=client_key, api_key=api_key)
             result: dict = {"reachable": True}
         except UpstreamError as exc:
             result = {"reachable": exc.status not in (502, 504), "error": f"{exc.status}: {exc.message}"}

@@ -38,6 +38,8 @@ from ..config import ModelConfig
 from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
+from ..ops.keys import INVALID, MISSING
+from ..ops.request import RequestScope
 from ..shutdown import ServerShuttingDown
 from ..translate.errors import RequestError
 from ..translate.messages_errors import (
@@ -54,7 +56,6 @@ from ..translate.messages_request import tool_input_object, translate_messages_r
 from ..translate.messages_stream import MessagesStream, encode_sse
 from ..translate.messages_tokens import count_message_tokens, rough_tokens
 from ..upstream.body import iter_body
-from ..upstream.chat import complete_chat, open_chat
 from ..upstream.client import (
     UpstreamClient,
     parse_retry_after,
@@ -62,7 +63,8 @@ from ..upstream.client import (
     readable_error_text,
 )
 from ..upstream.sse import SSEDecoder
-from .common import Gateway, bearer_token, check_client_key, gateway, json_body
+from .common import Gateway, bearer_token, gateway, json_body
+from .gate import admit, client_refusal, complete_chat, open_chat
 from .messages_validation import validate_messages_request
 from .relay import client_gone, relay, replay_completion
 
@@ -95,11 +97,14 @@ _KINDS: dict[ErrorKind, str] = {
 
 def _require_client_key() -> Response | None:
     """The proxy's own client-key check, answered in Anthropic's format (Claude Code reads no OpenAI body)."""
-    if check_client_key(gateway().config) is None:
+    refusal = client_refusal(bearer_token())
+    if refusal is None:
         return None
-    return _render(anthropic_error("authentication", "Incorrect API key provided for this proxy "
-                                   "(send one of its client keys as x-api-key or Authorization: Bearer).",
-                                   request_id=_rid()))
+    if refusal.kind is ErrorKind.AUTHENTICATION and refusal.message in (MISSING.message, INVALID.message):
+        return _render(anthropic_error("authentication", "Incorrect API key provided for this proxy "
+                                       "(send one of its client keys as x-api-key or Authorization: Bearer).",
+                                       request_id=_rid()))
+    return _render(_upstream_error(refusal, None))  # revoked, or the key store is down
 
 
 bp.before_request(_require_client_key)
@@ -148,8 +153,13 @@ def create_message() -> Response:
     done = _Completion(gw, door, model, started, stream)
     overflow = _OverflowNumbers(input_tokens=door.input_estimate, max_tokens=chat.body.get("max_tokens", 0),
                                 context_window=model.context_window)
+    try:
+        scope = admit("messages", model, stream, bearer_token())  # the key's model, budget and limits (gate.py)
+    except ProxyError as exc:
+        done.log(exc.status, f"refused: {exc.kind.value}")
+        return _render(_upstream_error(exc, None))
     upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
-                                     "client_key": bearer_token()}
+                                     "client_key": bearer_token(), "scope": scope}
     if not stream:
         try:
             completion = complete_chat(client, chat_body, **upstream_call)
@@ -170,7 +180,7 @@ def create_message() -> Response:
         done.log(exc.status, f"upstream refused: {exc.kind.value}")
         # Before the first byte, Anthropic answers with an HTTP error too: Claude Code retries or stops by status.
         return _render(_upstream_error(exc, overflow))
-    return Response(relay(events, door, on_end=done), status=200, mimetype="text/event-stream",
+    return Response(relay(events, door, on_end=done, scope=scope), status=200, mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 
@@ -324,9 +334,14 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
         log.info("pass-through: repaired %d assistant turn(s) without thinking (messages %s)", len(repaired),
                  ",".join(map(str, repaired)))
     sent = {**sent, "model": model.upstream_model or model.id}
+    try:  # the same gate as the translating mode: the key's model, budget and limits (gate.py)
+        scope = admit("messages", model, stream, bearer_token())
+    except ProxyError as exc:
+        return _render(_upstream_error(exc, None))
     try:
         headers = client._headers(bearer_token())  # the same key rules as every other upstream call
     except ProxyError as exc:
+        scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
         return _render(_upstream_error(exc, None))
     if "Authorization" in headers:
         headers = {"x-api-key": headers["Authorization"][len("Bearer "):]}
@@ -337,8 +352,10 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                                        verify=client.verify,
                                        timeout=(client.config.connect_timeout, client.config.read_timeout))
     except requests.Timeout:
+        scope.finish(usage=None, status=504, outcome="refused", error_kind=ErrorKind.TIMEOUT.value)
         return _render(anthropic_error("timeout", "the upstream did not answer in time", request_id=_rid()))
     except requests.ConnectionError:
+        scope.finish(usage=None, status=502, outcome="refused", error_kind=ErrorKind.UPSTREAM_UNAVAILABLE.value)
         return _render(anthropic_error("api_error", f"the upstream ({client.config.name}) is unreachable",
                                        request_id=_rid()))
     label = f"POST /v1/messages (pass-through) model={body.get('model')}→{model.id} stream={stream}"
@@ -349,6 +366,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
             response.close()
         log.info("%s %s upstream refused: %s %.0fms", label, error.status, error.kind.value,
                  (time.monotonic() - started) * 1000)
+        scope.finish(usage=None, status=error.status, outcome="refused", error_kind=error.kind.value)
         overflow = _OverflowNumbers(input_tokens=rough_tokens(len(dumps(sent))),
                                     max_tokens=int(body.get("max_tokens") or 0), context_window=model.context_window)
         return _render(_upstream_error(error, overflow))
@@ -356,6 +374,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
         try:
             data = response.content
         except requests.RequestException:
+            scope.finish(usage=None, status=502, outcome="failed", error_kind=ErrorKind.UPSTREAM_UNAVAILABLE.value)
             return _render(anthropic_error("api_error", "The upstream connection broke mid-reply.",
                                            request_id=_rid()))
         finally:
@@ -368,9 +387,23 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
             for key, reasoning in reasoning_entries_of_message(message):
                 gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %.0fms", label, (time.monotonic() - started) * 1000)
+        scope.first_token()
+        scope.finish(usage=anthropic_usage(message.get("usage") if isinstance(message, dict) else None), status=200,
+                     outcome="completed")
         return Response(data, status=200, mimetype="application/json")
-    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ)), status=200,
+    return Response(_relay_bytes(gw, response, label, started, client_gone(request.environ), scope), status=200,
                     mimetype="text/event-stream", headers=SSE_HEADERS, direct_passthrough=True)
+
+
+def anthropic_usage(usage: Any) -> dict | None:
+    """An Anthropic `usage` as the usage record reads it: input counts every prompt token (Anthropic's
+    input_tokens leaves out the cached and cache-written ones), cached the cache reads."""
+    if not isinstance(usage, dict):
+        return None
+    cached = int(usage.get("cache_read_input_tokens") or 0)
+    prompt = int(usage.get("input_tokens") or 0) + cached + int(usage.get("cache_creation_input_tokens") or 0)
+    return {"input_tokens": prompt, "input_tokens_details": {"cached_tokens": cached},
+            "output_tokens": int(usage.get("output_tokens") or 0)}
 
 
 def _passthrough_error(client: UpstreamClient, response: requests.Response) -> ProxyError:
@@ -393,7 +426,7 @@ def _passthrough_error(client: UpstreamClient, response: requests.Response) -> P
 
 
 def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: float,
-                 should_stop: Callable[[], bool] | None) -> Iterator[bytes]:
+                 should_stop: Callable[[], bool] | None, scope: RequestScope | None = None) -> Iterator[bytes]:
     """The upstream's SSE as it comes, byte for byte; its thinking and tool calls are read on the side for the
     reasoning cache. Through an upstream silence a `ping` event is slipped in between two events (never inside
     one, never before message_start), as the translating mode sends; a client that hangs up meanwhile is noticed.
@@ -404,12 +437,18 @@ def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: 
     wake = min(keepalive, limits.poll_interval) if should_stop is not None else keepalive
     quiet_since = time.monotonic()
     outcome = "disconnected"
+    first = True
     try:
         for raw in iter_body(response, idle_interval=wake):
             now = time.monotonic()
             if raw:
                 reader.feed(raw)
                 quiet_since = now
+                if scope is not None:
+                    if first:
+                        first = False
+                        scope.first_token()
+                    scope.touch()
                 yield raw
             elif should_stop is not None and should_stop():
                 return
@@ -427,6 +466,10 @@ def _relay_bytes(gw: Gateway, response: requests.Response, label: str, started: 
         for key, reasoning in reader.reasoning_entries():
             gw.reasoning_cache.put(key, reasoning)
         log.info("%s 200 %s %.0fms", label, outcome, (time.monotonic() - started) * 1000)
+        if scope is not None:
+            finished = outcome == "complete"
+            scope.finish(usage=anthropic_usage(reader.usage), status=200 if finished else 499 if
+                         outcome == "disconnected" else 502, outcome="completed" if finished else outcome)
 
 
 PING = encode_sse([{"type": "ping"}])
@@ -441,6 +484,7 @@ class _PassthroughReader:
         self.started = False  # message_start went by
         self.stopped = False
         self.between_events = True  # the bytes so far end with a whole event (a blank line)
+        self.usage: dict[str, Any] = {}  # message_start's usage, updated by message_delta's (output tokens)
 
     def feed(self, raw: bytes) -> None:
         self.between_events = raw.endswith((b"\n\n", b"\r\n\r\n", b"\r\r"))
@@ -463,6 +507,11 @@ class _PassthroughReader:
         kind = event.get("type")
         if kind == "message_start":
             self.started = True
+            message = event.get("message")
+            if isinstance(message, dict) and isinstance(message.get("usage"), dict):
+                self.usage.update(message["usage"])
+        elif kind == "message_delta" and isinstance(event.get("usage"), dict):
+            self.usage.update({k: v for k, v in event["usage"].items() if v is not None})
         elif kind == "content_block_start" and isinstance(event.get("content_block"), dict):
             block = event["content_block"]
             index = event.get("index")

@@ -33,13 +33,16 @@ import logging
 import socket
 import time
 from collections.abc import Callable, Iterator
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from ..core.chat import completion_as_chunks
 from ..core.errors import ErrorKind, ProxyError
 from ..shutdown import ServerShuttingDown
 from ..upstream.chat import BATCHES, END, TICK, ChatEvents, Failure
 from ..upstream.pool import readable_now
+
+if TYPE_CHECKING:
+    from ..ops.request import RequestScope
 
 log = logging.getLogger("deepseek_proxy.relay")
 
@@ -58,11 +61,19 @@ class DoorStream(Protocol):
     # Optional: `failure_settle: float`, seconds to wait before a failure that follows data (module docstring).
 
 
-def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | None = None) -> Iterator[bytes]:
-    """The door's stream for `events`. `on_end` runs once, however the stream ended (logging, caches)."""
+def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | None = None,
+          scope: RequestScope | None = None) -> Iterator[bytes]:
+    """The door's stream for `events`. `on_end` runs once, however the stream ended (logging, caches).
+
+    `scope` (gate.admit): told when the first reply bytes leave, touched on each upstream read (its limit slots
+    stay alive through a long stream), and finished once however the stream ended, with the upstream's usage
+    chunk (the last chunk that carried `usage`): usage row, metrics, the request's log line, slots released."""
     encode = door.encode
     settle: float = getattr(door, "failure_settle", 0.0)
     wrote = False
+    usage: Any = None
+    first_sent = scope is None
+    status, outcome, error_kind = 499, "client_gone", None
     try:
         first = encode(door.start())
         wrote = bool(first)
@@ -70,34 +81,56 @@ def relay(events: ChatEvents, door: DoorStream, *, on_end: Callable[[], None] | 
         for event in events:
             if type(event) in BATCHES:  # the chunks of one upstream read: their events leave in one write
                 out: list = []
-                for chunk in event:
-                    out += door.feed(chunk)
+                if scope is None:
+                    for chunk in event:
+                        out += door.feed(chunk)
+                else:
+                    for chunk in event:
+                        out += door.feed(chunk)
+                        if chunk.get("usage"):
+                            usage = chunk["usage"]
+                    scope.touch()
                 if out:
                     wrote = True
+                    if not first_sent:
+                        first_sent = True
+                        scope.first_token()  # type: ignore[union-attr]
                     yield encode(out)
             elif event is TICK:
                 alive = encode(door.keepalive())
                 wrote = wrote or bool(alive)
                 yield alive
             elif event is END:
+                status, outcome = 200, "completed"
                 yield encode(door.finish())
                 return
             elif isinstance(event, Failure):
+                status, outcome, error_kind = event.error.status, "failed", event.error.kind.value
                 if settle and wrote:
                     _settle(settle)
                 yield encode(door.fail(event.error))
                 return
         # The events stopped without an end: should_stop said the client is gone; there is nobody to tell.
     except ServerShuttingDown:
+        status, outcome, error_kind = 503, "shutdown", ErrorKind.SHUTTING_DOWN.value
         events.close()
         log.info("stream ended by the server's shutdown")
         if settle and wrote:
             _settle(settle)
         yield encode(door.fail(ProxyError(ErrorKind.SHUTTING_DOWN, SHUTDOWN_MESSAGE, 503)))
+    except GeneratorExit:  # the server closed the stream: the client went away (status stays 499)
+        raise
+    except BaseException:
+        status, outcome = 500, "error"
+        raise
     finally:
         events.close()
-        if on_end is not None:
-            on_end()
+        try:
+            if on_end is not None:
+                on_end()
+        finally:
+            if scope is not None:
+                scope.finish(usage=usage, status=status, outcome=outcome, error_kind=error_kind)
 
 
 def _settle(seconds: float) -> None:

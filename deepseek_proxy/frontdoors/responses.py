@@ -45,7 +45,6 @@ from ..store import InvalidCursor, StoredResponse, StoreError
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
 from ..translate.responses_stream import ResponseStream, replay_events
-from ..upstream.chat import complete_chat, open_chat
 from ..upstream.sse import encode_events
 from .common import (
     Gateway,
@@ -57,6 +56,7 @@ from .common import (
     require_client_key,
     upstream_error_response,
 )
+from .gate import admit, complete_chat, open_chat
 from .relay import client_gone, relay, replay_completion
 from .responses_state import (
     StoredContext,
@@ -116,8 +116,13 @@ def create_response() -> Response:
     door = ResponsesDoorStream(model=model.id, tool_map=chat.tool_map, codec=gw.codec,
                                response_fields=_echo_fields(body, keep), summaries=wants_summaries(body))
     done = _Completion(gw, door, started, stream, context if keep else None)
+    try:  # the client key's model, budget and limits (gate.py): a refusal is an HTTP error Codex backs off from
+        scope = admit("responses", model, stream or background, bearer_token())
+    except ProxyError as exc:
+        done.log(exc.status, f"refused: {exc.kind.value}")
+        return upstream_error_response(exc)
     upstream_call: dict[str, Any] = {"model": model, "thinking": chat.thinking, "cache": gw.reasoning_cache,
-                                     "client_key": bearer_token()}
+                                     "client_key": bearer_token(), "scope": scope}
     if background:
         assert context is not None
         return start_background(gw, client, chat.body, door, done, context, upstream_call)
@@ -144,7 +149,7 @@ def create_response() -> Response:
                         headers=SSE_HEADERS)
     # direct_passthrough: the generator already yields bytes, so the server iterates it as it is, with no
     # re-encoding layers between an upstream read and the socket write (and closes it when the client goes).
-    return Response(relay(events, door, on_end=done), status=200, mimetype="text/event-stream",
+    return Response(relay(events, door, on_end=done, scope=scope), status=200, mimetype="text/event-stream",
                     headers=SSE_HEADERS, direct_passthrough=True)
 
 
@@ -258,6 +263,7 @@ def start_background(gw: Gateway, client: Any, chat_body: Any, door: ResponsesDo
                                              created_at=snapshot["created_at"],
                                              previous_response_id=context.previous_response_id))
     except StoreError as exc:
+        upstream_call["scope"].finish(usage=None, status=503, outcome="store_unavailable")
         return store_unavailable_response(exc)
     cancelled = _cancel_check(gw, snapshot["id"])
     import gevent  # the server's worker class; only background responses use it
@@ -295,7 +301,7 @@ def _run_background(gw: Gateway, client: Any, chat_body: Any, door: ResponsesDoo
             door.fail(exc)
             done()
             return
-        stream = cast(Generator[bytes, None, None], relay(events, door, on_end=done))
+        stream = cast(Generator[bytes, None, None], relay(events, door, on_end=done, scope=upstream_call["scope"]))
         for _ in stream:  # the events are for nobody: the final object is stored by `done`
             if cancelled():
                 door.finished = False  # a cancelled reply is never stored over its `cancelled` record

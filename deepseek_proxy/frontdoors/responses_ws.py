@@ -46,7 +46,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, current_app, request
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -59,11 +59,13 @@ from wsproto.utilities import (
 
 from ..core.errors import ProxyError
 from ..jsonfast import JSONDecodeError, dumps, loads
+from ..ops import Ops, ops_for
+from ..ops.request import RequestScope
 from ..shutdown import ServerShuttingDown
 from ..store.base import StoreError
 from ..translate.errors import RequestError
 from ..translate.responses_request import translate_request
-from ..upstream.chat import ChatEvents, open_chat
+from ..upstream.chat import ChatEvents
 from ..upstream.pool import readable_now
 from .common import (
     Gateway,
@@ -73,6 +75,7 @@ from .common import (
     openai_type_and_code,
     require_client_key,
 )
+from .gate import admit, open_chat
 from .relay import client_socket, relay
 from .responses import ResponsesDoorStream, _Completion, _echo_fields, _model_of
 from .responses_state import expand_stored_context
@@ -132,6 +135,8 @@ def responses_websocket() -> Response:
         upgrade.append(("Sec-WebSocket-Extensions", accepted.decode("ascii")))
     session = _Session(gateway(), Connection(ConnectionType.SERVER, [deflate] if accepted else []), sock,
                        client_key=bearer_token(), stopping=request.environ.get(STOPPING_KEY))
+    # Each response.create is admitted (key, limits) like an HTTP request; the messages run outside this context.
+    session.ops, session.environ = ops_for(current_app), request.environ
     log.info("WS %s opened%s", request.path, " (permessage-deflate)" if accepted else "")
     return _Upgrade(session.run(), upgrade)
 
@@ -260,6 +265,8 @@ class _Session:
                  stopping: Callable[[], bool] | None):
         self.gw, self.ws, self.sock = gw, ws, sock
         self.client_key = client_key
+        self.ops: Ops | None = None
+        self.environ: dict = {}
         self.stopping = stopping or (lambda: False)
         self.history = _History()
         self.inbox: list[str] = []  # complete text messages not yet handled
@@ -455,9 +462,15 @@ class _Session:
             done()
             return
         try:
+            scope = admit("responses_ws", model, True, self.client_key, ops=self.ops, environ=self.environ)
+        except ProxyError as exc:  # the key's model, budget or limits: an error frame, as over HTTP
+            done.log(exc.status, f"refused: {exc.kind.value}")
+            yield self.frames([upstream_error_frame(exc)])
+            return
+        try:
             events = open_chat(client, chat.body, limits=gw.stream_limits, should_stop=self.client_gone,
                                model=model, thinking=chat.thinking, cache=gw.reasoning_cache,
-                               client_key=self.client_key)
+                               client_key=self.client_key, scope=scope)
         except ProxyError as exc:
             done.log(exc.status, f"upstream refused: {exc.kind.value}")
             if exc.kind.retryable:  # Codex backs off and retries, as after an HTTP 429 / 5xx
@@ -465,12 +478,14 @@ class _Session:
             else:  # retrying cannot fix it: a failed response Codex stops at, as over HTTP (responses.py)
                 yield self.frames(door.start() + door.fail(exc))
             return
-        yield from self._stream(events, door, done)
+        yield from self._stream(events, door, done, scope)
         self._remember(door, input_items)
 
-    def _stream(self, events: ChatEvents, door: ResponsesDoorStream, done: _WsCompletion) -> Iterator[bytes]:
+    def _stream(self, events: ChatEvents, door: ResponsesDoorStream, done: _WsCompletion,
+                scope: RequestScope | None = None) -> Iterator[bytes]:
         # relay() is a generator: closing it closes the upstream (its finally)
-        stream = cast(Generator[bytes, None, None], relay(events, _FramedDoor(door, self), on_end=done))
+        stream = cast(Generator[bytes, None, None], relay(events, _FramedDoor(door, self), on_end=done,
+                                                          scope=scope))
         try:
             for frames in stream:
                 yield frames

@@ -10,17 +10,20 @@ call `store.ping()` to find out now whether the backend answers.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from .base import (
+    ClientKeyRecord,
     InvalidCursor,
     ItemPage,
+    KeyNameTaken,
     ReasoningCacheAdapter,
     ResponseTooLarge,
     Store,
     StoredResponse,
     StoreError,
     StoreUnavailable,
+    UsageRow,
     paginate,
 )
 
@@ -28,14 +31,17 @@ if TYPE_CHECKING:
     from ..config import StoreConfig
 
 __all__ = [
+    "ClientKeyRecord",
     "InvalidCursor",
     "ItemPage",
+    "KeyNameTaken",
     "ReasoningCacheAdapter",
     "ResponseTooLarge",
     "Store",
     "StoreError",
     "StoreUnavailable",
     "StoredResponse",
+    "UsageRow",
     "open_store",
     "paginate",
     "redacted_url",
@@ -46,13 +52,15 @@ REDIS_MISSING = ("`store.url` is a Redis URL, but the Redis client library (redi
                  "deepseek-proxy redis), or use the default SQLite store (remove `store.url`).")
 
 
-def open_store(config: StoreConfig) -> Store:
+def open_store(config: StoreConfig, *, usage_retention_seconds: float | None = None) -> Store:
     """The Store for `[store]` (see config.StoreConfig). Raises ConfigError when the backend cannot be used at
     all (redis-py missing for a redis:// URL); connection problems show on first use as StoreUnavailable."""
     from ..config import ConfigError
 
-    limits = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
+    limits: dict[str, Any] = {"ttl_seconds": config.ttl_seconds, "reasoning_ttl_seconds": config.reasoning_ttl_seconds,
               "max_response_bytes": config.max_response_bytes}  # Store.__init__'s keywords
+    if usage_retention_seconds is not None:  # [usage] retention_days (config.OpsConfig)
+        limits["usage_retention_seconds"] = usage_retention_seconds
     url = config.url
     if url.startswith("sqlite://"):
         from .sqlite import SQLiteStore
@@ -64,9 +72,7 @@ def open_store(config: StoreConfig) -> Store:
             from .redis import RedisStore
         except ImportError:
             raise ConfigError(REDIS_MISSING) from None
-        return RedisStore(url, ttl_seconds=config.ttl_seconds,
-                          reasoning_ttl_seconds=config.reasoning_ttl_seconds,
-                          max_response_bytes=config.max_response_bytes)
+        return RedisStore(url, **limits)
     if url.startswith("memory://"):
         from .memory import MemoryStore
 

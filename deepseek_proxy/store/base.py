@@ -22,23 +22,28 @@ Guarantees common to all methods:
 - **`store: false`.** The store keeps only what it is given: a door that honours `store: false` simply does not
   call `put_response`.
 
-Room for the team features of issue 12, not implemented yet (each a method group of this interface and a
-table / key prefix of each backend, under the same TTL and atomicity rules):
-- client keys: `put_client_key(KeyRecord)` (name, sha256 of the key — never the key —, models, budget, rpm,
-  created_at, revoked_at), `find_client_key(key_hash)`, `list_client_keys()`, `revoke_client_key(name)`.
-  No TTL; SQLite table `client_keys`, Redis hash `{prefix}key:{hash}`.
-- usage rows: `add_usage(UsageRow)` (key name, model, upstream, input/cached/output/reasoning tokens, status,
-  duration, ttft, at), `usage_summary(by, since)`, `spent_usd(key_name, since)`. Appended, kept for a
-  configurable retention; SQLite table `usage` indexed by (key_name, at), Redis a stream per day.
-- rate-limit counters: `hit(counter, window_seconds, limit) -> (allowed, retry_after)` (fixed or sliding window,
-  atomic across instances: Redis INCR + PEXPIRE in one MULTI or a Lua script; SQLite UPSERT in one transaction),
-  and `acquire_slot(name, limit, ttl)` / `release_slot(name, token)` for concurrent-stream limits (slots expire
-  so a killed worker never leaks one).
+The team features of issue 12 (deepseek_proxy/ops), each a method group below with a table / key prefix per
+backend; no TTL unless said:
+- client keys: `put_client_key(ClientKeyRecord)` (name, sha256 of the key — never the key —, models, budget,
+  rpm, concurrency, created_at, revoked_at), `find_client_key(key_hash)`, `get_client_key(name)`,
+  `list_client_keys()`, `revoke_client_key(name)`, `touch_client_key(name, at)` (last used).
+  SQLite table `client_keys`; Redis hash `{prefix}ckey:{name}` + `{prefix}ckeyhash:{hash}` → name.
+- usage rows: `add_usage(UsageRow)` (appended; adds its cost to the key's `spent_usd` in the same transaction),
+  `usage_rows(since, until)`, `spent_usd(key_name)`. Kept `usage_retention_seconds`; SQLite table `usage`
+  indexed by `at`, Redis a stream per UTC day expiring after the retention.
+- rate-limit counters: `hit(counter, window_seconds, limit) -> (allowed, retry_after)`, a sliding window (the
+  weighted previous + current fixed window, see `sliding_window`), atomic across instances (Redis: one Lua
+  script; SQLite: one IMMEDIATE transaction); `acquire_slot(name, limit, ttl)` / `refresh_slot` /
+  `release_slot(name, token)` for concurrency limits (slots expire, so a killed worker never leaks one for
+  longer than the ttl).
+- marks: `put_mark(scope, member, until, reason)` / `get_marks(scope)`: short-lived shared flags (the upstream
+  key pool's cool-downs and set-aside keys), invisible once `until` has passed.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 import time
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
@@ -65,6 +70,14 @@ class ResponseTooLarge(StoreError):
         super().__init__(f"the response is {size / 1048576:.1f} MB encoded, more than the store keeps "
                          f"({limit / 1048576:g} MB, [store] max_response_mb)")
         self.size, self.limit = size, limit
+
+
+class KeyNameTaken(StoreError, ValueError):
+    """A client key that is not revoked already has this name."""
+
+    def __init__(self, name: str):
+        super().__init__(f"a client key named {name!r} exists; revoke it first (deepseek-proxy keys revoke {name})")
+        self.name = name
 
 
 class InvalidCursor(StoreError, ValueError):
@@ -149,7 +162,9 @@ def find_item(items: list[dict[str, Any]], item_id: str) -> dict[str, Any] | Non
 class Store(ABC):
     """The response store (issue 11) and the shared caches. See the module docstring for the guarantees."""
 
-    def __init__(self, *, ttl_seconds: float, reasoning_ttl_seconds: float, max_response_bytes: int):
+    def __init__(self, *, ttl_seconds: float, reasoning_ttl_seconds: float, max_response_bytes: int,
+                 usage_retention_seconds: float = 400 * 86400.0):
+        self.usage_retention_seconds = usage_retention_seconds
         self.ttl_seconds = ttl_seconds
         self.reasoning_ttl_seconds = reasoning_ttl_seconds
         self.max_response_bytes = max_response_bytes
@@ -218,6 +233,101 @@ class Store(ABC):
     def close(self) -> None:  # noqa: B027 - a deliberate do-nothing default (memory store)
         """Release this process's connection (the next call opens a new one)."""
 
+    # ---- client keys (issue 12; deepseek_proxy/ops/keys.py) -----------------------------------------------------
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        """Add a key. Raises KeyNameTaken when a key that is not revoked has the name (a revoked one is replaced:
+        its usage rows keep the name, so the name's spending carries over)."""
+        raise NotImplementedError
+
+    def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
+        """The key whose sha256 (hex) is `key_hash`, revoked or not (the caller refuses a revoked one)."""
+        raise NotImplementedError
+
+    def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        raise NotImplementedError
+
+    def list_client_keys(self) -> list[ClientKeyRecord]:
+        """Every key, by name."""
+        raise NotImplementedError
+
+    def revoke_client_key(self, name: str) -> bool:
+        """Revoke now; True when a key not yet revoked had the name."""
+        raise NotImplementedError
+
+    def touch_client_key(self, name: str, at: float) -> None:
+        """Record that the key was used at `at` (callers throttle this: once a minute per process is plenty)."""
+        raise NotImplementedError
+
+    # ---- usage rows ----------------------------------------------------------------------------------------------
+    def add_usage(self, row: UsageRow) -> None:
+        """Append a row, and add its cost to its key's spent_usd, atomically."""
+        raise NotImplementedError
+
+    def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
+        """The rows with since <= at < until (either open), oldest first, within the retention."""
+        raise NotImplementedError
+
+    def spent_usd(self, key_name: str) -> float:
+        """What the key's requests have cost in all (every row ever added for it, retention or not)."""
+        raise NotImplementedError
+
+    # ---- rate-limit counters and concurrency slots -------------------------------------------------------------
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        """Count one event against `limit` per sliding `window_seconds`: (True, 0) and counted, or (False, seconds
+        until one more would be allowed) and not counted."""
+        raise NotImplementedError
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        """One of `limit` slots (a token to release), or None when all are held. A slot not refreshed or released
+        within ttl_seconds is free again."""
+        raise NotImplementedError
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """Several limits at once: `rates` (counter, window_seconds, limit) as `hit`, `slots` (name, limit,
+        ttl_seconds) as `acquire_slot`. All granted (every counter counted, every slot taken: `tokens` in the
+        order of `slots`) or none: nothing is counted or taken when one refuses, so a request may try again.
+        SQLite does it in one transaction, Redis in one script (one round trip), memory under its lock. This
+        default, for a backend without its own, takes the slots, then counts, giving the slots back on a refusal
+        (a rate counted before a later one refuses stays counted)."""
+        tokens: list[str] = []
+        for index, (name, limit, ttl) in enumerate(slots):
+            token = self.acquire_slot(name, limit, ttl)
+            if token is None:
+                self._give_back(slots, tokens)
+                return Admitted(False, refused_slot=index)
+            tokens.append(token)
+        for index, (counter, window, limit) in enumerate(rates):
+            allowed, wait = self.hit(counter, window, limit)
+            if not allowed:
+                self._give_back(slots, tokens)
+                return Admitted(False, refused_rate=index, wait=wait)
+        return Admitted(True, tokens=tokens)
+
+    def _give_back(self, slots: list[tuple[str, int, float]], tokens: list[str]) -> None:
+        for (name, _, _), token in zip(slots, tokens):
+            self.release_slot(name, token)
+
+    def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
+        raise NotImplementedError
+
+    def release_slot(self, name: str, token: str) -> None:
+        raise NotImplementedError
+
+    def slots_in_use(self, name: str) -> int:
+        raise NotImplementedError
+
+    # ---- marks ---------------------------------------------------------------------------------------------------
+    def put_mark(self, scope: str, member: str, until: float, reason: str) -> None:
+        """Flag `member` of `scope` until the unix time `until` (replacing any earlier mark)."""
+        raise NotImplementedError
+
+    def get_marks(self, scope: str) -> dict[str, tuple[float, str]]:
+        """member → (until, reason) for the live marks of `scope`."""
+        raise NotImplementedError
+
+    def clear_mark(self, scope: str, member: str) -> None:
+        raise NotImplementedError
+
     # ---- helpers for backends ----------------------------------------------------------------------------------
     def _stamp(self, record: StoredResponse, now: float) -> None:
         if not record.expires_at:
@@ -252,3 +362,91 @@ class ReasoningCacheAdapter:
 
 def now_seconds() -> float:
     return time.time()
+
+
+@dataclass
+class ClientKeyRecord:
+    """A client key as the store keeps it: its sha256, never the key. Limits None: none of its own."""
+
+    name: str
+    key_hash: str  # sha256 of the key, hex
+    created_at: float
+    hint: str = ""  # the key's first characters ("dsp-AbC…"), so a person can tell keys apart
+    models: tuple[str, ...] = ()  # empty: every model
+    budget_usd: float | None = None
+    rpm: int | None = None
+    concurrency: int | None = None
+    revoked_at: float | None = None
+    last_used_at: float | None = None
+    spent_usd: float = 0.0  # filled by the store on reads
+
+    def to_json(self) -> dict[str, Any]:
+        return {"name": self.name, "key_hash": self.key_hash, "created_at": self.created_at, "hint": self.hint,
+                "models": list(self.models), "budget_usd": self.budget_usd, "rpm": self.rpm,
+                "concurrency": self.concurrency, "revoked_at": self.revoked_at, "last_used_at": self.last_used_at}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any], spent_usd: float = 0.0) -> ClientKeyRecord:
+        return cls(name=data["name"], key_hash=data["key_hash"], created_at=data["created_at"],
+                   hint=data.get("hint", ""), models=tuple(data.get("models") or ()),
+                   budget_usd=data.get("budget_usd"), rpm=data.get("rpm"), concurrency=data.get("concurrency"),
+                   revoked_at=data.get("revoked_at"), last_used_at=data.get("last_used_at"), spent_usd=spent_usd)
+
+
+@dataclass
+class UsageRow:
+    """One request's usage. `cost_usd` is priced when the row is made (prices change; a bill does not)."""
+
+    at: float
+    key_name: str
+    model: str
+    upstream: str
+    status: int
+    input_tokens: int = 0  # all of the prompt, cached ones included (as DeepSeek's prompt_tokens)
+    cached_tokens: int = 0
+    output_tokens: int = 0  # all of the completion, reasoning included
+    reasoning_tokens: int = 0
+    duration_ms: float = 0.0
+    ttft_ms: float | None = None
+    cost_usd: float = 0.0
+    door: str = ""
+    request_id: str = ""
+
+    def to_json(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> UsageRow:
+        known = cls.__dataclass_fields__
+        return cls(**{k: v for k, v in data.items() if k in known})
+
+
+@dataclass
+class Admitted:
+    """What `Store.admit` decided: granted (with the slot tokens), or the index of the rate or slot that refused
+    and, for a rate, the seconds until one more would fit."""
+
+    granted: bool
+    tokens: list[str] = field(default_factory=list)
+    refused_rate: int | None = None
+    refused_slot: int | None = None
+    wait: float = 0.0
+
+
+def sliding_window(previous: int, current: int, elapsed: float, window: float, limit: int) -> tuple[bool, float]:
+    """The sliding-window estimate (the previous fixed window's count weighted by how much of it still overlaps,
+    plus the current one's): may one more event come `elapsed` seconds into the current window? Returns
+    (allowed, seconds to wait when not). The backends run the same arithmetic (Redis in Lua)."""
+    overlap = 1.0 - elapsed / window
+    if previous * overlap + current + 1 <= limit:
+        return True, 0.0
+    if current + 1 <= limit:  # waiting for the previous window to slide further out is enough
+        needed = 1.0 - (limit - current - 1) / previous
+        return False, max(0.001, (needed - elapsed / window) * window)
+    # The current window is full: wait for it to become the previous one and slide out far enough.
+    needed = 1.0 - (limit - 1) / current if current else 0.0
+    return False, max(0.001, (window - elapsed) + needed * window)
+
+
+def window_start(now: float, window: float) -> float:
+    return math.floor(now / window) * window

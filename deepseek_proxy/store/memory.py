@@ -10,13 +10,19 @@ from typing import Any
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
+    ClientKeyRecord,
     ItemPage,
+    KeyNameTaken,
     Order,
     Store,
     StoredResponse,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    sliding_window,
+    window_start,
 )
 
 
@@ -26,6 +32,12 @@ class MemoryStore(Store):
         self._responses: dict[str, tuple[bytes, bytes, float]] = {}  # id → (record, input items, expires_at)
         self._reasoning: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
+        self._keys: dict[str, dict[str, Any]] = {}  # name → ClientKeyRecord.to_json()
+        self._spent: dict[str, float] = {}
+        self._usage: list[dict[str, Any]] = []
+        self._counters: dict[tuple[str, float], int] = {}  # (counter, window start) → count
+        self._slots: dict[str, dict[str, float]] = {}  # name → token → expires_at
+        self._marks: dict[str, dict[str, tuple[float, str]]] = {}
 
     def put_response(self, record: StoredResponse) -> None:
         now = now_seconds()
@@ -111,3 +123,146 @@ class MemoryStore(Store):
             for k in stale:
                 del self._reasoning[k]
         return len(gone) + len(stale)
+
+
+    # ---- client keys -------------------------------------------------------------------------------------------
+    def _key_record(self, data: dict[str, Any]) -> ClientKeyRecord:
+        return ClientKeyRecord.from_json(data, self._spent.get(data["name"], 0.0))
+
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        with self._lock:
+            existing = self._keys.get(record.name)
+            if existing is not None and existing["revoked_at"] is None:
+                raise KeyNameTaken(record.name)
+            self._keys[record.name] = record.to_json()
+
+    def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
+        with self._lock:
+            for data in self._keys.values():
+                if data["key_hash"] == key_hash:
+                    return self._key_record(dict(data))
+        return None
+
+    def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        with self._lock:
+            data = self._keys.get(name)
+            return self._key_record(dict(data)) if data is not None else None
+
+    def list_client_keys(self) -> list[ClientKeyRecord]:
+        with self._lock:
+            return [self._key_record(dict(self._keys[name])) for name in sorted(self._keys)]
+
+    def revoke_client_key(self, name: str) -> bool:
+        with self._lock:
+            data = self._keys.get(name)
+            if data is None or data["revoked_at"] is not None:
+                return False
+            data["revoked_at"] = now_seconds()
+            return True
+
+    def touch_client_key(self, name: str, at: float) -> None:
+        with self._lock:
+            if name in self._keys:
+                self._keys[name]["last_used_at"] = at
+
+    # ---- usage -------------------------------------------------------------------------------------------------
+    def add_usage(self, row: UsageRow) -> None:
+        with self._lock:
+            self._usage.append(row.to_json())
+            self._spent[row.key_name] = self._spent.get(row.key_name, 0.0) + row.cost_usd
+            horizon = now_seconds() - self.usage_retention_seconds
+            while self._usage and self._usage[0]["at"] < horizon:
+                self._usage.pop(0)
+
+    def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
+        horizon = now_seconds() - self.usage_retention_seconds
+        low = horizon if since is None else max(since, horizon)
+        with self._lock:
+            rows = [dict(r) for r in self._usage if r["at"] >= low and (until is None or r["at"] < until)]
+        return sorted((UsageRow.from_json(r) for r in rows), key=lambda row: row.at)
+
+    def spent_usd(self, key_name: str) -> float:
+        with self._lock:
+            return self._spent.get(key_name, 0.0)
+
+    # ---- limits ------------------------------------------------------------------------------------------------
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        now = now_seconds()
+        start = window_start(now, window_seconds)
+        with self._lock:
+            previous = self._counters.get((counter, start - window_seconds), 0)
+            current = self._counters.get((counter, start), 0)
+            allowed, wait = sliding_window(previous, current, now - start, window_seconds, limit)
+            if allowed:
+                self._counters[(counter, start)] = current + 1
+                for stale in [k for k in self._counters if k[0] == counter and k[1] < start - window_seconds]:
+                    del self._counters[stale]
+            return allowed, wait
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        import uuid
+
+        now = now_seconds()
+        with self._lock:
+            held = {t: e for t, e in self._slots.get(name, {}).items() if e > now}
+            self._slots[name] = held
+            if len(held) >= limit:
+                return None
+            token = uuid.uuid4().hex
+            held[token] = now + ttl_seconds
+            return token
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        import uuid
+
+        now = now_seconds()
+        with self._lock:
+            for index, (name, limit, _) in enumerate(slots):
+                held = {t: e for t, e in self._slots.get(name, {}).items() if e > now}
+                self._slots[name] = held
+                if len(held) >= limit:
+                    return Admitted(False, refused_slot=index)
+            counted = []
+            for index, (counter, window, limit) in enumerate(rates):
+                start = window_start(now, window)
+                current = self._counters.get((counter, start), 0)
+                allowed, wait = sliding_window(self._counters.get((counter, start - window), 0), current, now - start,
+                                               window, limit)
+                if not allowed:
+                    return Admitted(False, refused_rate=index, wait=wait)
+                counted.append(((counter, start), current + 1))
+            for key, count in counted:
+                self._counters[key] = count
+            tokens = [uuid.uuid4().hex for _ in slots]
+            for (name, _, ttl), token in zip(slots, tokens):
+                self._slots[name][token] = now + ttl
+            return Admitted(True, tokens=tokens)
+
+    def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
+        with self._lock:
+            held = self._slots.get(name, {})
+            if token in held:
+                held[token] = now_seconds() + ttl_seconds
+
+    def release_slot(self, name: str, token: str) -> None:
+        with self._lock:
+            self._slots.get(name, {}).pop(token, None)
+
+    def slots_in_use(self, name: str) -> int:
+        now = now_seconds()
+        with self._lock:
+            return sum(1 for e in self._slots.get(name, {}).values() if e > now)
+
+    # ---- marks -------------------------------------------------------------------------------------------------
+    def put_mark(self, scope: str, member: str, until: float, reason: str) -> None:
+        with self._lock:
+            self._marks.setdefault(scope, {})[member] = (until, reason)
+
+    def get_marks(self, scope: str) -> dict[str, tuple[float, str]]:
+        now = now_seconds()
+        with self._lock:
+            return {m: v for m, v in self._marks.get(scope, {}).items() if v[0] > now}
+
+    def clear_mark(self, scope: str, member: str) -> None:
+        with self._lock:
+            self._marks.get(scope, {}).pop(member, None)

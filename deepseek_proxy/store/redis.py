@@ -12,10 +12,19 @@ so expired records vanish without a sweep:
 - `item:{item_id}` hash: response id → "0" (output, issued here) or "1" (input, echoed); expires with the
   longest-lived of its responses. A field whose response is gone is skipped on lookup.
 - `reasoning:{call_id}` string "EXPIRES_MS:TEXT", expiring with the reasoning TTL.
+Issue 12 (no expiry unless said):
+- `ckey:{name}` string: the ClientKeyRecord's JSON (the key's sha256, never the key); `ckeyhash:{sha256}` → name;
+  `ckeys` set of names; `spent:{name}` the name's cost in all (INCRBYFLOAT in the same MULTI as its usage row).
+- `usage:{YYYY-MM-DD}` stream (UTC day) of usage rows, expiring `usage_retention` after the day's end.
+- `rl:{counter}:{window start}` counters (INCR + PEXPIRE in one Lua script, two windows long);
+  `slots:{name}` sorted set token → expiry (Lua: drop expired, count, add); `marks:{scope}` hash
+  member → "UNTIL:REASON".
 """
 
 from __future__ import annotations
 
+import datetime
+import uuid
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -23,18 +32,88 @@ import redis as redis_py
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
+    ClientKeyRecord,
     ItemPage,
+    KeyNameTaken,
     Order,
     Store,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    window_start,
 )
 
 T = TypeVar("T")
 DEFAULT_PREFIX = "deepseek-proxy:"
+
+# base.sliding_window, in Lua so that read, decide and count are one atomic step on the server.
+# KEYS: previous window's counter, current window's counter. ARGV: elapsed, window, limit, expiry ms.
+_HIT = """
+local previous = tonumber(redis.call('GET', KEYS[1]) or '0')
+local current = tonumber(redis.call('GET', KEYS[2]) or '0')
+local elapsed, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+if previous * (1 - elapsed / window) + current + 1 <= limit then
+  redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[4])
+  return {1, '0'}
+end
+local wait
+if current + 1 <= limit then
+  wait = ((1 - (limit - current - 1) / previous) - elapsed / window) * window
+else
+  wait = (window - elapsed) + (1 - (limit - 1) / current) * window
+end
+if wait < 0.001 then wait = 0.001 end
+return {0, tostring(wait)}
+"""
+# Store.admit in one step. KEYS: for each rate its previous and current window counters, then each slot set.
+# ARGV: now, number of rates, number of slots; per rate: elapsed, window, limit, expiry ms; per slot: limit,
+# token, expires at. Returns {1} or {0, "slot", index} or {0, "rate", index, wait}; writes only when granting.
+_ADMIT = """
+local now, nr, ns = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
+local slot_args = 4 + 4 * nr
+for i = 1, ns do
+  local key = KEYS[2 * nr + i]
+  redis.call('ZREMRANGEBYSCORE', key, '-inf', now)
+  if redis.call('ZCARD', key) >= tonumber(ARGV[slot_args + (i - 1) * 3]) then return {0, 'slot', i - 1, '0'} end
+end
+for i = 1, nr do
+  local a = 4 + (i - 1) * 4
+  local previous = tonumber(redis.call('GET', KEYS[2 * i - 1]) or '0')
+  local current = tonumber(redis.call('GET', KEYS[2 * i]) or '0')
+  local elapsed, window, limit = tonumber(ARGV[a]), tonumber(ARGV[a + 1]), tonumber(ARGV[a + 2])
+  if previous * (1 - elapsed / window) + current + 1 > limit then
+    local wait
+    if current + 1 <= limit then
+      wait = ((1 - (limit - current - 1) / previous) - elapsed / window) * window
+    else
+      wait = (window - elapsed) + (1 - (limit - 1) / current) * window
+    end
+    if wait < 0.001 then wait = 0.001 end
+    return {0, 'rate', i - 1, tostring(wait)}
+  end
+end
+for i = 1, nr do
+  redis.call('INCR', KEYS[2 * i])
+  redis.call('PEXPIRE', KEYS[2 * i], ARGV[4 + (i - 1) * 4 + 3])
+end
+for i = 1, ns do
+  local a = slot_args + (i - 1) * 3
+  redis.call('ZADD', KEYS[2 * nr + i], ARGV[a + 2], ARGV[a + 1])
+end
+return {1}
+"""
+# KEYS: the slot set. ARGV: now, limit, token, expires at.
+_ACQUIRE = """
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
+if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
+redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
+return 1
+"""
 
 
 class RedisStore(Store):
@@ -44,6 +123,12 @@ class RedisStore(Store):
         # Connects on first use (after gunicorn's fork). Timeouts so a dead Redis fails a call, not hangs it.
         self._redis = redis_py.Redis.from_url(url, socket_connect_timeout=5, socket_timeout=10,
                                               health_check_interval=30)
+
+    def _script(self, name: str, source: str) -> Any:
+        scripts = self.__dict__.setdefault("_scripts", {})
+        if name not in scripts:
+            scripts[name] = self._redis.register_script(source)  # EVALSHA, loading it again after a restart
+        return scripts[name]
 
     def _call(self, work: Callable[[redis_py.Redis], T]) -> T:
         try:
@@ -203,6 +288,210 @@ class RedisStore(Store):
             return None
         expires_ms, _, text = value.partition(b":")
         return text.decode("utf-8") if int(expires_ms) > now_seconds() * 1000 else None
+
+    # ---- client keys -------------------------------------------------------------------------------------------
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        key = f"{self.prefix}ckey:{record.name}"
+
+        def write(r: redis_py.Redis) -> None:
+            with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        old = pipe.get(key)
+                        if old is not None and loads(old).get("revoked_at") is None:
+                            raise KeyNameTaken(record.name)
+                        pipe.multi()
+                        if old is not None:
+                            pipe.delete(f"{self.prefix}ckeyhash:{loads(old)['key_hash']}")
+                        pipe.set(key, dumps(record.to_json()))
+                        pipe.set(f"{self.prefix}ckeyhash:{record.key_hash}", record.name)
+                        pipe.sadd(f"{self.prefix}ckeys", record.name)
+                        pipe.execute()
+                        return
+                    except redis_py.WatchError:
+                        continue
+
+        self._call(write)
+
+    def _keys_named(self, names: list[str]) -> list[ClientKeyRecord]:
+        if not names:
+            return []
+
+        def read(r: redis_py.Redis) -> list:
+            pipe = r.pipeline(transaction=False)
+            for name in names:
+                pipe.get(f"{self.prefix}ckey:{name}")
+                pipe.get(f"{self.prefix}spent:{name}")
+            return pipe.execute()
+
+        values = self._call(read)
+        return [ClientKeyRecord.from_json(loads(blob), float(spent or 0))
+                for blob, spent in zip(values[::2], values[1::2]) if blob is not None]
+
+    def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
+        name = self._call(lambda r: r.get(f"{self.prefix}ckeyhash:{key_hash}"))
+        if name is None:
+            return None
+        found = self._keys_named([cast("bytes", name).decode()])
+        return found[0] if found and found[0].key_hash == key_hash else None
+
+    def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        found = self._keys_named([name])
+        return found[0] if found else None
+
+    def list_client_keys(self) -> list[ClientKeyRecord]:
+        names = sorted(n.decode() for n in cast("set[bytes]", self._call(lambda r: r.smembers(f"{self.prefix}ckeys"))))
+        return self._keys_named(names)
+
+    def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
+        key = f"{self.prefix}ckey:{name}"
+
+        def write(r: redis_py.Redis) -> bool:
+            with r.pipeline(transaction=True) as pipe:
+                while True:
+                    try:
+                        pipe.watch(key)
+                        old = pipe.get(key)
+                        if old is None:
+                            return False
+                        data = loads(old)
+                        if not change(data):
+                            return False
+                        pipe.multi()
+                        pipe.set(key, dumps(data))
+                        pipe.execute()
+                        return True
+                    except redis_py.WatchError:
+                        continue
+
+        return self._call(write)
+
+    def revoke_client_key(self, name: str) -> bool:
+        now = now_seconds()
+
+        def revoke(data: dict[str, Any]) -> bool:
+            if data.get("revoked_at") is not None:
+                return False
+            data["revoked_at"] = now
+            return True
+
+        return self._update_key(name, revoke)
+
+    def touch_client_key(self, name: str, at: float) -> None:
+        def touch(data: dict[str, Any]) -> bool:
+            data["last_used_at"] = at
+            return True
+
+        self._update_key(name, touch)
+
+    # ---- usage -------------------------------------------------------------------------------------------------
+    def _usage_key(self, day: datetime.date) -> str:
+        return f"{self.prefix}usage:{day.isoformat()}"
+
+    def add_usage(self, row: UsageRow) -> None:
+        day = datetime.datetime.fromtimestamp(row.at, datetime.UTC).date()
+        day_end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(),
+                                            datetime.UTC).timestamp()
+        key = self._usage_key(day)
+
+        def write(r: redis_py.Redis) -> None:
+            pipe = r.pipeline(transaction=True)
+            pipe.xadd(key, {"row": dumps(row.to_json())})
+            pipe.pexpireat(key, int((day_end + self.usage_retention_seconds) * 1000))
+            if row.cost_usd:
+                pipe.incrbyfloat(f"{self.prefix}spent:{row.key_name}", row.cost_usd)
+            pipe.execute()
+
+        self._call(write)
+
+    def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
+        now = now_seconds()
+        low = now - self.usage_retention_seconds
+        low = low if since is None else max(since, low)
+        high = now + 86400 if until is None else until
+        first = datetime.datetime.fromtimestamp(low, datetime.UTC).date()
+        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.UTC).date()
+        days = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
+
+        def read(r: redis_py.Redis) -> list:
+            pipe = r.pipeline(transaction=False)
+            for day in days:
+                pipe.xrange(self._usage_key(day))
+            return pipe.execute()
+
+        rows = [UsageRow.from_json(loads(fields[b"row"])) for entries in self._call(read) for _, fields in entries]
+        return sorted((row for row in rows if low <= row.at < high), key=lambda row: row.at)
+
+    def spent_usd(self, key_name: str) -> float:
+        value = self._call(lambda r: r.get(f"{self.prefix}spent:{key_name}"))
+        return float(value) if value is not None else 0.0
+
+    # ---- limits ------------------------------------------------------------------------------------------------
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        now = now_seconds()
+        start = window_start(now, window_seconds)
+        keys = [f"{self.prefix}rl:{counter}:{start - window_seconds:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
+        script = self._script("hit", _HIT)
+        allowed, wait = self._call(lambda r: script(keys=keys, args=[
+            repr(now - start), repr(float(window_seconds)), limit, int(window_seconds * 2000)], client=r))
+        return bool(allowed), float(wait)
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        now = now_seconds()
+        token = uuid.uuid4().hex
+        script = self._script("acquire", _ACQUIRE)
+        got = self._call(lambda r: script(keys=[f"{self.prefix}slots:{name}"],
+                                          args=[repr(now), limit, token, repr(now + ttl_seconds)], client=r))
+        return token if got else None
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """One script, one round trip, atomic on the server."""
+        now = now_seconds()
+        keys: list[str] = []
+        args: list[Any] = [repr(now), len(rates), len(slots)]
+        for counter, window, limit in rates:
+            start = window_start(now, window)
+            keys += [f"{self.prefix}rl:{counter}:{start - window:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
+            args += [repr(now - start), repr(float(window)), limit, int(window * 2000)]
+        tokens = [uuid.uuid4().hex for _ in slots]
+        for (name, limit, ttl), token in zip(slots, tokens):
+            keys.append(f"{self.prefix}slots:{name}")
+            args += [limit, token, repr(now + ttl)]
+        script = self._script("admit", _ADMIT)
+        result = self._call(lambda r: script(keys=keys, args=args, client=r))
+        if result[0] == 1:
+            return Admitted(True, tokens=tokens)
+        if result[1] == b"slot":
+            return Admitted(False, refused_slot=int(result[2]))
+        return Admitted(False, refused_rate=int(result[2]), wait=float(result[3]))
+
+    def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
+        until = now_seconds() + ttl_seconds
+        self._call(lambda r: r.zadd(f"{self.prefix}slots:{name}", {token: until}, xx=True))
+
+    def release_slot(self, name: str, token: str) -> None:
+        self._call(lambda r: r.zrem(f"{self.prefix}slots:{name}", token))
+
+    def slots_in_use(self, name: str) -> int:
+        return int(self._call(lambda r: r.zcount(f"{self.prefix}slots:{name}", f"({now_seconds()!r}", "+inf")))
+
+    # ---- marks -------------------------------------------------------------------------------------------------
+    def put_mark(self, scope: str, member: str, until: float, reason: str) -> None:
+        self._call(lambda r: r.hset(f"{self.prefix}marks:{scope}", member, f"{until!r}:{reason}"))
+
+    def get_marks(self, scope: str) -> dict[str, tuple[float, str]]:
+        raw = cast("dict[bytes, bytes]", self._call(lambda r: r.hgetall(f"{self.prefix}marks:{scope}")))
+        now = now_seconds()
+        marks = {}
+        for member, value in raw.items():
+            until, _, reason = value.decode().partition(":")
+            if float(until) > now:
+                marks[member.decode()] = (float(until), reason)
+        return marks
+
+    def clear_mark(self, scope: str, member: str) -> None:
+        self._call(lambda r: r.hdel(f"{self.prefix}marks:{scope}", member))
 
 
 def _record(response_id: str, values: list) -> StoredResponse | None:

@@ -30,19 +30,25 @@ from typing import Any, TypeVar
 
 from ..jsonfast import dumps, loads
 from .base import (
+    Admitted,
+    ClientKeyRecord,
     ItemPage,
+    KeyNameTaken,
     Order,
     Store,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
     find_item,
     now_seconds,
     paginate,
+    sliding_window,
+    window_start,
 )
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: issue 12's tables (every statement is IF NOT EXISTS, so a version 1 file upgrades)
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS responses (
     id TEXT PRIMARY KEY,
@@ -65,7 +71,43 @@ CREATE TABLE IF NOT EXISTS reasoning (
     text TEXT NOT NULL
 );
 CREATE INDEX IF NOT EXISTS reasoning_expiry ON reasoning(expires_at);
--- Issue 12 adds its tables here (client_keys, usage, limit counters) under a new SCHEMA_VERSION.
+-- Issue 12 (schema 2): client keys (their sha256, never the key), usage rows, rate-limit counters, slots, marks.
+CREATE TABLE IF NOT EXISTS client_keys (
+    name TEXT PRIMARY KEY,
+    key_hash TEXT NOT NULL UNIQUE,
+    record TEXT NOT NULL,           -- JSON: ClientKeyRecord.to_json()
+    revoked INTEGER NOT NULL DEFAULT 0
+);
+-- What each key name has cost in all: kept per name, so it outlives a revoked key's record and old usage rows.
+CREATE TABLE IF NOT EXISTS spent (
+    key_name TEXT PRIMARY KEY,
+    usd REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS usage (
+    at REAL NOT NULL,
+    key_name TEXT NOT NULL,
+    row TEXT NOT NULL               -- JSON: UsageRow.to_json()
+);
+CREATE INDEX IF NOT EXISTS usage_at ON usage(at);
+CREATE TABLE IF NOT EXISTS counters (
+    name TEXT NOT NULL,
+    window_start REAL NOT NULL,
+    count INTEGER NOT NULL,
+    PRIMARY KEY (name, window_start)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS slots (
+    name TEXT NOT NULL,
+    token TEXT NOT NULL,
+    expires_at REAL NOT NULL,
+    PRIMARY KEY (name, token)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS marks (
+    scope TEXT NOT NULL,
+    member TEXT NOT NULL,
+    until REAL NOT NULL,
+    reason TEXT NOT NULL,
+    PRIMARY KEY (scope, member)
+) WITHOUT ROWID;
 """
 
 BUSY_TIMEOUT_MS = 20  # in C, blocking the worker: enough for another process's commit
@@ -114,7 +156,7 @@ class SQLiteStore(Store):
             self._written, self._checkpointing = 0, False  # a checkpoint thread does not survive a fork
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-            os.close(os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600))
+            _create_private(self.path)
             conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False,
                                    timeout=BUSY_TIMEOUT_MS / 1000)
             conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
@@ -334,6 +376,221 @@ class SQLiteStore(Store):
         stale = conn.execute("DELETE FROM reasoning WHERE key IN (SELECT key FROM reasoning WHERE expires_at <= ? "
                              "LIMIT ?)", (now, SWEEP_BATCH)).rowcount
         return len(ids), stale
+
+    # ---- client keys -------------------------------------------------------------------------------------------
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        blob = dumps(record.to_json())
+
+        def write(conn: sqlite3.Connection) -> None:
+            row = conn.execute("SELECT revoked FROM client_keys WHERE name = ?", (record.name,)).fetchone()
+            if row is not None and not row[0]:
+                raise KeyNameTaken(record.name)
+            conn.execute("INSERT OR REPLACE INTO client_keys (name, key_hash, record, revoked) VALUES (?, ?, ?, ?)",
+                         (record.name, record.key_hash, blob, int(record.revoked_at is not None)))
+
+        self._retrying(write, write=True)
+
+    def _keys_where(self, clause: str, args: tuple) -> list[ClientKeyRecord]:
+        rows = self._retrying(lambda conn: conn.execute(
+            f"SELECT k.record, COALESCE(s.usd, 0) FROM client_keys k LEFT JOIN spent s ON s.key_name = k.name "
+            f"{clause}", args).fetchall())
+        return [ClientKeyRecord.from_json(loads(row[0]), row[1]) for row in rows]
+
+    def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
+        found = self._keys_where("WHERE k.key_hash = ?", (key_hash,))
+        return found[0] if found else None
+
+    def get_client_key(self, name: str) -> ClientKeyRecord | None:
+        found = self._keys_where("WHERE k.name = ?", (name,))
+        return found[0] if found else None
+
+    def list_client_keys(self) -> list[ClientKeyRecord]:
+        return self._keys_where("ORDER BY k.name", ())
+
+    def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
+        def write(conn: sqlite3.Connection) -> bool:
+            row = conn.execute("SELECT record FROM client_keys WHERE name = ?", (name,)).fetchone()
+            if row is None:
+                return False
+            data = loads(row[0])
+            if not change(data):
+                return False
+            conn.execute("UPDATE client_keys SET record = ?, revoked = ? WHERE name = ?",
+                         (dumps(data), int(data.get("revoked_at") is not None), name))
+            return True
+
+        return self._retrying(write, write=True)
+
+    def revoke_client_key(self, name: str) -> bool:
+        now = now_seconds()
+
+        def revoke(data: dict[str, Any]) -> bool:
+            if data.get("revoked_at") is not None:
+                return False
+            data["revoked_at"] = now
+            return True
+
+        return self._update_key(name, revoke)
+
+    def touch_client_key(self, name: str, at: float) -> None:
+        def touch(data: dict[str, Any]) -> bool:
+            data["last_used_at"] = at
+            return True
+
+        self._update_key(name, touch)
+
+    # ---- usage -------------------------------------------------------------------------------------------------
+    def add_usage(self, row: UsageRow) -> None:
+        blob = dumps(row.to_json())
+        horizon = now_seconds() - self.usage_retention_seconds
+
+        def write(conn: sqlite3.Connection) -> None:
+            conn.execute("INSERT INTO usage (at, key_name, row) VALUES (?, ?, ?)", (row.at, row.key_name, blob))
+            if row.cost_usd:
+                conn.execute("INSERT INTO spent (key_name, usd) VALUES (?, ?) ON CONFLICT(key_name) DO UPDATE SET "
+                             "usd = usd + excluded.usd", (row.key_name, row.cost_usd))
+            # Retention, a bounded batch per write (the index on `at` makes it cheap).
+            conn.execute("DELETE FROM usage WHERE rowid IN (SELECT rowid FROM usage WHERE at < ? LIMIT 50)",
+                         (horizon,))
+
+        self._retrying(write, write=True)
+        self._wrote(len(blob) + 100)
+
+    def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
+        low = now_seconds() - self.usage_retention_seconds
+        low = low if since is None else max(since, low)
+        high = float("inf") if until is None else until
+        rows = self._retrying(lambda conn: conn.execute(
+            "SELECT row FROM usage WHERE at >= ? AND at < ? ORDER BY at", (low, high)).fetchall())
+        return [UsageRow.from_json(loads(row[0])) for row in rows]
+
+    def spent_usd(self, key_name: str) -> float:
+        row = self._retrying(lambda conn: conn.execute("SELECT usd FROM spent WHERE key_name = ?",
+                                                       (key_name,)).fetchone())
+        return float(row[0]) if row else 0.0
+
+    # ---- limits ------------------------------------------------------------------------------------------------
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        now = now_seconds()
+        start = window_start(now, window_seconds)
+
+        def write(conn: sqlite3.Connection) -> tuple[bool, float]:
+            counts = dict(conn.execute("SELECT window_start, count FROM counters WHERE name = ? AND window_start "
+                                       "IN (?, ?)", (counter, start - window_seconds, start)).fetchall())
+            current = counts.get(start, 0)
+            allowed, wait = sliding_window(counts.get(start - window_seconds, 0), current, now - start,
+                                           window_seconds, limit)
+            if allowed:
+                conn.execute("INSERT OR REPLACE INTO counters (name, window_start, count) VALUES (?, ?, ?)",
+                             (counter, start, current + 1))
+                if not current:  # a new window: the one before the previous is of no more use
+                    conn.execute("DELETE FROM counters WHERE name = ? AND window_start < ?",
+                                 (counter, start - window_seconds))
+            return allowed, wait
+
+        result = self._retrying(write, write=True)
+        self._wrote(100)  # counts toward the off-worker checkpoint, like every write
+        return result
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        import uuid
+
+        now = now_seconds()
+        token = uuid.uuid4().hex
+
+        def write(conn: sqlite3.Connection) -> str | None:
+            conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
+            held = conn.execute("SELECT COUNT(*) FROM slots WHERE name = ?", (name,)).fetchone()[0]
+            if held >= limit:
+                return None
+            conn.execute("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + ttl_seconds))
+            return token
+
+        result = self._retrying(write, write=True)
+        self._wrote(100)
+        return result
+
+    def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
+        """One IMMEDIATE transaction: every decision read first, then written only when all are granted."""
+        import uuid
+
+        now = now_seconds()
+        tokens = [uuid.uuid4().hex for _ in slots]
+
+        def work(conn: sqlite3.Connection) -> Admitted:
+            for index, (name, limit, _) in enumerate(slots):
+                conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
+                if conn.execute("SELECT COUNT(*) FROM slots WHERE name = ?", (name,)).fetchone()[0] >= limit:
+                    return Admitted(False, refused_slot=index)
+            counted = []
+            for index, (counter, window, limit) in enumerate(rates):
+                start = window_start(now, window)
+                counts = dict(conn.execute("SELECT window_start, count FROM counters WHERE name = ? AND "
+                                           "window_start IN (?, ?)", (counter, start - window, start)).fetchall())
+                current = counts.get(start, 0)
+                allowed, wait = sliding_window(counts.get(start - window, 0), current, now - start, window, limit)
+                if not allowed:
+                    return Admitted(False, refused_rate=index, wait=wait)
+                counted.append((counter, start, current + 1, window))
+            for counter, start, count, window in counted:
+                conn.execute("INSERT OR REPLACE INTO counters (name, window_start, count) VALUES (?, ?, ?)",
+                             (counter, start, count))
+                if count == 1:
+                    conn.execute("DELETE FROM counters WHERE name = ? AND window_start < ?", (counter, start - window))
+            conn.executemany("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)",
+                             [(name, token, now + ttl) for (name, _, ttl), token in zip(slots, tokens)])
+            return Admitted(True, tokens=tokens)
+
+        result = self._retrying(work, write=True)
+        self._wrote(200)
+        return result
+
+    def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
+        until = now_seconds() + ttl_seconds
+        self._retrying(lambda conn: conn.execute("UPDATE slots SET expires_at = ? WHERE name = ? AND token = ?",
+                                                 (until, name, token)), write=True)
+
+    def release_slot(self, name: str, token: str) -> None:
+        self._retrying(lambda conn: conn.execute("DELETE FROM slots WHERE name = ? AND token = ?", (name, token)),
+                       write=True)
+        self._wrote(100)
+
+    def slots_in_use(self, name: str) -> int:
+        return self._retrying(lambda conn: conn.execute(
+            "SELECT COUNT(*) FROM slots WHERE name = ? AND expires_at > ?", (name, now_seconds())).fetchone()[0])
+
+    # ---- marks -------------------------------------------------------------------------------------------------
+    def put_mark(self, scope: str, member: str, until: float, reason: str) -> None:
+        self._retrying(lambda conn: conn.execute(
+            "INSERT OR REPLACE INTO marks (scope, member, until, reason) VALUES (?, ?, ?, ?)",
+            (scope, member, until, reason)), write=True)
+
+    def get_marks(self, scope: str) -> dict[str, tuple[float, str]]:
+        rows = self._retrying(lambda conn: conn.execute(
+            "SELECT member, until, reason FROM marks WHERE scope = ? AND until > ?", (scope, now_seconds())).fetchall())
+        return {member: (until, reason) for member, until, reason in rows}
+
+    def clear_mark(self, scope: str, member: str) -> None:
+        self._retrying(lambda conn: conn.execute("DELETE FROM marks WHERE scope = ? AND member = ?", (scope, member)),
+                       write=True)
+
+
+def _create_private(path: Path) -> None:
+    """Create the store file 0600 if it does not exist yet, and never open (or close) an existing one.
+
+    SQLite's locks are POSIX (fcntl) locks, which belong to the process: closing ANY descriptor of the file drops
+    every lock this process holds on it, including those of its open connections (another Store object on the same
+    file: Gateway.store and Ops.store in a worker). With its SHARED lock gone, another process closing its own
+    connection believes it is the file's last user: it checkpoints and deletes the -wal and -shm, and this process
+    goes on reading (and writing) an orphaned WAL through its mapped, unlinked -shm. Every connection of the process
+    shares that mapping (SQLite keeps one per inode), so a fresh one reads the same stale snapshot: a revoked key
+    stayed accepted for seconds. O_EXCL: only a file that no connection can have open yet is ever closed here."""
+    if path.exists():
+        return
+    try:
+        os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:  # another process (or Store) made it meanwhile
+        pass
 
 
 def _in_an_os_thread(work: Callable[[], None]) -> None:

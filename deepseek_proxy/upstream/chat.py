@@ -46,6 +46,7 @@ from ..config import ModelConfig
 from ..core.chat import ChatChunk, ChatRequest, completion_as_chunks
 from ..core.errors import ErrorKind, ProxyError
 from ..jsonfast import JSONDecodeError, loads
+from ..ops.keypool import KeyLease, KeyPool, NoKeyAvailable, with_failover
 from ..translate.reasoning import ReasoningCache
 from .body import iter_body
 from .client import UpstreamClient
@@ -96,27 +97,48 @@ class StreamLimits:
 def open_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, thinking: bool,
               cache: ReasoningCache | None = None, client_key: str | None = None,
               limits: StreamLimits = StreamLimits(),
-              should_stop: Callable[[], bool] | None = None) -> ChatEvents:
+              should_stop: Callable[[], bool] | None = None, keys: KeyPool | None = None,
+              on_key: Callable[[str], None] | None = None) -> ChatEvents:
     """Send `chat` (prepared for the upstream's profile) and return its events. Raises ProxyError when the
-    upstream refuses the request before any reply byte. `chat["stream"]` chooses a streamed upstream call."""
+    upstream refuses the request before any reply byte. `chat["stream"]` chooses a streamed upstream call.
+
+    `keys`: the upstream's key pool: each usable key is tried in turn until one is accepted (failover happens
+    here, before the first reply byte, never mid-stream); `on_key` is told the chosen key's source; the key's
+    lease is released when the events end."""
     prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
-    response = client.post_chat(prepared, client_key=client_key)
+    response, lease = _send(client, prepared, client_key, keys, on_key)
     if prepared.get("stream"):
-        return _streamed(response, client.profile, limits, should_stop)
-    return _replayed(response, limits, should_stop)
+        return _streamed(response, client.profile, limits, should_stop, lease)
+    return _replayed(response, limits, should_stop, lease)
 
 
 def complete_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, thinking: bool,
-                  cache: ReasoningCache | None = None, client_key: str | None = None) -> dict:
+                  cache: ReasoningCache | None = None, client_key: str | None = None, keys: KeyPool | None = None,
+                  on_key: Callable[[str], None] | None = None) -> dict:
     """The blocking path: `chat` sent without streaming; the complete chat.completion, or ProxyError."""
     prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
-    response = client.post_chat(prepared, client_key=client_key)
+    response, lease = _send(client, prepared, client_key, keys, on_key)
     try:
         return _completion(response.content)
     except requests.RequestException:
         raise _unreadable() from None
     finally:
         response.close()
+        if lease is not None:
+            lease.release()
+
+
+def _send(client: UpstreamClient, prepared: Any, client_key: str | None, keys: KeyPool | None,
+          on_key: Callable[[str], None] | None) -> tuple[requests.Response, KeyLease | None]:
+    if keys is None:
+        return client.post_chat(prepared, client_key=client_key), None
+    try:
+        response, lease = with_failover(lambda key: client.post_chat(prepared, api_key=key), keys)
+    except NoKeyAvailable as exc:
+        raise ProxyError(ErrorKind(exc.kind), exc.message, exc.status, retry_after=exc.retry_after) from None
+    if on_key is not None:
+        on_key(lease.entry.source)
+    return response, lease
 
 
 # ---- below the seam -------------------------------------------------------------------------------------------
@@ -150,7 +172,7 @@ def _watched(response: requests.Response, limits: StreamLimits,
 
 
 def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, limits: StreamLimits,
-              should_stop: Callable[[], bool] | None) -> ChatEvents:
+              should_stop: Callable[[], bool] | None, lease: KeyLease | None = None) -> ChatEvents:
     decoder = SSEDecoder()
     last_tick = time.monotonic()
     # What a batch found while the relay iterated it (see _batch): read once the relay asks for the next event.
@@ -215,6 +237,8 @@ def _streamed(response: requests.Response, profile: OpenAICompatibleProfile, lim
         yield Failure(ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, "The upstream connection broke mid-reply.", 502))
     finally:
         response.close()
+        if lease is not None:
+            lease.release()
 
 
 class _BatchState:
@@ -264,7 +288,7 @@ def _batch(payloads: list, state: _BatchState, profile: OpenAICompatibleProfile)
 
 
 def _replayed(response: requests.Response, limits: StreamLimits,
-              should_stop: Callable[[], bool] | None) -> ChatEvents:
+              should_stop: Callable[[], bool] | None, lease: KeyLease | None = None) -> ChatEvents:
     """A non-streaming upstream: its reply is read whole (ticking through the wait), then replayed as chunks."""
     parts: list[bytes] = []
     try:
@@ -284,6 +308,8 @@ def _replayed(response: requests.Response, limits: StreamLimits,
         return
     finally:
         response.close()
+        if lease is not None:
+            lease.release()
     yield (chunk for chunk in completion_as_chunks(completion))
     yield END
 

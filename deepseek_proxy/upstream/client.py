@@ -91,7 +91,9 @@ class UpstreamClient:
     def passes_client_key(self) -> bool:
         return self.config.api_key == "client"
 
-    def _headers(self, client_key: str | None) -> dict[str, str]:
+    def _headers(self, client_key: str | None, api_key: str | None = None) -> dict[str, str]:
+        if api_key:  # a key of the upstream's pool, picked for this call (ops/keypool.py)
+            return {"Authorization": f"Bearer {api_key}"}
         key = client_key if self.passes_client_key else self._key
         if key is None and not self.passes_client_key and self.config.api_key != "none":
             # 401: no request can succeed until the proxy's operator gives it a key; the message says whose
@@ -103,14 +105,18 @@ class UpstreamClient:
                              upstream_code="upstream_key_missing")
         return {"Authorization": f"Bearer {key}"} if key else {}
 
-    def post_chat(self, body: Mapping[str, Any], *, client_key: str | None = None) -> requests.Response:
+    def post_chat(self, body: Mapping[str, Any], *, client_key: str | None = None,
+                  api_key: str | None = None) -> requests.Response:
         """Send a chat completion request. Returns the open response (status 2xx) or raises ProxyError.
+
+        `api_key`: the upstream key for this call (a key pool's pick); without it, the upstream's configured key
+        (or the client's own, for `api_key = "client"`).
 
         Front doors do not call this: they go through `upstream.chat.open_chat`, which prepares the request and
         reads the reply."""
         stream = bool(body.get("stream"))
         request = self._chat_template.copy()
-        request.headers.update(self._headers(client_key))
+        request.headers.update(self._headers(client_key, api_key))
         request.prepare_body(dumps(body), None)
         try:
             response = self._adapter.send(request, stream=stream, proxies=self.session.proxies, verify=self.verify,
@@ -138,8 +144,8 @@ class UpstreamClient:
         response.request.body = None
         return response
 
-    def list_models(self, *, client_key: str | None = None) -> dict:
-        response = self.session.get(self.models_url, headers=self._headers(client_key), verify=self.verify,
+    def list_models(self, *, client_key: str | None = None, api_key: str | None = None) -> dict:
+        response = self.session.get(self.models_url, headers=self._headers(client_key, api_key), verify=self.verify,
                                     timeout=(self.config.connect_timeout, 30))
         if response.status_code >= 400:
             raise self._error_from(response)

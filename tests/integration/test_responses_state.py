@@ -40,8 +40,8 @@ def stream(proxy, body: dict) -> list[dict]:
     return events
 
 
-def post(proxy, body: dict) -> requests.Response:
-    return requests.post(proxy.base_url + "/v1/responses", json=body, timeout=30)
+def post(proxy, body: dict, headers: dict | None = None) -> requests.Response:
+    return requests.post(proxy.base_url + "/v1/responses", json=body, headers=headers, timeout=30)
 
 
 def sdk(proxy) -> openai.OpenAI:
@@ -405,14 +405,19 @@ def test_an_unreachable_store_is_a_503_only_for_requests_that_need_it(fake_deeps
     from tests.conftest import free_port
 
     fake_deepseek.reset()
-    proxy = start_proxy(fake_deepseek.base_url, f'[store]\nurl = "redis://127.0.0.1:{free_port()}/0"\n')
-    needs_it = post(proxy, {"model": MODEL, "input": "hi", "previous_response_id": "resp_1"})
+    # A config key: client keys made with `keys add` live in the store too, so without one the proxy cannot tell
+    # that none exist and refuses every request while the store is down (fail closed, ops/keys.py).
+    proxy = start_proxy(fake_deepseek.base_url, f'[server]\nclient_keys = ["team-key"]\n'
+                                                f'[store]\nurl = "redis://127.0.0.1:{free_port()}/0"\n')
+    key = {"Authorization": "Bearer team-key"}
+    assert post(proxy, {"model": MODEL, "input": "hi"}).status_code == 401
+    needs_it = post(proxy, {"model": MODEL, "input": "hi", "previous_response_id": "resp_1"}, key)
     assert needs_it.status_code == 503, needs_it.text
     assert needs_it.json()["error"]["code"] == "store_unavailable"
     assert fake_deepseek.chat_requests == []
 
     fake_deepseek.script(Reply.text("Served anyway.", reasoning=None))
-    served = post(proxy, {"model": MODEL, "input": "hi"})  # store: true by default; storing it fails afterwards
+    served = post(proxy, {"model": MODEL, "input": "hi"}, key)  # store: true by default; storing it fails afterwards
     assert served.status_code == 200 and served.json()["output"][-1]["content"][0]["text"] == "Served anyway."
     time.sleep(0.5)
     assert "served but not stored" in proxy.log()

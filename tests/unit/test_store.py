@@ -4,20 +4,25 @@ temporary directory, and Redis on a real redis-server the tests start (tests/red
 from __future__ import annotations
 
 import copy
+import math
 import uuid
 
 import pytest
 
 from deepseek_proxy.store import (
+    ClientKeyRecord,
     InvalidCursor,
+    KeyNameTaken,
     ReasoningCacheAdapter,
     ResponseTooLarge,
     StoredResponse,
     StoreUnavailable,
+    UsageRow,
 )
 from deepseek_proxy.store import base as store_base
 from deepseek_proxy.store import memory as store_memory
 from deepseek_proxy.store import sqlite as store_sqlite
+from deepseek_proxy.store.base import sliding_window
 from deepseek_proxy.store.memory import MemoryStore
 from deepseek_proxy.store.sqlite import SQLiteStore
 
@@ -385,3 +390,152 @@ def test_get_items_resolves_several_across_responses(store):
     assert store.get_items([]) == {}
     store.delete_response("resp_a")
     assert store.get_items(["fc_1"])["fc_1"]["arguments"] == "{\"echo\":1}"
+
+
+# ---- issue 12: client keys, usage, limits, marks ---------------------------------------------------------------
+
+
+
+def key_record(name: str = "alice", key_hash: str = "a" * 64, **extra) -> ClientKeyRecord:
+    return ClientKeyRecord(name=name, key_hash=key_hash, created_at=1_700_000_000.0, hint="dsp-abc", **extra)
+
+
+def test_client_keys_round_trip_by_hash_and_name(store):
+    store.put_client_key(key_record(models=("deepseek-v4-pro",), budget_usd=5.0, rpm=30, concurrency=2))
+    store.put_client_key(key_record("bob", "b" * 64))
+    found = store.find_client_key("a" * 64)
+    assert found is not None and found.name == "alice"
+    assert (found.models, found.budget_usd, found.rpm, found.concurrency) == (("deepseek-v4-pro",), 5.0, 30, 2)
+    assert found.revoked_at is None and found.spent_usd == 0.0
+    assert store.get_client_key("bob").key_hash == "b" * 64
+    assert store.find_client_key("c" * 64) is None and store.get_client_key("carol") is None
+    assert [k.name for k in store.list_client_keys()] == ["alice", "bob"]
+
+
+def test_a_live_name_cannot_be_taken_twice_but_a_revoked_one_can(store, clock):
+    store.put_client_key(key_record())
+    with pytest.raises(KeyNameTaken):
+        store.put_client_key(key_record(key_hash="d" * 64))
+    assert store.revoke_client_key("alice") is True
+    assert store.revoke_client_key("alice") is False  # already revoked
+    assert store.revoke_client_key("nobody") is False
+    revoked = store.find_client_key("a" * 64)
+    assert revoked is not None and revoked.revoked_at == pytest.approx(clock.now)
+    store.put_client_key(key_record(key_hash="d" * 64))  # a new key for the same person
+    assert store.find_client_key("d" * 64).revoked_at is None
+    assert store.find_client_key("a" * 64) is None  # the old key no longer leads anywhere
+
+
+def test_touch_records_the_last_use(store):
+    store.put_client_key(key_record())
+    store.touch_client_key("alice", 1_700_000_123.0)
+    assert store.get_client_key("alice").last_used_at == 1_700_000_123.0
+    store.touch_client_key("nobody", 1.0)  # no error, nothing made
+    assert store.get_client_key("nobody") is None
+
+
+def usage(at: float, key: str = "alice", cost: float = 0.25, **extra) -> UsageRow:
+    return UsageRow(at=at, key_name=key, model="deepseek-v4-pro", upstream="deepseek", status=200, input_tokens=100,
+                    cached_tokens=60, output_tokens=20, reasoning_tokens=5, duration_ms=12.5, ttft_ms=3.0,
+                    cost_usd=cost, door="responses", request_id="req_1", **extra)
+
+
+def test_usage_rows_are_kept_in_order_and_filtered_by_time(store, clock):
+    store.put_client_key(key_record())
+    base = clock.now
+    store.add_usage(usage(base - 10))
+    store.add_usage(usage(base - 20, key="bob", cost=1.0))
+    store.add_usage(usage(base))
+    rows = store.usage_rows()
+    assert [row.at for row in rows] == [base - 20, base - 10, base]
+    assert rows[0] == usage(base - 20, key="bob", cost=1.0)  # every field survives
+    assert [row.at for row in store.usage_rows(since=base - 15)] == [base - 10, base]
+    assert [row.at for row in store.usage_rows(until=base - 10)] == [base - 20]
+    assert store.spent_usd("alice") == pytest.approx(0.5)
+    assert store.spent_usd("bob") == pytest.approx(1.0)
+    assert store.spent_usd("nobody") == 0.0
+    assert store.get_client_key("alice").spent_usd == pytest.approx(0.5)
+
+
+def test_usage_rows_older_than_the_retention_are_gone_but_spending_stays(store, clock):
+    store.usage_retention_seconds = 2 * DAY
+    store.add_usage(usage(clock.now - 3 * DAY, cost=2.0))
+    store.add_usage(usage(clock.now))
+    assert len(store.usage_rows()) == 1
+    assert store.spent_usd("alice") == pytest.approx(2.25)
+
+
+def test_sliding_window_arithmetic():
+    assert sliding_window(0, 0, 0.0, 60.0, 1) == (True, 0.0)
+    assert sliding_window(0, 2, 10.0, 60.0, 3) == (True, 0.0)
+    allowed, wait = sliding_window(0, 3, 10.0, 60.0, 3)
+    # next window: 3 * (1 - f) + 1 <= 3 once f >= 1/3, i.e. 20 s into it
+    assert not allowed and wait == pytest.approx(50.0 + 60.0 / 3)
+    # Half the previous window still overlaps: 4 * 0.5 + 1 = 3 counted; one more waits for it to slide out.
+    allowed, wait = sliding_window(4, 1, 30.0, 60.0, 3)
+    assert not allowed and wait == pytest.approx((1 - 1 / 4) * 60.0 - 30.0)
+    assert sliding_window(4, 0, 30.0, 60.0, 3) == (True, 0.0)
+
+
+def test_hit_counts_up_to_the_limit_then_refuses_with_a_wait(store, clock):
+    clock.now = math.floor(clock.now / 60) * 60 + 1  # one second into a fresh window
+    for _ in range(3):
+        assert store.hit("key:alice", 60, 3) == (True, 0.0)
+    allowed, wait = store.hit("key:alice", 60, 3)
+    assert not allowed and 59 <= wait <= 60 + 60  # the window ends in 59 s, then the previous must slide out
+    assert store.hit("key:bob", 60, 3) == (True, 0.0)  # counters are independent
+    clock.advance(60 + 59.5)  # the full window is now almost entirely slid out
+    assert store.hit("key:alice", 60, 3)[0] is True
+
+
+def test_slots_are_limited_released_and_expire(store, clock):
+    first = store.acquire_slot("streams:alice", 2, 30)
+    second = store.acquire_slot("streams:alice", 2, 30)
+    assert first and second and first != second
+    assert store.acquire_slot("streams:alice", 2, 30) is None
+    assert store.slots_in_use("streams:alice") == 2
+    store.release_slot("streams:alice", first)
+    third = store.acquire_slot("streams:alice", 2, 30)
+    assert third is not None
+    clock.advance(20)
+    store.refresh_slot("streams:alice", third, 30)
+    clock.advance(15)  # `second` (not refreshed) has expired; `third` lives on
+    assert store.slots_in_use("streams:alice") == 1
+    assert store.acquire_slot("streams:alice", 2, 30) is not None
+    assert store.acquire_slot("streams:alice", 2, 30) is None
+
+
+def test_marks_expire_and_clear(store, clock):
+    store.put_mark("keypool:deepseek", "k1", clock.now + 10, "429 rate limited")
+    store.put_mark("keypool:deepseek", "k2", clock.now + 100, "401: Authentication Fails")
+    assert store.get_marks("keypool:deepseek") == {"k1": (clock.now + 10, "429 rate limited"),
+                                                   "k2": (clock.now + 100, "401: Authentication Fails")}
+    clock.advance(11)
+    assert set(store.get_marks("keypool:deepseek")) == {"k2"}
+    store.clear_mark("keypool:deepseek", "k2")
+    assert store.get_marks("keypool:deepseek") == {}
+    assert store.get_marks("keypool:other") == {}
+
+
+def test_admit_grants_every_limit_together_or_none(store, clock):
+    clock.now = math.floor(clock.now / 60) * 60 + 1
+    rates = [("key:alice:rpm", 60, 2), ("global:rpm", 60, 3)]
+    slots = [("key:alice:inflight", 1, 30), ("global:inflight", 5, 30)]
+    first = store.admit(rates, slots)
+    assert first.granted and len(first.tokens) == 2
+    assert store.slots_in_use("key:alice:inflight") == 1 and store.slots_in_use("global:inflight") == 1
+    busy = store.admit(rates, slots)  # alice's one slot is held: refused, nothing counted or taken
+    assert not busy.granted and busy.refused_slot == 0 and busy.tokens == []
+    assert store.slots_in_use("global:inflight") == 1
+    store.release_slot("key:alice:inflight", first.tokens[0])
+    second = store.admit(rates, slots)
+    assert second.granted  # the refused attempt did not count against alice's 2 per minute
+    store.release_slot("key:alice:inflight", second.tokens[0])
+    over = store.admit(rates, slots)
+    assert not over.granted and over.refused_rate == 0 and 59 <= over.wait <= 120
+    assert store.slots_in_use("key:alice:inflight") == 0 and store.slots_in_use("global:inflight") == 2
+    bob = store.admit([("key:bob:rpm", 60, 2), ("global:rpm", 60, 3)], [])
+    assert bob.granted  # the 3rd in the global window: alice's refused one was not counted there either
+    refused = store.admit([("key:carol:rpm", 60, 2), ("global:rpm", 60, 3)], [])
+    assert not refused.granted and refused.refused_rate == 1
+    assert store.admit([("key:carol:rpm", 60, 1)], []).granted  # carol was not counted by her refusal

@@ -72,6 +72,31 @@ def test_a_file_from_a_newer_version_is_refused_clearly(tmp_path):
         SQLiteStore(path, **LIMITS).get_response("resp_1")
 
 
+def test_a_version_1_file_gains_the_team_tables_and_keeps_its_responses(tmp_path):
+    """A store written before issue 12 (schema 1: responses, items, reasoning) is upgraded in place."""
+    from deepseek_proxy.store import ClientKeyRecord
+    from deepseek_proxy.store import sqlite as store_sqlite
+
+    path = tmp_path / "store.db"
+    version_1 = store_sqlite.SCHEMA.split("-- Issue 12")[0]
+    with sqlite3.connect(path) as conn:
+        conn.executescript(version_1)
+        conn.execute("PRAGMA user_version = 1")
+    old = SQLiteStore(path, **LIMITS)
+    old.put_response(record("resp_1"))
+    old.close()
+    with sqlite3.connect(path) as conn:  # as a version 1 proxy left it
+        conn.execute("DROP TABLE client_keys")
+        conn.execute("PRAGMA user_version = 1")
+    upgraded = SQLiteStore(path, **LIMITS)
+    assert upgraded.get_response("resp_1") is not None
+    upgraded.put_client_key(ClientKeyRecord(name="alice", key_hash="a" * 64, created_at=1.0))
+    assert upgraded.get_client_key("alice").key_hash == "a" * 64
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+    upgraded.close()
+
+
 def _worker(store: SQLiteStore, worker: int, count: int, errors) -> None:
     try:
         for n in range(count):
@@ -251,3 +276,28 @@ def test_under_gevent_the_checkpoint_runs_in_an_os_thread(tmp_path):
                          capture_output=True, text=True, timeout=60)
     assert out.returncode == 0, out.stderr
     assert out.stdout.split() == ["1", "True"]
+
+
+def test_a_second_store_on_the_file_keeps_the_first_ones_view_fresh(tmp_path):
+    """SQLite's locks are per process: opening a second Store on the file must not drop the first one's (else the
+    next process to close believes it is the last, deletes the -wal and -shm, and this one reads stale snapshots)."""
+    path = tmp_path / "store.db"
+    gateway, ops = SQLiteStore(path, **LIMITS), SQLiteStore(path, **LIMITS)  # as in a worker: two on one file
+    gateway.put_reasoning("k", "v1")
+    ops.ping()  # the second one opens its connection
+
+    def elsewhere(text: str) -> None:  # the CLI: another process, which closes its connection when done
+        subprocess.run([sys.executable, "-c", textwrap.dedent(f"""
+            from deepseek_proxy.store.sqlite import SQLiteStore
+            s = SQLiteStore({str(path)!r}, ttl_seconds=86400.0, reasoning_ttl_seconds=3600.0,
+                            max_response_bytes=4194304)
+            s.put_reasoning("k", {text!r})
+            s.close()""")], check=True)
+
+    elsewhere("v2")
+    gateway.put_reasoning("mine", "x")  # this process writes in between (a worker's touch)
+    elsewhere("v3")
+    assert gateway.get_reasoning("k") == "v3" and ops.get_reasoning("k") == "v3"
+    assert gateway.get_reasoning("mine") == "x"
+    gateway.close()
+    ops.close()
