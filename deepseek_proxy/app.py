@@ -11,11 +11,11 @@ from werkzeug.exceptions import HTTPException
 
 from . import faults
 from .codex.frontdoor import codex_catalog_bp
-from .frontdoors.metrics import bp as metrics_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
 from .frontdoors import chat, gemini, health, messages, models, openapi, responses, responses_ws
 from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
+from .frontdoors.metrics import bp as metrics_bp
 from .request_body import ProxyRequest
 from .shutdown import ServerShuttingDown
 from .translate.reasoning import ReasoningCodec

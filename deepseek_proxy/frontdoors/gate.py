@@ -68,7 +68,8 @@ def key_pool(ops: Ops, client: UpstreamClient) -> KeyPool | None:
     return pool if any(entry.key for entry in pool.keys) else None
 
 
-def open_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestScope, **call: Any) -> upstream_chat.ChatEvents:
+def open_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestScope,
+              **call: Any) -> upstream_chat.ChatEvents:
     """upstream.chat.open_chat through the upstream's key pool; a refusal before the first byte ends the scope."""
     try:
         return upstream_chat.open_chat(client, chat, keys=key_pool(scope.ops, client), on_key=_on_key(scope),

@@ -58,8 +58,9 @@ class Ops:
     def pools_in_use(self) -> dict[str, KeyPool]:
         """The pools of the upstreams a model uses whose keys the proxy holds (not "client" / "none")."""
         used = dict.fromkeys(m.upstream for m in self.config.models.values())
+        upstreams = self.config.upstreams
         return {name: self.pool(name) for name in used
-                if self.config.upstreams[name].api_key not in ("client", "none") or self.config.upstreams[name].api_keys}
+                if upstreams[name].api_key not in ("client", "none") or upstreams[name].api_keys}
 
 
 def ops_for(app: Any) -> Ops:

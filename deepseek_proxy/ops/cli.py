@@ -99,7 +99,7 @@ def _keys_add(config: Config, args: argparse.Namespace) -> int:
 def _when(moment: float | None) -> str:
     if moment is None:
         return "-"
-    return datetime.datetime.fromtimestamp(moment, datetime.UTC).strftime("%Y-%m-%d %H:%M")
+    return datetime.datetime.fromtimestamp(moment, datetime.timezone.utc).strftime("%Y-%m-%d %H:%M")
 
 
 def _keys_list(config: Config, args: argparse.Namespace) -> int:
@@ -122,7 +122,7 @@ def _keys_list(config: Config, args: argparse.Namespace) -> int:
         return 0
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
-        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths)).rstrip())
+        print("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
     return 0
 
 

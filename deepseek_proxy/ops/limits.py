@@ -16,8 +16,9 @@ once per third of that time, so a stream calling it on every event batch costs o
 
 All of a request's limits (its key's and the global ones) are decided in one store call (`Store.admit`: one
 SQLite transaction, one Redis script, so one round trip) and granted together or not at all: a key over its limit
-never uses up the global budget, and a request refused or waiting in the queue is counted nowhere. When the store fails, the request is let through and the failure logged: the limits protect
-the upstream from a runaway client, and refusing everybody because Redis blinked would be the worse outage.
+never uses up the global budget, and a request refused or waiting in the queue is counted nowhere. When the
+store fails, the request is let through and the failure logged: the limits protect the upstream from a runaway
+client, and refusing everybody because Redis blinked would be the worse outage.
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ class Limiter:
                 log.warning("limits: not counted (%s); letting the request through", exc)
                 return Admission(self, [])
             if decision.granted:
-                return Admission(self, [(name, token) for (name, _, _), token in zip(slots, decision.tokens)])
+                granted = zip(slots, decision.tokens, strict=True)
+                return Admission(self, [(name, token) for (name, _, _), token in granted])
             if decision.refused_rate is not None:
                 limit = rate_limits[decision.refused_rate]
                 raise RateLimited(decision.wait, limit.scope, "rpm", f"Rate limit reached for {limit.label}: "

@@ -72,7 +72,7 @@ class Prices:
         self.custom = set(models or {})
 
     def is_peak(self, at: float) -> bool:
-        hour = datetime.datetime.fromtimestamp(at, datetime.UTC).hour
+        hour = datetime.datetime.fromtimestamp(at, datetime.timezone.utc).hour
         return any(start <= hour < end for start, end in self.peak_hours)
 
     def knows(self, model: str) -> bool:

@@ -107,7 +107,7 @@ def _group_of(row: UsageRow, by: str) -> str:
         return row.key_name
     if by == "model":
         return row.model
-    return datetime.datetime.fromtimestamp(row.at, datetime.UTC).date().isoformat()
+    return datetime.datetime.fromtimestamp(row.at, datetime.timezone.utc).date().isoformat()
 
 
 def summarize(rows: Iterable[UsageRow], by: str = "key") -> list[Summary]:
@@ -148,7 +148,8 @@ def format_table(summaries: list[Summary], by: str) -> str:
     for n, row in enumerate([header, *lines]):
         if n == len(lines) and summaries:  # a rule above the total
             out.append("  ".join("-" * w for w in widths))
-        out.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in enumerate(zip(row, widths))))
+        cells = enumerate(zip(row, widths, strict=True))
+        out.append("  ".join(cell.ljust(w) if i == 0 else cell.rjust(w) for i, (cell, w) in cells))
     return "\n".join(out)
 
 
@@ -163,7 +164,8 @@ def parse_since(text: str, now: float | None = None) -> float:
     try:
         moment = datetime.datetime.fromisoformat(text)
     except ValueError:
-        raise ValueError(f"--since must be a duration (30m, 24h, 7d, 2w) or a date (2026-11-01), got {text!r}") from None
+        raise ValueError(f"--since must be a duration (30m, 24h, 7d, 2w) or a date (2026-11-01), "
+                         f"got {text!r}") from None
     if moment.tzinfo is None:
-        moment = moment.replace(tzinfo=datetime.UTC)
+        moment = moment.replace(tzinfo=datetime.timezone.utc)
     return moment.timestamp()

@@ -304,7 +304,7 @@ class Store(ABC):
         return Admitted(True, tokens=tokens)
 
     def _give_back(self, slots: list[tuple[str, int, float]], tokens: list[str]) -> None:
-        for (name, _, _), token in zip(slots, tokens):
+        for (name, _, _), token in zip(slots, tokens, strict=True):
             self.release_slot(name, token)
 
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:

@@ -234,7 +234,7 @@ class MemoryStore(Store):
             for key, count in counted:
                 self._counters[key] = count
             tokens = [uuid.uuid4().hex for _ in slots]
-            for (name, _, ttl), token in zip(slots, tokens):
+            for (name, _, ttl), token in zip(slots, tokens, strict=True):
                 self._slots[name][token] = now + ttl
             return Admitted(True, tokens=tokens)
 

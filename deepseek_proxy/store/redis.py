@@ -327,7 +327,7 @@ class RedisStore(Store):
 
         values = self._call(read)
         return [ClientKeyRecord.from_json(loads(blob), float(spent or 0))
-                for blob, spent in zip(values[::2], values[1::2]) if blob is not None]
+                for blob, spent in zip(values[::2], values[1::2], strict=True) if blob is not None]
 
     def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
         name = self._call(lambda r: r.get(f"{self.prefix}ckeyhash:{key_hash}"))
@@ -390,9 +390,9 @@ class RedisStore(Store):
         return f"{self.prefix}usage:{day.isoformat()}"
 
     def add_usage(self, row: UsageRow) -> None:
-        day = datetime.datetime.fromtimestamp(row.at, datetime.UTC).date()
+        day = datetime.datetime.fromtimestamp(row.at, datetime.timezone.utc).date()
         day_end = datetime.datetime.combine(day + datetime.timedelta(days=1), datetime.time(),
-                                            datetime.UTC).timestamp()
+                                            datetime.timezone.utc).timestamp()
         key = self._usage_key(day)
 
         def write(r: redis_py.Redis) -> None:
@@ -410,8 +410,8 @@ class RedisStore(Store):
         low = now - self.usage_retention_seconds
         low = low if since is None else max(since, low)
         high = now + 86400 if until is None else until
-        first = datetime.datetime.fromtimestamp(low, datetime.UTC).date()
-        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.UTC).date()
+        first = datetime.datetime.fromtimestamp(low, datetime.timezone.utc).date()
+        last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.timezone.utc).date()
         days = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
 
         def read(r: redis_py.Redis) -> list:
@@ -455,7 +455,7 @@ class RedisStore(Store):
             keys += [f"{self.prefix}rl:{counter}:{start - window:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
             args += [repr(now - start), repr(float(window)), limit, int(window * 2000)]
         tokens = [uuid.uuid4().hex for _ in slots]
-        for (name, limit, ttl), token in zip(slots, tokens):
+        for (name, limit, ttl), token in zip(slots, tokens, strict=True):
             keys.append(f"{self.prefix}slots:{name}")
             args += [limit, token, repr(now + ttl)]
         script = self._script("admit", _ADMIT)

@@ -503,7 +503,8 @@ class SQLiteStore(Store):
             held = conn.execute("SELECT COUNT(*) FROM slots WHERE name = ?", (name,)).fetchone()[0]
             if held >= limit:
                 return None
-            conn.execute("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)", (name, token, now + ttl_seconds))
+            conn.execute("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)",
+                         (name, token, now + ttl_seconds))
             return token
 
         result = self._retrying(write, write=True)
@@ -538,7 +539,7 @@ class SQLiteStore(Store):
                 if count == 1:
                     conn.execute("DELETE FROM counters WHERE name = ? AND window_start < ?", (counter, start - window))
             conn.executemany("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)",
-                             [(name, token, now + ttl) for (name, _, ttl), token in zip(slots, tokens)])
+                             [(name, token, now + ttl) for (name, _, ttl), token in zip(slots, tokens, strict=True)])
             return Admitted(True, tokens=tokens)
 
         result = self._retrying(work, write=True)

@@ -200,7 +200,7 @@ def test_usage_rows_match_the_upstreams_token_counts(start_proxy, upstream, tmp_
         time.sleep(0.05)  # a stream's row is written right after its last event
     assert [(r.door, r.key_name, r.status) for r in rows] == [("responses", "erin", 200), ("messages", "erin", 200),
                                                             ("chat", "erin", 200)]
-    for row, usage in zip(rows, USAGES):
+    for row, usage in zip(rows, USAGES, strict=True):
         assert (row.input_tokens, row.cached_tokens, row.output_tokens, row.reasoning_tokens) == (
             usage["prompt_tokens"], usage["prompt_cache_hit_tokens"], usage["completion_tokens"],
             usage["completion_tokens_details"]["reasoning_tokens"])

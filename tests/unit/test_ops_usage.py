@@ -20,8 +20,8 @@ from deepseek_proxy.store import StoreUnavailable, UsageRow
 from deepseek_proxy.store.memory import MemoryStore
 
 LIMITS = {"ttl_seconds": 3600.0, "reasoning_ttl_seconds": 600.0, "max_response_bytes": 1 << 20}
-OFF_PEAK = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.UTC).timestamp()
-PEAK = datetime.datetime(2026, 12, 1, 7, 30, tzinfo=datetime.UTC).timestamp()
+OFF_PEAK = datetime.datetime(2026, 12, 1, 12, 0, tzinfo=datetime.timezone.utc).timestamp()
+PEAK = datetime.datetime(2026, 12, 1, 7, 30, tzinfo=datetime.timezone.utc).timestamp()
 
 DEEPSEEK_USAGE = {"prompt_tokens": 1200, "completion_tokens": 300, "total_tokens": 1500,
                   "prompt_cache_hit_tokens": 1000, "prompt_cache_miss_tokens": 200,
@@ -95,7 +95,7 @@ def test_recording_off_keeps_nothing():
 
 
 def rows() -> list[UsageRow]:
-    day1 = datetime.datetime(2026, 11, 30, 9, tzinfo=datetime.UTC).timestamp()
+    day1 = datetime.datetime(2026, 11, 30, 9, tzinfo=datetime.timezone.utc).timestamp()
     day2 = day1 + 86400
     return [UsageRow(at=day1, key_name="alice", model="deepseek-v4-pro", upstream="deepseek", status=200,
                      input_tokens=1000, cached_tokens=800, output_tokens=100, reasoning_tokens=40, cost_usd=0.5),
@@ -128,6 +128,6 @@ def test_since_takes_durations_and_dates():
     assert parse_since("24h", now) == now - 86400
     assert parse_since("30m", now) == now - 1800
     assert parse_since("2w", now) == now - 14 * 86400
-    assert parse_since("2026-11-01", now) == datetime.datetime(2026, 11, 1, tzinfo=datetime.UTC).timestamp()
+    assert parse_since("2026-11-01", now) == datetime.datetime(2026, 11, 1, tzinfo=datetime.timezone.utc).timestamp()
     with pytest.raises(ValueError, match="--since"):
         parse_since("yesterday", now)
