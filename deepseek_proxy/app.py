@@ -13,7 +13,7 @@ from . import faults
 from .codex.frontdoor import codex_catalog_bp
 from .config import Config, load_config
 from .core.errors import ProxyError
-from .frontdoors import chat, gemini, health, messages, models, openapi, responses, responses_ws
+from .frontdoors import capture, chat, gemini, health, messages, models, openapi, responses, responses_ws
 from .frontdoors.common import EXTENSION, Gateway, openai_error, upstream_error_response
 from .frontdoors.metrics import bp as metrics_bp
 from .request_body import ProxyRequest
@@ -49,6 +49,7 @@ def create_app(config: Config | None = None, *, env: Mapping[str, str] = os.envi
     app.register_error_handler(ProxyError, upstream_error_response)
     app.register_error_handler(Exception, _unexpected_error)
     app.after_request(_tag_request_id)
+    capture.install(app)
     return app
 
 
