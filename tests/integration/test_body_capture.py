@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import stat
+import time
 
 import requests
 
@@ -37,6 +38,11 @@ def test_bodies_are_captured_redacted_only_when_asked(start_proxy, upstream, tmp
     assert b"response.completed" in body
 
     first, second = blocking.headers["x-request-id"], streamed.headers["x-request-id"]
+    # A streamed reply is written once the server has closed its stream, which can be just after the client has
+    # read the last byte.
+    deadline = time.monotonic() + 5
+    while f"{second}.response.json" not in _files(captures) and time.monotonic() < deadline:
+        time.sleep(0.05)
     names = _files(captures)
     assert f"{first}.request.json" in names and f"{first}.response.json" in names, names
     assert f"{second}.request.json" in names and f"{second}.response.json" in names, names
