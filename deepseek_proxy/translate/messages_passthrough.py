@@ -14,10 +14,10 @@ import copy
 from typing import Any
 
 from .messages_request import (
-    BILLING_HEADER_PREFIX,
     REASONING_PLACEHOLDER,
     REPAIR_MODES,
     reasoning_key,
+    starts_with_billing_header,
 )
 from .reasoning import ReasoningCache
 
@@ -32,8 +32,8 @@ def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None =
         raise ValueError(f"repair must be one of {REPAIR_MODES}, not {repair!r}")
     out = body
     system = body.get("system")
-    if isinstance(system, list) and any(_is_billing_block(b) for b in system):
-        out = {**body, "system": [b for b in system if not _is_billing_block(b)]}
+    if isinstance(system, list) and starts_with_billing_header(system):
+        out = {**body, "system": system[1:]}
     thinking = body.get("thinking")
     if repair == "off" or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
         return out, []
@@ -76,8 +76,3 @@ def reasoning_entries_of_message(message: dict[str, Any]) -> list[tuple[str, str
     if not calls or not reasoning:
         return []
     return [(reasoning_key(calls), reasoning)]
-
-
-def _is_billing_block(block: Any) -> bool:
-    return (isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
-            and block["text"].startswith(BILLING_HEADER_PREFIX))

@@ -3,8 +3,8 @@
 The output has the same shape as the Responses door's ChatRequest.body, so both doors share one relay. The same
 Messages history always yields the same Chat messages, byte for byte: turn N's upstream prompt is a prefix of turn
 N+1's and DeepSeek's prefix cache keeps hitting. What that takes, beyond deterministic serialization:
-- Claude Code's `x-anthropic-billing-header:` system block is dropped: its suffix changes from session to session
-  (and, in some releases, on every request), and it sits in front of everything else.
+- Claude Code's `x-anthropic-billing-header:` system block (always the first) is dropped: its suffix changes from
+  session to session (and, in some releases, on every request), and it sits in front of everything else.
 - `role: "system"` entries inside `messages` stay where they are; moving them to the front rewrites the prefix.
 - `cache_control` markers, which Claude Code moves to the newest block on every turn, are ignored.
 - tool results are emitted in the order of the assistant's tool calls, not in the (timing-dependent) order in which
@@ -393,11 +393,12 @@ class _MessageBuilder:
         if system is None:
             return ""
         texts = []
-        for j, block in enumerate(_blocks(system, where)):
+        blocks = _blocks(system, where)
+        # Claude Code's per-session attribution line would defeat the prefix cache: it goes (only that block).
+        first = 1 if drop_billing_header and isinstance(system, list) and starts_with_billing_header(blocks) else 0
+        for j, block in enumerate(blocks[first:], start=first):
             if block.get("type") != "text" or not isinstance(block.get("text"), str):
                 raise RequestError(f"{where}.{j}: only text blocks are allowed in a system prompt", param=where)
-            if drop_billing_header and block["text"].startswith(BILLING_HEADER_PREFIX):
-                continue  # Claude Code's per-session attribution line: it would defeat the prefix cache
             texts.append(block["text"])
         return "\n".join(texts)
 
@@ -596,6 +597,15 @@ class _MessageBuilder:
         if block.get("is_error") is True:
             text = TOOL_ERROR_PREFIX + text
         return text, images
+
+
+def starts_with_billing_header(system: list) -> bool:
+    """Whether a system prompt's block list starts with Claude Code's attribution block: a text block whose text
+    STARTS with `x-anthropic-billing-header:`. Claude Code always puts it first; a later block, or one that only
+    mentions the header, is the client's own text and stays (as does a plain-string system prompt)."""
+    head = system[0] if system else None
+    return (isinstance(head, dict) and head.get("type") == "text" and isinstance(head.get("text"), str)
+            and head["text"].startswith(BILLING_HEADER_PREFIX))
 
 
 def _blocks(content: Any, where: str) -> list[dict]:

@@ -11,7 +11,9 @@ Only the standard library is used so the fake can also run as a subprocess next 
 
 Usage reports prompt-cache hits from a model of DeepSeek's context cache (``PromptCache``: the longest prefix shared
 with the same key's earlier prompts for the same model, in 64-token blocks); each ``RecordedRequest`` keeps its
-``prompt_tokens`` and ``cache_hit_tokens``. ``FakeDeepSeek(cache=PromptCache(block_tokens=..., ttl=...,
+``prompt_tokens`` and ``cache_hit_tokens``. The Anthropic endpoint (pass-through mode) shares the model, on the prompt
+rendered from the Messages body (``anthropic_prompt_body``), and reports hits as ``cache_read_input_tokens``.
+``FakeDeepSeek(cache=PromptCache(block_tokens=..., ttl=...,
 max_blocks=...))`` configures it; ``fake.cache.clear()`` (or ``reset()``) empties it.
 
 ``FakeDeepSeek(tls=(certfile, keyfile))`` serves HTTPS instead (``base_url`` is then ``https://...``), as the real
@@ -981,8 +983,13 @@ class _Handler(BaseHTTPRequestHandler):
             self._send_json(reply.status, {"type": "error", "error": {"type": kind, "message": message}},
                             reply.headers)
             return
-        message = anthropic_message(reply, body, thinking=thinking,
-                                    prompt_tokens=max(1, _count_tokens(json.dumps(body.get("messages")))))
+        # The same cache model as the chat endpoint, on the prompt DeepSeek renders from the Messages body; a request
+        # that fails does not fill it.
+        key = record.headers.get("x-api-key") or record.headers.get("authorization", "")
+        account = f"{key}|{body.get('model')}"
+        record.prompt_tokens, record.cache_hit_tokens = fake.cache.lookup(account, anthropic_prompt_body(body))
+        message = anthropic_message(reply, body, thinking=thinking, prompt_tokens=max(1, record.prompt_tokens),
+                                    cache_hit_tokens=record.cache_hit_tokens)
         if body.get("stream"):
             self._stream(record, reply, anthropic_stream_events(message), done=False)
         else:
@@ -1121,8 +1128,29 @@ def _check_anthropic_messages(rules: DeepSeekRules, body: Any) -> dict:
     return body
 
 
-def anthropic_message(reply: Reply, body: dict, *, thinking: bool, prompt_tokens: int) -> dict:
-    """A scripted reply as the complete Anthropic Message DeepSeek's endpoint would return."""
+def anthropic_prompt_body(body: dict) -> dict:
+    """A Messages body as the chat prompt DeepSeek's Anthropic endpoint renders (for the cache model): the system
+    blocks' text as one leading system message, then the tools, then the conversation. ``cache_control`` markers are
+    request metadata, not prompt text: they are left out (Claude Code moves them to the newest block every turn)."""
+    def unmarked(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: unmarked(v) for k, v in value.items() if k != "cache_control"}
+        if isinstance(value, list):
+            return [unmarked(v) for v in value]
+        return value
+
+    system = body.get("system")
+    if isinstance(system, list):
+        system = "\n".join(b.get("text", "") for b in system if isinstance(b, dict))
+    messages = [{"role": "system", "content": system}] if system else []
+    messages += [unmarked(m) for m in body.get("messages") or []]
+    return {"messages": messages, "tools": [unmarked(t) for t in body.get("tools") or []]}
+
+
+def anthropic_message(reply: Reply, body: dict, *, thinking: bool, prompt_tokens: int,
+                      cache_hit_tokens: int = 0) -> dict:
+    """A scripted reply as the complete Anthropic Message DeepSeek's endpoint would return (Anthropic's usage:
+    ``input_tokens`` leaves out the ``cache_read_input_tokens``)."""
     content: list[dict] = []
     if thinking and reply.reasoning:
         content.append({"type": "thinking", "thinking": reply.reasoning, "signature": "ds-" + uuid.uuid4().hex})
@@ -1135,8 +1163,8 @@ def anthropic_message(reply: Reply, body: dict, *, thinking: bool, prompt_tokens
     output = max(1, _count_tokens(reply.content) + _count_tokens(reply.reasoning or ""))
     return {"id": "msg_" + uuid.uuid4().hex[:24], "type": "message", "role": "assistant",
             "model": body.get("model", ""), "content": content, "stop_reason": stop, "stop_sequence": None,
-            "usage": {"input_tokens": prompt_tokens, "cache_creation_input_tokens": 0,
-                      "cache_read_input_tokens": 0, "output_tokens": output}}
+            "usage": {"input_tokens": max(1, prompt_tokens - cache_hit_tokens), "cache_creation_input_tokens": 0,
+                      "cache_read_input_tokens": cache_hit_tokens, "output_tokens": output}}
 
 
 def anthropic_stream_events(message: dict) -> list[str]:
