@@ -75,33 +75,29 @@ def test_every_captured_messages_request_is_covered():
     assert len(MESSAGE_FIXTURES) >= 15 and "p_default_turn3_parallel_tools" in MESSAGE_FIXTURES
 
 
+def upstream_bytes(mode: str, body: dict) -> bytes:
+    if mode == "translate":
+        return translated_bytes(body, upstream_stream=body["stream"])
+    return passthrough_bytes(body)
+
+
 @pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
 @pytest.mark.parametrize("pair", list(PAIRS), ids=list(PAIRS))
-def test_billing_only_pairs_translate_to_identical_bytes(pair, stream):
-    first_line, second_line = PAIRS[pair]
+@pytest.mark.parametrize("mode", ["translate", "anthropic"])
+def test_billing_only_pairs_give_identical_upstream_bytes(mode, pair, stream):
     for name in MESSAGE_FIXTURES:
         body = fixture_body(name)
-        first = translated_bytes(with_billing_line(body, first_line, stream=stream), upstream_stream=stream)
-        second = translated_bytes(with_billing_line(body, second_line, stream=stream), upstream_stream=stream)
+        first, second = (upstream_bytes(mode, with_billing_line(body, line, stream=stream)) for line in PAIRS[pair])
         assert first == second, name
         assert HEADER.encode() not in first, name
-        # Everything else of the system prompt is still there, in front.
-        rest = "\n".join(b["text"] for b in body["system"][1:])
-        assert json.loads(first)["messages"][0] == {"role": "system", "content": rest}, name
-
-
-@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "not-streamed"])
-@pytest.mark.parametrize("pair", list(PAIRS), ids=list(PAIRS))
-def test_billing_only_pairs_pass_through_as_identical_bytes(pair, stream):
-    first_line, second_line = PAIRS[pair]
-    for name in MESSAGE_FIXTURES:
-        body = fixture_body(name)
-        first = passthrough_bytes(with_billing_line(body, first_line, stream=stream))
-        second = passthrough_bytes(with_billing_line(body, second_line, stream=stream))
-        assert first == second, name
         sent = json.loads(first)
-        assert sent["system"] == body["system"][1:], name  # the other blocks as they were, cache_control included
         assert sent["stream"] is stream
+        # Everything else of the system prompt is still there, in front (passed through: cache_control included).
+        if mode == "translate":
+            rest = "\n".join(b["text"] for b in body["system"][1:])
+            assert sent["messages"][0] == {"role": "system", "content": rest}, name
+        else:
+            assert sent["system"] == body["system"][1:], name
 
 
 def test_the_billing_block_drop_changes_nothing_else_of_a_passed_through_body():

@@ -13,14 +13,10 @@ import requests
 
 from tests.conftest import CLAUDE_FIXTURES
 from tests.fakes.fake_deepseek import CACHE_UNIT_TOKENS, FakeDeepSeek, RecordedRequest, Reply
+from tests.unit.test_claude_billing_pairs import HEADER
+from tests.unit.test_claude_billing_pairs import PAIRS as BILLING_PAIRS
 
-HEADER = "x-anthropic-billing-header:"
-PAIRS = {
-    "session suffix": (f"{HEADER} cc_version=2.1.197.1c0; cc_entrypoint=sdk-cli;",
-                       f"{HEADER} cc_version=2.1.197.66a; cc_entrypoint=cli;"),
-    "cch nonce": (f"{HEADER} cc_version=2.1.197.1c0; cc_entrypoint=cli; cch=1a2b3;",
-                  f"{HEADER} cc_version=2.1.197.1c0; cc_entrypoint=cli; cch=ffe01;"),
-}
+PAIRS = {name: BILLING_PAIRS[name] for name in ("session suffix", "cch nonce")}
 PASSTHROUGH_CONFIG = """
 [models.deepseek-v4-pro]
 messages_upstream = "anthropic"
