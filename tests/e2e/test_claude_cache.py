@@ -219,7 +219,8 @@ def test_a_second_session_hits_the_system_prompt_and_tools_the_first_one_cached(
     else:  # pass-through: the session id in metadata (not prompt text) is Claude Code's, and goes on as it came
         assert second.first.raw.replace(session_id(second.received[0]).encode(),
                                         session_id(third.received[0]).encode()) == third.first.raw
-    # ... so the new session's first request hits at least all of it, in the fake's cache model.
+    # ... so the new session's first request hits at least all of it, in the fake's cache model (measured with
+    # 2.1.197, translating: 16,064 of 17,477 prompt tokens, the system prompt and tools being 16,000 in whole blocks).
     lead = lead_tokens(mode, first.first.body)
     assert lead > 100 * CACHE_UNIT_TOKENS  # Claude Code's system prompt and tools: thousands of tokens
     assert first.first.cache_hit_tokens == 0
@@ -239,7 +240,8 @@ def _first_difference(a: bytes, b: bytes) -> int:
 def test_in_a_git_repository_a_changed_status_costs_the_tools_unless_git_instructions_are_off(rig):
     """Claude Code ends its system prompt with a `gitStatus` snapshot; DeepSeek reads the tools after the system
     prompt, so a session that starts after the status changed misses the tools (and the rest of the prefix). That
-    text is the client's: the proxy passes it on. CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS=1 leaves the snapshot out."""
+    text is the client's: the proxy passes it on. CLAUDE_CODE_DISABLE_GIT_INSTRUCTIONS=1 leaves the snapshot out.
+    Measured with 2.1.197: 1,472 of 17,569 prompt tokens hit, 14,592 of the 16,064 system-and-tools tokens lost."""
     run = rig("translate")
     _git(run.home.workdir, "init", "-q")
     _git(run.home.workdir, "commit", "-q", "--allow-empty", "-m", "init")
