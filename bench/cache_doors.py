@@ -15,11 +15,11 @@ from collections.abc import Callable
 import requests
 
 from .cache_session import (
+    USER_TASKS,
     ChatSession,
     ChatStart,
     Door,
     ModelTurn,
-    USER_TASKS,
     ToolNames,
     check,
     patch_text,
@@ -44,7 +44,7 @@ def _edit_args(call: int) -> dict:
             "new_string": f"def new_{call}(value):\n    return value * {call}\n"}
 
 
-# ---- Codex CLI through the Responses door ---------------------------------------------------------------------------
+# ---- Codex CLI through the Responses door ------------------------------------------------------------------------
 
 
 def codex_start() -> tuple[list[dict], list[dict], dict]:
@@ -157,7 +157,7 @@ CODEX = Door(
     chat_start=codex_chat_start, proxy_session=CodexSession)
 
 
-# ---- Claude Code through the Messages door ----------------------------------------------------------------------------
+# ---- Claude Code through the Messages door -----------------------------------------------------------------------
 
 CLAUDE_MAIN, CLAUDE_SWITCHED = "claude-opus-4-8", "claude-sonnet-4-6"
 # The bench maps the /model switch's target to the other DeepSeek model (the defaults map opus and sonnet alike).
@@ -319,7 +319,7 @@ CLAUDE_CODE = Door(
     chat_start=claude_chat_start, proxy_session=ClaudeCodeSession, switches=True, proxy_config=CLAUDE_CONFIG)
 
 
-# ---- Gemini CLI through the Gemini door -------------------------------------------------------------------------------
+# ---- Gemini CLI through the Gemini door --------------------------------------------------------------------------
 
 
 GEMINI_SKIP = "skip_thought_signature_validator"
@@ -422,7 +422,7 @@ GEMINI_CLI = Door(
     chat_start=gemini_chat_start, proxy_session=GeminiCliSession)
 
 
-# ---- an editor / SDK agent loop through the Chat Completions door ------------------------------------------------------
+# ---- an editor / SDK agent loop through the Chat Completions door ------------------------------------------------
 
 
 def chat_door_session(url: Callable[[], str], restart: Callable[[], None]) -> ChatSession:

@@ -52,7 +52,14 @@ class SessionPlan:
     switch_back_at: int  # … and switched back before this one
 
 
-def plan_for(smoke: bool) -> SessionPlan:
+# A door whose client switches models runs its smoke longer: the switch's first call on the other model misses the
+# whole prompt (the direct session pays the same), which 9 calls cannot amortize (direct: 84%) and 40 calls can (96%).
+SWITCH_SMOKE_CALLS = 40
+
+
+def plan_for(smoke: bool, switches: bool = False) -> SessionPlan:
+    if smoke and switches:
+        return SessionPlan(SWITCH_SMOKE_CALLS, 5, 30, 16, 19)
     return SessionPlan(SMOKE_CALLS, 5, 8, 4, 6) if smoke else SessionPlan(MODEL_CALLS, 20, 35, 26, 31)
 
 
@@ -68,7 +75,8 @@ def tool_output(call: int) -> str:
 
 
 def edit_output(call: int) -> str:
-    return f"Exit code: 0\nWall time: 0 seconds\nOutput:\nSuccess. Updated the following files:\nM src/module_{call}.py\n"
+    return ("Exit code: 0\nWall time: 0 seconds\nOutput:\nSuccess. Updated the following files:\n"
+            f"M src/module_{call}.py\n")
 
 
 def patch_text(call: int) -> str:
@@ -108,8 +116,8 @@ def is_side_call(body: dict) -> bool:
     return not body.get("tools")
 
 
-def scripted_fake(tools: ToolNames) -> FakeDeepSeek:
-    fake = FakeDeepSeek()
+def scripted_replies(tools: ToolNames) -> Callable[[dict], Reply]:
+    """The fake's answer to each request of a session: the next step of the script, or a side call's answer."""
     counter = {"n": 0}
 
     def reply(body: dict) -> Reply:
@@ -118,7 +126,12 @@ def scripted_fake(tools: ToolNames) -> FakeDeepSeek:
         counter["n"] += 1
         return scripted_reply(counter["n"], tools)
 
-    fake.default_reply = reply
+    return reply
+
+
+def scripted_fake(tools: ToolNames) -> FakeDeepSeek:
+    fake = FakeDeepSeek()
+    fake.default_reply = scripted_replies(tools)
     return fake
 
 
@@ -183,7 +196,8 @@ def check(response: requests.Response, call: int) -> None:
 def sse_data(response: requests.Response) -> Iterator[tuple[str | None, Any]]:
     """(event name, parsed data) of each SSE event; `[DONE]` ends it."""
     event = None
-    for line in response.iter_lines(decode_unicode=True):
+    for raw in response.iter_lines():
+        line = raw.decode("utf-8")
         if line.startswith("event:"):
             event = line[6:].strip()
         elif line.startswith("data:"):
@@ -278,7 +292,7 @@ class ChatSession:
 
 def chat_stream_message(response: requests.Response) -> dict:
     """The assistant message a streamed Chat completion adds up to (content, reasoning_content, tool_calls)."""
-    content, reasoning, calls = [], [], {}
+    content, reasoning, calls = [], [], {}  # type: tuple[list[str], list[str], dict[int, dict]]
     for _, chunk in sse_data(response):
         for choice in chunk.get("choices") or []:
             delta = choice.get("delta") or {}
@@ -343,15 +357,17 @@ def _measure(door: Door, out: dict, key: str, run: Callable[[FakeDeepSeek], None
 def run_door(door: Door, start_proxy: StartProxy | None, smoke: bool) -> dict:
     """One rep of one door: the session direct, the control, and through the proxy, each against a fresh fake.
     `start_proxy(base_url, api_key, extra_config)` -> (url getter, restart, stop), or None without a proxy."""
-    plan = plan_for(smoke)
+    plan = plan_for(smoke, door.switches)
     out: dict = {"plan": plan.__dict__, "title": door.title, "notes": door.notes}
 
-    def play(session: Session) -> None:
-        drive(session, plan, door.tools, steer_text=door.steer_text, switches=door.switches)
+    def play(session: Session, switches: bool = door.switches) -> None:
+        drive(session, plan, door.tools, steer_text=door.steer_text, switches=switches)
 
     _measure(door, out, "direct", lambda fake: play(door.direct_session(fake.base_url)))
     # the control proves the measurement sees a broken prefix
     _measure(door, out, "control", lambda fake: play(door.direct_session(fake.base_url, nonce=True)))
+    if door.switches:  # what the model switch costs: the same session, direct, without it
+        _measure(door, out, "unswitched", lambda fake: play(door.direct_session(fake.base_url), switches=False))
     if start_proxy is None:
         out["proxy_skip"] = "no proxy"
         return out
@@ -379,6 +395,7 @@ if __name__ == "__main__":  # the direct halves alone, for a quick look: python 
         if len(sys.argv) > 1 and _door.key not in sys.argv[1:]:
             continue
         with scripted_fake(_door.tools) as _fake:
-            drive(_door.direct_session(_fake.base_url), plan_for(bool(os.environ.get("SMOKE"))), _door.tools,
+            drive(_door.direct_session(_fake.base_url), plan_for(bool(os.environ.get("SMOKE")), _door.switches),
+                  _door.tools,
                   steer_text=_door.steer_text, switches=_door.switches)
             print(_door.key, json.dumps({k: v for k, v in hit_share(_fake).items() if k != "per_call"}))

@@ -309,6 +309,9 @@ def summarize_cache(table: Table, reps: list[dict]) -> None:
         summarize_cache_door(table, [rep[door] for rep in reps if door in rep], FROM_CALL, TARGET_SHARE)
 
 
+DIRECT_TOLERANCE = 0.002
+
+
 def summarize_cache_door(table: Table, reps: list[dict], from_call: int, target: float) -> None:
     plan, sides = reps[0]["plan"], ("direct", "proxy")
     table.section(f"(i) {reps[0]['title']}: {plan['calls']} model calls against the cache-modelling fake "
@@ -319,11 +322,18 @@ def summarize_cache_door(table: Table, reps: list[dict], from_call: int, target:
         if vals:
             cells[t], shares[t] = cell(vals, ".1f", 100), med(vals)
     p, d = shares.get("proxy"), shares.get("direct")
-    # judged in --smoke too: the share does not depend on the machine's speed, only on the bytes sent
+    # Judged in --smoke too: the share depends on the bytes sent, not on the machine's speed. "≥ direct" allows
+    # 0.2 pts for the proxy's own rendering (another block boundary); a prefix break costs a point or more.
     table.row(f"input tokens hitting the cache from call {from_call} on (%)", cells,
               f"{(p - d) * 100:+.1f} pts" if p is not None and d is not None else "",
-              f"≥ {target * 100:.0f}% and ≥ direct", None if p is None else p >= target and p >= (d or 0) - 1e-9,
-              always_judge=True)
+              f"≥ {target * 100:.0f}%, ≥ direct − 0.2 pts",
+              None if p is None else p >= target and (d is None or p >= d - DIRECT_TOLERANCE), always_judge=True)
+    unswitched = [r["unswitched"]["share"] for r in reps if r.get("unswitched", {}).get("share") is not None]
+    if unswitched and d is not None:
+        cost = (med(unswitched) - d) * 100
+        table.row(f"… the same session without the /model switch (before call {plan['switch_at']}, back before call "
+                  f"{plan['switch_back_at']}), direct (%)", {"direct": cell(unswitched, ".1f", 100)},
+                  f"the switch costs {cost:.1f} pts (the proxy's session switches too)", "", None)
     control = [r["control"]["share"] for r in reps if r.get("control", {}).get("share") is not None]
     table.row("control: direct with a per-request nonce atop the system prompt (%)",
               {"direct": cell(control, ".1f", 100)} if control else {}, "", "< 10%: the measurement sees breaks",
