@@ -178,6 +178,11 @@ def claude_parts() -> dict:
                 k: title["body"][k] for k in ("max_tokens", "thinking", "output_config")}}
 
 
+TODO_REMINDER = ("<system-reminder>\nThe task tools haven't been used recently. If you are working on tasks that would "
+                 "benefit from tracking progress, consider using TaskCreate. Ignore this if not applicable. Make "
+                 "sure that you NEVER mention this reminder to the user\n</system-reminder>")
+
+
 def billing_block(suffix: str, request: int) -> dict:
     """The billing header Claude Code puts first: its suffix per session, its `cch` nonce per request."""
     return {"type": "text", "text": f"x-anthropic-billing-header: cc_version=2.1.197.{suffix}; cc_entrypoint=cli; "
@@ -203,7 +208,8 @@ def claude_chat_start() -> ChatStart:
                       [function_tool(t["name"], t.get("description", ""), t["input_schema"]) for t in parts["tools"]],
                       "deepseek-v4-pro", side_call=title,
                       opening=lambda task: [{"role": "user", "content": parts["reminder"] + "\n" + task},
-                                            {"role": "system", "content": parts["context"]}])
+                                            {"role": "system", "content": parts["context"]}],
+                      prompt=lambda n, text: text if n % 2 else TODO_REMINDER + "\n" + text)
 
 
 class ClaudeCodeSession:
@@ -220,7 +226,7 @@ class ClaudeCodeSession:
         self.session, self.suffix = CLAUDE_SESSIONS[0]
         self.model = CLAUDE_MAIN
         self.messages: list[dict] = []
-        self.requests = 0
+        self.requests = self.prompts = 0
         self.http = requests.Session()
 
     def begin(self, task: str) -> None:
@@ -262,7 +268,10 @@ class ClaudeCodeSession:
             for call_id, _, output in results]})
 
     def user(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        """A prompt: the text alone, or after a `<system-reminder>` block (every other prompt here)."""
+        self.prompts += 1
+        self.messages.append({"role": "user", "content": text if self.prompts % 2 else [
+            {"type": "text", "text": TODO_REMINDER}, {"type": "text", "text": text}]})
 
     def post(self, body: dict, call: int) -> list[dict]:
         self.requests += 1
@@ -275,11 +284,13 @@ class ClaudeCodeSession:
 
 
 def with_cache_marker(messages: list[dict]) -> list[dict]:
-    """The history as Claude Code sends it: the newest user message as blocks, its last block marked."""
+    """The history as Claude Code sends it: the newest user message (system entries after it stay as they are) as
+    blocks, its last block marked."""
     out = list(messages)
-    last = out[-1]
+    newest = max(i for i, m in enumerate(out) if m["role"] == "user")
+    last = out[newest]
     blocks = last["content"] if isinstance(last["content"], list) else [{"type": "text", "text": last["content"]}]
-    out[-1] = dict(last, content=[*blocks[:-1], dict(blocks[-1], cache_control={"type": "ephemeral"})])
+    out[newest] = dict(last, content=[*blocks[:-1], dict(blocks[-1], cache_control={"type": "ephemeral"})])
     return out
 
 

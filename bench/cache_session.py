@@ -221,6 +221,7 @@ class ChatStart:
     models: tuple[str, str] = ("deepseek-v4-pro", "deepseek-v4-flash")  # (main, after a /model switch)
     side_call: Callable[[int], list[dict] | None] | None = None  # the messages of a side call before call N, if any
     opening: Callable[[str], list[dict]] | None = None  # the first user turn (with the client's context), if not plain
+    prompt: Callable[[int, str], str] | None = None  # the n-th later prompt (1-based) as the client words it
 
 
 class ChatSession:
@@ -234,6 +235,7 @@ class ChatSession:
         self.headers = {"Authorization": f"Bearer {api_key}"}
         self.model = start.model
         self.messages: list[dict] = []
+        self.prompts = 0
         self.http = requests.Session()
 
     def begin(self, task: str) -> None:
@@ -279,7 +281,9 @@ class ChatSession:
                           for call_id, _, output in results]
 
     def user(self, text: str) -> None:
-        self.messages.append({"role": "user", "content": text})
+        self.prompts += 1
+        self.messages.append({"role": "user", "content": self.start.prompt(self.prompts, text) if self.start.prompt
+                              else text})
 
     def post(self, body: dict, call: int) -> dict:
         if self.stream:
