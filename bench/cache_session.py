@@ -362,7 +362,7 @@ def run_door(door: Door, start_proxy: StartProxy | None, smoke: bool) -> dict:
     """One rep of one door: the session direct, the control, and through the proxy, each against a fresh fake.
     `start_proxy(base_url, api_key, extra_config)` -> (url getter, restart, stop), or None without a proxy."""
     plan = plan_for(smoke, door.switches)
-    out: dict = {"plan": plan.__dict__, "title": door.title, "notes": door.notes}
+    out: dict = {"door": door.key, "plan": plan.__dict__, "title": door.title, "notes": door.notes}
 
     def play(session: Session, switches: bool = door.switches) -> None:
         drive(session, plan, door.tools, steer_text=door.steer_text, switches=switches)

@@ -324,7 +324,7 @@ def summarize_cache_door(table: Table, reps: list[dict], from_call: int, target:
     p, d = shares.get("proxy"), shares.get("direct")
     # Judged in --smoke too: the share depends on the bytes sent, not on the machine's speed. "≥ direct" allows
     # 0.2 pts for the proxy's own rendering (another block boundary); a prefix break costs a point or more.
-    table.row(f"input tokens hitting the cache from call {from_call} on (%)", cells,
+    table.row(f"input tokens hitting the cache from call {from_call} on, {reps[0]['door']} door (%)", cells,
               f"{(p - d) * 100:+.1f} pts" if p is not None and d is not None else "",
               f"≥ {target * 100:.0f}%, ≥ direct − 0.2 pts",
               None if p is None else p >= target and (d is None or p >= d - DIRECT_TOLERANCE), always_judge=True)
