@@ -302,33 +302,52 @@ def summarize(table: Table, sc: scenarios.Scenario, res: dict, smoke: bool) -> N
 
 
 def summarize_cache(table: Table, reps: list[dict]) -> None:
-    """(i): the share of input tokens that hit the modelled prefix cache, from the third model call on."""
+    """(i): per door, the share of input tokens that hit the modelled prefix cache, from the third model call on,
+    through the proxy and for the same conversation sent directly."""
     from .cache_session import FROM_CALL, TARGET_SHARE
-    plan = reps[0]["plan"]
-    table.section(f"(i) {plan['calls']}-call Codex session (steer before call {plan['steer_at']}, resumed before call "
-                  f"{plan['resume_at']}) against the cache-modelling fake")
+    for door in reps[0]:
+        summarize_cache_door(table, [rep[door] for rep in reps if door in rep], FROM_CALL, TARGET_SHARE)
+
+
+DIRECT_TOLERANCE = 0.002
+
+
+def summarize_cache_door(table: Table, reps: list[dict], from_call: int, target: float) -> None:
+    plan, sides = reps[0]["plan"], ("direct", "proxy")
+    table.section(f"(i) {reps[0]['title']}: {plan['calls']} model calls against the cache-modelling fake "
+                  f"({reps[0]['notes']})")
     cells, shares = {}, {}
-    for t in ("direct", "proxy"):
+    for t in sides:
         vals = [r[t]["share"] for r in reps if t in r and r[t].get("share") is not None]
         if vals:
             cells[t], shares[t] = cell(vals, ".1f", 100), med(vals)
     p, d = shares.get("proxy"), shares.get("direct")
-    table.row(f"input tokens hitting the cache from call {FROM_CALL} on (%)", cells,
+    # Judged in --smoke too: the share depends on the bytes sent, not on the machine's speed. "≥ direct" allows
+    # 0.2 pts for the proxy's own rendering (another block boundary); a prefix break costs a point or more.
+    table.row(f"input tokens hitting the cache from call {from_call} on, {reps[0]['door']} door (%)", cells,
               f"{(p - d) * 100:+.1f} pts" if p is not None and d is not None else "",
-              f"≥ {TARGET_SHARE * 100:.0f}%", None if p is None else p >= TARGET_SHARE)
+              f"≥ {target * 100:.0f}%, ≥ direct − 0.2 pts",
+              None if p is None else p >= target and (d is None or p >= d - DIRECT_TOLERANCE), always_judge=True)
+    unswitched = [r["unswitched"]["share"] for r in reps if r.get("unswitched", {}).get("share") is not None]
+    if unswitched and d is not None:
+        cost = (med(unswitched) - d) * 100
+        table.row(f"… the same session without the /model switch (before call {plan['switch_at']}, back before call "
+                  f"{plan['switch_back_at']}), direct (%)", {"direct": cell(unswitched, ".1f", 100)},
+                  f"the switch costs {cost:.1f} pts (the proxy's session switches too)", "", None)
     control = [r["control"]["share"] for r in reps if r.get("control", {}).get("share") is not None]
     table.row("control: direct with a per-request nonce atop the system prompt (%)",
               {"direct": cell(control, ".1f", 100)} if control else {}, "", "< 10%: the measurement sees breaks",
               None if not control else med(control) < 0.10)
-    table.row("model calls seen by the upstream",
-              {t: "/".join(str(r[t]["calls"]) for r in reps if t in r) for t in ("direct", "proxy")}, "", "", None)
-    failures = [r.get(f"{t}_failure") or r.get(t, {}).get("error") for r in reps for t in ("direct", "proxy")]
+    table.row("model calls (+ side calls) seen by the upstream",
+              {t: "/".join(f"{r[t]['calls']}" + (f" (+{r[t]['side_calls']})" if r[t].get("side_calls") else "")
+                           for r in reps if t in r) for t in sides}, "", "", None)
+    failures = [r.get(f"{t}_failure") or r.get(t, {}).get("error") for r in reps for t in sides]
     failures = [f for f in failures if f]
     skipped = next((r["proxy_skip"] for r in reps if r.get("proxy_skip")), None)
-    calls_ok = all(r[t]["calls"] == plan["calls"] for r in reps for t in ("direct", "proxy") if t in r)
+    calls_ok = all(r[t]["calls"] == plan["calls"] for r in reps for t in sides if t in r)
     table.row("errors" + (f" — e.g. {failures[0][:80]!r}" if failures else "") + (f" ({skipped})" if skipped else ""),
-              {t: str(sum(1 for r in reps if r.get(f"{t}_failure") or r.get(t, {}).get("errors"))) for t in
-               ("direct", "proxy")}, "", "0 errors, every call made", not failures and calls_ok, always_judge=True)
+              {t: str(sum(1 for r in reps if r.get(f"{t}_failure") or r.get(t, {}).get("errors"))) for t in sides},
+              "", "0 errors, every call made", not failures and calls_ok, always_judge=True)
 
 
 def summarize_translate(table: Table, reps: list[dict]) -> None:
@@ -560,10 +579,16 @@ def main(argv=None) -> int:
         # Everything before each target's first measured request: imports, pools.
         for t in targets:
             scenarios.warm(t)
-        def start_proxy(upstream_url: str, api_key: str):
-            """(i): a proxy of our own against another upstream (the cache-modelling fake)."""
+        def start_proxy(upstream_url: str, api_key: str, extra_config: str = ""):
+            """(i): a proxy of our own against another upstream (the cache-modelling fake), its config extended by
+            a door's `extra_config` (TOML)."""
             port = free_port()
-            argv_, why = proxy_argv(port, proxy_cfg)
+            cfg = proxy_cfg
+            if extra_config:
+                cfg = os.path.join(logdir, f"proxy-cache-{port}.toml")
+                with open(proxy_cfg) as base, open(cfg, "w") as f:
+                    f.write(base.read() + extra_config)
+            argv_, why = proxy_argv(port, cfg)
             if argv_ is None:
                 raise RuntimeError(why)
             srv = Server("proxy-cache", argv_, dict(penv, DEEPSEEK_BASE_URL=upstream_url, DEEPSEEK_API_KEY=api_key),

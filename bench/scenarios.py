@@ -412,5 +412,6 @@ SCENARIOS = [
     Scenario("d", "non-stream requests (16 clients)", {"ttft": 0.0, "tokens": 50, "delay": 0.0}, run_nonstream),
     Scenario("h", f"{HELD_STREAMS} streams waiting for their first token", H_UPSTREAM, run_held),
     Scenario("e", "translate a ~1 MB Codex request", {}, run_translate, needs_targets=False),
-    Scenario("i", "a 50-call Codex session against the cache-modelling upstream", {}, run_cache, needs_targets=False),
+    Scenario("i", "a 50-call agent session per door against the cache-modelling upstream", {}, run_cache,
+             needs_targets=False),
 ]

@@ -14,7 +14,8 @@ Reasoning comes back as `reasoning_content` (DeepSeek rejects a thinking-mode to
 `thoughtSignature` we issued (it carries the reasoning, authenticated and versioned — reasoning.ReasoningCodec — then
 base64, as Gemini CLI checks that signatures are base64), else from the turn's thought parts' text, else — Gemini
 CLI's `skip_thought_signature_validator`, a resumed session, a model switch — from the reasoning cache (keyed by a
-fingerprint of the turn's calls, messages_request.reasoning_key) or the configured repair.
+fingerprint of the turn's calls, messages_request.reasoning_key, or of its text for a turn that answered in text:
+answer_key) or the configured repair.
 """
 
 from __future__ import annotations
@@ -84,6 +85,14 @@ class GeminiChatRequest:
 def encode_signature(codec: ReasoningCodec, reasoning: str) -> str:
     """The reasoning as a thoughtSignature: our authenticated blob, as standard base64 (what Gemini CLI accepts)."""
     return base64.b64encode(_SIGNATURE_PREFIX + codec.encode(reasoning).encode("ascii")).decode("ascii")
+
+
+def answer_key(text: str) -> str:
+    """The reasoning cache key of a model turn that answered in text, without calls: a digest of the text (as one
+    nameless pseudo-call, so it never equals a real turn's key). Gemini CLI's `--resume` replaces the signatures of
+    such turns too; restoring their reasoning byte for byte keeps the resumed prompt's prefix the one DeepSeek
+    cached."""
+    return reasoning_key([("", "", text)])
 
 
 def decode_signature(codec: ReasoningCodec, signature: Any) -> str | None:
@@ -497,7 +506,8 @@ class _MessageBuilder:
                 texts.append(_other_part_text(part, where, self.model) or "")
         message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
         if self.thinking:
-            reasoning = signed if signed is not None else self._restore(calls, "".join(thoughts), turn.index)
+            reasoning = (signed if signed is not None
+                         else self._restore(calls, "".join(texts), "".join(thoughts), turn.index))
             if reasoning is not None:
                 message["reasoning_content"] = reasoning
         if calls:
@@ -522,12 +532,13 @@ class _MessageBuilder:
         args = call.get("args")
         return _Call(call_id, call["name"], {} if args is None else args)
 
-    def _restore(self, calls: list[_Call], thoughts: str, content_index: int) -> str | None:
+    def _restore(self, calls: list[_Call], text: str, thoughts: str, content_index: int) -> str | None:
         """Reasoning for a thinking-mode model turn that came back without our signature: the cached reasoning of its
-        calls (byte-exact, so the prefix stays cached), else the turn's thought text (Gemini CLI trims it when it
-        records a session), else the repair."""
-        if self.repair != "off" and calls and self.cache is not None:
-            cached = self.cache.get(reasoning_key((c.id, c.name, c.args) for c in calls))
+        calls, or of its text when it made none (byte-exact, so the prefix stays cached), else the turn's thought
+        text (Gemini CLI trims it when it records a session), else the repair."""
+        if self.repair != "off" and (calls or text) and self.cache is not None:
+            cached = self.cache.get(reasoning_key((c.id, c.name, c.args) for c in calls) if calls
+                                    else answer_key(text))
             if cached:
                 self.repaired.append(content_index)
                 return cached

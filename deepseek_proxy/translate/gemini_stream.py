@@ -28,7 +28,7 @@ import orjson
 
 from ..jsonfast import dumps
 from .gemini_errors import error_chunk
-from .gemini_request import encode_signature
+from .gemini_request import answer_key, encode_signature
 from .messages_request import reasoning_key
 from .messages_tokens import estimate_text_tokens
 from .reasoning import ReasoningCodec
@@ -202,13 +202,15 @@ class GeminiStream:
         return self._final
 
     def reasoning_entries(self) -> list[tuple[str, str]]:
-        """(reasoning cache key, reasoning) for a reply with function calls: what repairs this turn when it comes back
-        without our signature (Gemini CLI's skip_thought_signature_validator, a resumed session)."""
+        """(reasoning cache key, reasoning) for a reply with function calls, or with text and no calls: what restores
+        this turn when it comes back without our signature (Gemini CLI's skip_thought_signature_validator, a resumed
+        session)."""
         calls = [(c.id, c.name, c.args) for c in self._calls.values() if c.args is not None]
         reasoning = "".join(self._reasoning)
-        if not calls or not reasoning:
+        text = "".join(self._text)
+        if not reasoning or not (calls or text):
             return []
-        return [(reasoning_key(calls), reasoning)]
+        return [(reasoning_key(calls) if calls else answer_key(text), reasoning)]
 
     # ---- parts -------------------------------------------------------------------------------------------------
     def _signature(self) -> str | None:

@@ -1,34 +1,43 @@
-"""Issue 14 through the real server: a Codex-shaped session on the Responses door keeps DeepSeek's prefix cache
-hitting, as measured by the fake's cache model, and the prefix-break detector agrees that no turn broke the prefix.
+"""Issue 14 through the real server: every door's agent session keeps DeepSeek's prefix cache hitting, as measured
+by the fake's cache model, and the prefix-break detector agrees that no turn broke the prefix.
 
-The session is the benchmark's (bench/cache_session.py: the captured Codex prompt and tools, exec_command /
-apply_patch / answer, reasoning replayed through encrypted_content, a mid-conversation developer message and a
-resume that renames the leading items), shortened."""
+The sessions are the benchmark's (bench/cache_doors.py, shortened): Codex on the Responses door (the captured prompt
+and tools, reasoning replayed through encrypted_content, a developer steer, a resume that renames the leading items),
+Claude Code on the Messages door (the billing header with a per-request nonce, thinking blocks, tool_use /
+tool_result, a moving cache_control marker, a system-entry steer, a title side call, a resume with a new session
+id), Gemini CLI on the Gemini door (thought signatures, a resume that replaces them with the skip marker) and a Chat
+agent loop on the Chat door."""
 
 from __future__ import annotations
 
 from itertools import pairwise
 
-from bench.cache_session import SessionPlan, run_proxy_session, scripted_reply
+import pytest
+
+from bench.cache_doors import DOORS
+from bench.cache_session import SessionPlan, drive, is_side_call, scripted_replies
 from deepseek_proxy.core.prefix import PrefixTracker
 from tests.fakes.fake_deepseek import CACHE_UNIT_TOKENS
 
 
-def test_each_upstream_prompt_hits_everything_the_previous_one_cached(proxy, upstream):
-    plan = SessionPlan(calls=8, steer_at=5, resume_at=7)
-    upstream.script(*(scripted_reply(call) for call in range(1, plan.calls + 1)))
-    run_proxy_session(lambda: proxy.base_url, lambda: None, plan)
+@pytest.mark.parametrize("door", DOORS, ids=lambda door: door.key)
+def test_each_upstream_prompt_hits_everything_the_previous_one_cached(door, proxy, upstream):
+    plan = SessionPlan(calls=8, steer_at=5, resume_at=7, switch_at=0, switch_back_at=0)
+    upstream.script(*[scripted_replies(door.tools)] * (plan.calls + 2))  # one callable: it counts the steps
+    drive(door.proxy_session(lambda: proxy.base_url, lambda: None), plan, door.tools, steer_text=door.steer_text,
+          switches=False)
 
-    records = upstream.chat_requests
-    assert [r.rejection for r in records] == [None] * plan.calls
+    assert [r.rejection for r in upstream.chat_requests] == [None] * len(upstream.chat_requests)
+    records = [r for r in upstream.chat_requests if not is_side_call(r.body)]
+    assert len(records) == plan.calls
     assert records[0].cache_hit_tokens == 0
     for previous, current in pairwise(records):
         whole_blocks = previous.prompt_tokens // CACHE_UNIT_TOKENS * CACHE_UNIT_TOKENS
         assert current.cache_hit_tokens >= whole_blocks > 0
 
     tracker = PrefixTracker()
-    assert [tracker.observe("codex", r.body) for r in records] == [None] * plan.calls
-    # the steer went upstream in place, as a system message after the conversation so far
+    assert [tracker.observe(door.key, r.body) for r in records] == [None] * plan.calls
+    # the steer went upstream in place: after the conversation so far, not moved to the front
     steered = records[plan.steer_at - 1].body["messages"]
-    assert steered[0]["role"] == "system" and any(
-        m["role"] == "system" and "<steer>" in (m.get("content") or "") for m in steered[3:])
+    where = [i for i, m in enumerate(steered) if door.steer_text in (m.get("content") or "")]
+    assert where and where[0] > [i for i, m in enumerate(steered) if m["role"] == "assistant"][0]

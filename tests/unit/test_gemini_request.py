@@ -259,6 +259,27 @@ def test_skipped_signature_falls_back_to_the_reasoning_cache_then_the_repair():
     assert "reasoning_content" not in translate(body, cache=cache, repair="off").body["messages"][1]
 
 
+def test_a_text_answer_resumed_without_its_signature_keeps_the_prefix_byte_for_byte():
+    """Gemini CLI's --resume replaces every earlier thoughtSignature with the skip marker, those of turns that
+    answered in text too; their reasoning comes back from the cache, so the resumed prompt is the cached one."""
+    cache = ReasoningCache()
+    tool_map = translate({"contents": [user("q")], "tools": TOOLS}).tool_map
+    stream = _reply([_delta(reasoning_content="Say hi."), _delta(content="Hi"), _delta(content=" there.")], tool_map)
+    for key, reasoning in stream.reasoning_entries():
+        cache.put(key, reasoning)
+    signature = encode_signature(CODEC, "Say hi.")  # what the stream put on the reply's first text part
+    live = [user("q"), model_turn({"text": "Hi there.", "thoughtSignature": signature}), user("next")]
+    resumed = [user("q"), model_turn({"text": "Hi there.", "thoughtSignature": SKIP_SIGNATURE}), user("next")]
+    before = translate({"contents": live, "tools": TOOLS}, cache=cache)
+    after = translate({"contents": resumed, "tools": TOOLS}, cache=cache)
+    assert before.body["messages"][1]["reasoning_content"] == "Say hi."
+    assert dumps(after.body["messages"]) == dumps(before.body["messages"])
+    assert after.repaired_turns == [1]
+    # another text is another turn: nothing restored (no reasoning is better than a wrong one)
+    other = [user("q"), model_turn({"text": "Hello.", "thoughtSignature": SKIP_SIGNATURE}), user("next")]
+    assert "reasoning_content" not in translate({"contents": other, "tools": TOOLS}, cache=cache).body["messages"][1]
+
+
 def test_thought_parts_are_dropped_but_their_text_is_the_reasoning_when_no_signature_is_ours():
     history = [user("q"), model_turn({"text": "pondering", "thought": True}, {"text": "answer"}), user("more")]
     chat = translate({"contents": history}, repair="always")
