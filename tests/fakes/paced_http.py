@@ -1,4 +1,5 @@
-"""A raw HTTP/1.1 server on loopback that answers every request with the same parts, each after its own pause.
+"""Raw HTTP/1.1 servers on loopback: `LoopbackHTTPServer` reads one request per connection and lets a subclass write
+the reply byte for byte; `PacedHTTPServer` answers every request with the same parts, each after its own pause.
 
 For the body framings the fake DeepSeek does not produce on purpose (sized, gzip-compressed, close-delimited),
 with silences in between; and for noticing when the client closes the connection while the server is silent.
@@ -12,16 +13,15 @@ import threading
 import time
 
 
-class PacedHTTPServer:
-    def __init__(self, parts: list[tuple[float, bytes]]):
-        """`parts`: (seconds to wait first, bytes to send); the connection is closed after the last part."""
-        self.parts = parts
+class LoopbackHTTPServer:
+    """Accepts connections on 127.0.0.1, reads one request from each (head and sized body) and hands the connection
+    to `_reply`, which writes whatever bytes the test needs; the connection is closed after it returns."""
+
+    def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
         self.base_url = f"http://127.0.0.1:{self.port}"
         self.requests = 0
-        self.client_closed = threading.Event()  # the client hung up before the reply was over
-        self.client_closed_at: float | None = None
         threading.Thread(target=self._serve, daemon=True).start()
 
     def _serve(self) -> None:
@@ -29,7 +29,7 @@ class PacedHTTPServer:
             try:
                 connection, _ = self.listener.accept()
             except OSError:
-                return
+                return  # close()d
             threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
 
     def _answer(self, connection: socket.socket) -> None:
@@ -46,14 +46,32 @@ class PacedHTTPServer:
             while len(rest) < length:
                 rest += connection.recv(65536)
             self.requests += 1
-            for pause, part in self.parts:
-                if self._wait_or_client_gone(connection, pause):
-                    return
-                try:
-                    connection.sendall(part)
-                except OSError:
-                    self._gone()
-                    return
+            self._reply(connection)
+
+    def _reply(self, connection: socket.socket) -> None:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        self.listener.close()
+
+
+class PacedHTTPServer(LoopbackHTTPServer):
+    def __init__(self, parts: list[tuple[float, bytes]]):
+        """`parts`: (seconds to wait first, bytes to send); the connection is closed after the last part."""
+        self.parts = parts
+        self.client_closed = threading.Event()  # the client hung up before the reply was over
+        self.client_closed_at: float | None = None
+        super().__init__()
+
+    def _reply(self, connection: socket.socket) -> None:
+        for pause, part in self.parts:
+            if self._wait_or_client_gone(connection, pause):
+                return
+            try:
+                connection.sendall(part)
+            except OSError:
+                self._gone()
+                return
 
     def _wait_or_client_gone(self, connection: socket.socket, pause: float) -> bool:
         deadline = time.monotonic() + pause
@@ -75,9 +93,6 @@ class PacedHTTPServer:
     def _gone(self) -> None:
         self.client_closed_at = time.monotonic()
         self.client_closed.set()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def sse_events(*chunks: dict, done: bool = True) -> bytes:
