@@ -6,25 +6,23 @@ checked on every stream."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import anthropic
 import pytest
 import requests
-from anthropic.types import RawMessageStreamEvent
-from anthropic.types.beta import BetaMessage, BetaRawMessageStreamEvent
+from anthropic.types.beta import BetaMessage
 from anthropic.types.beta_error_response import BetaErrorResponse
-from pydantic import BaseModel, Field, TypeAdapter
 
+from tests.anthropic_events import check_lifecycle, no_extra, validate_event
 from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
 from tests.fakes.fake_deepseek import (
     REASONING_CONTENT_REQUIRED,
     THINKING_BLOCK_REQUIRED,
     Reply,
 )
+from tests.sse_frames import sse
 
-BETA_EVENT = TypeAdapter(Annotated[BetaRawMessageStreamEvent, Field(discriminator="type")])
-PLAIN_EVENT = TypeAdapter(Annotated[RawMessageStreamEvent, Field(discriminator="type")])
 TOOLS = [{"name": "Bash", "description": "Run a shell command.",
           "input_schema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
                            "properties": {"command": {"type": "string"}}, "required": ["command"],
@@ -35,62 +33,6 @@ OVERFLOW = ("This model's maximum context length is 131072 tokens. However, you 
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _no_extra(model: Any, path: str) -> None:
-    if isinstance(model, BaseModel):
-        assert not (model.model_extra or {}), f"{path} has fields the SDK does not know: {sorted(model.model_extra)}"
-        for name in type(model).model_fields:
-            _no_extra(getattr(model, name), f"{path}.{name}")
-    elif isinstance(model, (list, tuple)):
-        for i, value in enumerate(model):
-            _no_extra(value, f"{path}[{i}]")
-
-
-def validate_event(event: dict) -> None:
-    if event["type"] == "ping":
-        assert event == {"type": "ping"}
-    elif event["type"] == "error":
-        _no_extra(BetaErrorResponse.model_validate(event), "error")
-    else:
-        for adapter in (BETA_EVENT, PLAIN_EVENT):
-            _no_extra(adapter.validate_python(event), event["type"])
-
-
-def check_lifecycle(events: list[dict]) -> None:
-    """start → deltas → stop for every block, one block open at a time, thinking signed before its stop."""
-    assert events[0]["type"] == "message_start"
-    open_index, count, kinds, signed = None, 0, {}, set()
-    for event in events[1:]:
-        kind = event["type"]
-        if kind == "content_block_start":
-            assert open_index is None and event["index"] == count
-            open_index, count = event["index"], count + 1
-            kinds[open_index] = event["content_block"]["type"]
-        elif kind == "content_block_delta":
-            assert event["index"] == open_index
-            if event["delta"]["type"] == "signature_delta":
-                signed.add(open_index)
-        elif kind == "content_block_stop":
-            assert event["index"] == open_index
-            assert kinds[open_index] != "thinking" or open_index in signed
-            open_index = None
-        elif kind in ("message_delta", "message_stop"):
-            assert open_index is None
-
-
-def sse(response: requests.Response) -> list[tuple[str | None, dict]]:
-    events, name, data = [], None, []
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if data:
-                events.append((name, json.loads("\n".join(data))))
-            name, data = None, []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-    return events
 
 
 def strict_stream(base_url: str, body: dict, path: str = "/v1/messages?beta=true", **headers) -> list[dict]:
@@ -256,7 +198,7 @@ def test_count_tokens_is_honest_and_grows(proxy):
 
 def _error(response: requests.Response) -> dict:
     body = response.json()
-    _no_extra(BetaErrorResponse.model_validate(body), "error")
+    no_extra(BetaErrorResponse.model_validate(body), "error")
     assert body["type"] == "error"
     return body["error"]
 

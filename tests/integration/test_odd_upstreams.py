@@ -14,7 +14,7 @@ import pytest
 import requests
 
 from tests.fakes.paced_http import LoopbackHTTPServer
-from tests.integration.test_responses_api import sse
+from tests.sse_frames import sse
 
 MODEL = "deepseek-v4-pro"
 
