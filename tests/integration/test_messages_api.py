@@ -61,6 +61,10 @@ def user(text: str) -> dict:
     return {"role": "user", "content": text}
 
 
+def tool_result(call_id: str, output: str) -> dict:
+    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": output}]}
+
+
 # ---- the basics ---------------------------------------------------------------------------------------------------
 
 
@@ -136,23 +140,31 @@ def test_claude_code_request_translates_and_billing_block_dropped(proxy, upstrea
 # ---- thinking round trip ------------------------------------------------------------------------------------------
 
 
+def ask_with_tools(client: anthropic.Anthropic, messages: list[dict]):
+    """Claude Code's agent turn: the Bash tool offered, adaptive thinking on."""
+    return client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
+                                  thinking={"type": "adaptive"}, messages=messages)
+
+
+def assistant_sent_upstream(upstream) -> dict:
+    return next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
+
+
 def test_thinking_round_trip_signature_carries_reasoning_upstream(proxy, upstream):
     client = sdk(proxy)
     upstream.script(Reply.tool_calls([("Bash", {"command": "echo hi"})], reasoning="Secret plan: echo."),
                     Reply.text("It printed hi."))
-    first = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                   thinking={"type": "adaptive"}, messages=[user("Say hi via bash")])
+    first = ask_with_tools(client, [user("Say hi via bash")])
     thinking, call = first.content[0], first.content[-1]
     assert thinking.type == "thinking" and call.type == "tool_use"
     history = [user("Say hi via bash"),
                {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "hi"}]}]
+               tool_result(call.id, "hi")]
     # A client that shows the thinking differently: the signature we issued is what counts.
     history[1]["content"][0]["thinking"] = "(edited by the client)"
-    second = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                    thinking={"type": "adaptive"}, messages=history)
+    second = ask_with_tools(client, history)
     assert second.content[-1].text == "It printed hi."
-    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
+    assistant = assistant_sent_upstream(upstream)
     assert assistant["reasoning_content"] == "Secret plan: echo."
     assert assistant["tool_calls"][0]["id"] == call.id
     assert upstream.rejections == []
@@ -162,16 +174,11 @@ def test_history_without_thinking_is_repaired_from_the_cache(proxy, upstream):
     client = sdk(proxy)
     upstream.script(Reply.tool_calls([("Bash", {"command": "date"})], reasoning="Check the clock."),
                     Reply.text("It is today."))
-    first = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                   thinking={"type": "adaptive"}, messages=[user("time?")])
-    call = first.content[-1]
+    call = ask_with_tools(client, [user("time?")]).content[-1]
     # A resumed session / model switch: the assistant turn comes back without its thinking block.
-    history = [user("time?"), {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Tue"}]}]
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                           thinking={"type": "adaptive"}, messages=history)
-    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
-    assert assistant["reasoning_content"] == "Check the clock."
+    ask_with_tools(client, [user("time?"), {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+                            tool_result(call.id, "Tue")])
+    assert assistant_sent_upstream(upstream)["reasoning_content"] == "Check the clock."
     assert REASONING_CONTENT_REQUIRED not in (upstream.chat_requests[-1].error_message or "")
     assert upstream.rejections == []
 
@@ -294,7 +301,7 @@ def test_bad_json_and_deep_nesting_are_400s_in_anthropic_format(proxy, upstream)
     # Deep inside a tool call's input (no depth check there): the encoder refuses it, the door's handler says 400.
     history = [user("hi"), {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
                                                                "input": {"deep": deep}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}]
+               tool_result("toolu_1", "x")]
     response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": history, "tools": TOOLS})
     assert response.status_code == 400, response.text
     error = _error(response)
@@ -370,7 +377,7 @@ def test_passthrough_stream_is_byte_for_byte_and_repairs_thinking(start_proxy, u
     # Next turn without the thinking block (a resumed session): the proxy puts the reasoning back.
     history = [user("where?"), {"role": "assistant", "content": [{"type": "tool_use", "id": call["id"],
                                                                    "name": "Bash", "input": {"command": "pwd"}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "/root"}]}]
+               tool_result(call["id"], "/root")]
     response = post(proxy, {**body, "messages": history})
     assert response.status_code == 200, response.text
     assert response.json()["content"][-1]["text"] == "You are home."
@@ -383,7 +390,7 @@ def test_passthrough_without_repair_gets_deepseeks_400(start_proxy, upstream):
     proxy = start_proxy(upstream.base_url, PASSTHROUGH_CONFIG + '[claude]\nthinking_repair = "off"\n')
     history = [user("where?"), {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
                                                                    "name": "Bash", "input": {}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "/"}]}]
+               tool_result("toolu_1", "/")]
     response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 100, "tools": TOOLS,
                             "thinking": {"type": "adaptive"}, "messages": history})
     assert response.status_code == 400
