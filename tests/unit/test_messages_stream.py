@@ -18,8 +18,6 @@ from anthropic.lib.streaming._messages import accumulate_event
 from anthropic.types import Message
 from anthropic.types.beta import BetaMessage
 
-from deepseek_proxy.config import default_models
-from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.messages_request import (
     REASONING_PLACEHOLDER,
     UNPARSED_ARGUMENTS,
@@ -27,22 +25,23 @@ from deepseek_proxy.translate.messages_request import (
     translate_messages_request,
 )
 from deepseek_proxy.translate.messages_stream import MessagesStream, encode_sse
-from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
+from deepseek_proxy.translate.reasoning import ReasoningCache
 from deepseek_proxy.translate.tools import ToolMap, flat_tool_name
-from deepseek_proxy.upstream.profiles import profile_named
 from tests.anthropic_events import PLAIN_EVENT, check_lifecycle, no_extra, validate_event
-from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
+from tests.conftest import CLAUDE_FIXTURES
 from tests.fakes.fake_deepseek import (
-    DeepSeekRules,
     Reply,
     _Turn,
     completion_body,
     stream_events,
 )
+from tests.unit.request_translation import (
+    CODEC,
+    DEEPSEEK,
+    PRO,
+    check_with_deepseek_rules,
+)
 
-CODEC = ReasoningCodec(b"unit-test-secret")
-DEEPSEEK = profile_named("deepseek")
-PRO = default_models()["deepseek-v4-pro"]
 MCP_NAME = "mcp__server.with.dots__a_tool_whose_name_is_far_too_long_for_a_chat_completions_upstream"
 CLAUDE_TOOLS = json.loads((CLAUDE_FIXTURES / "p_default_turn1.json").read_text())["body"]["tools"] + [
     {"name": MCP_NAME, "input_schema": {"type": "object"}}]
@@ -62,10 +61,6 @@ def accumulate(events: list[dict]) -> Message:
                                     json_bufs=json_bufs)
     assert snapshot is not None
     return snapshot
-
-
-def check_with_deepseek_rules(chat_body: dict) -> dict:
-    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
 
 
 def counter_ids():
