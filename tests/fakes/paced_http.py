@@ -1,5 +1,4 @@
-"""Raw HTTP/1.1 servers on loopback: `LoopbackHTTPServer` reads one request per connection and lets a subclass write
-the reply byte for byte; `PacedHTTPServer` answers every request with the same parts, each after its own pause.
+"""A raw HTTP/1.1 server on loopback that answers every request with the same parts, each after its own pause.
 
 For the body framings the fake DeepSeek does not produce on purpose (sized, gzip-compressed, close-delimited),
 with silences in between; and for noticing when the client closes the connection while the server is silent.
@@ -12,47 +11,7 @@ import socket
 import threading
 import time
 
-
-class LoopbackHTTPServer:
-    """Accepts connections on 127.0.0.1, reads one request from each (head and sized body) and hands the connection
-    to `_reply`, which writes whatever bytes the test needs; the connection is closed after it returns."""
-
-    def __init__(self) -> None:
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.requests = 0
-        threading.Thread(target=self._serve, daemon=True).start()
-
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return  # close()d
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection: socket.socket) -> None:
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                received = connection.recv(65536)
-                if not received:
-                    return
-                data += received
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(rest) < length:
-                rest += connection.recv(65536)
-            self.requests += 1
-            self._reply(connection)
-
-    def _reply(self, connection: socket.socket) -> None:
-        raise NotImplementedError
-
-    def close(self) -> None:
-        self.listener.close()
+from tests.fakes.loopback_http import LoopbackHTTPServer
 
 
 class PacedHTTPServer(LoopbackHTTPServer):

@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable
 import pytest
 import requests
 
-from tests.fakes.paced_http import LoopbackHTTPServer
+from tests.fakes.loopback_http import LoopbackHTTPServer
 from tests.sse_frames import sse
 
 MODEL = "deepseek-v4-pro"
