@@ -9,8 +9,11 @@ import requests
 
 def sse(response: requests.Response) -> list[tuple[str | None, dict]]:
     """(event line, parsed data) pairs, in order."""
-    events, name, data = [], None, []
+    events: list[tuple[str | None, dict]] = []
+    name: str | None = None
+    data: list[str] = []
     for line in response.iter_lines(decode_unicode=True):
+        assert isinstance(line, str)
         if line == "":
             if data:
                 events.append((name, json.loads("\n".join(data))))

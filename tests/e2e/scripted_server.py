@@ -12,11 +12,10 @@ import json
 import threading
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import TYPE_CHECKING, Any
+from typing import Any, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
-if TYPE_CHECKING:
-    from typing import Self
+Server = TypeVar("Server", bound="ScriptedServer")
 
 
 @dataclass
@@ -86,7 +85,7 @@ class ScriptedServer:
     def root_url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def __enter__(self) -> Self:
+    def __enter__(self: Server) -> Server:
         self._thread.start()
         return self
 
