@@ -18,8 +18,7 @@ PLAIN_EVENT = TypeAdapter(Annotated[RawMessageStreamEvent, Field(discriminator="
 def no_extra(model: Any, path: str) -> None:
     """`model` (an SDK model, or a list of them) and everything in it has only fields the SDK knows."""
     if isinstance(model, BaseModel):
-        extra = model.model_extra or {}
-        assert not extra, f"{path} has fields the SDK does not know: {sorted(extra)}"
+        assert not model.model_extra, f"{path} has fields the SDK does not know: {sorted(model.model_extra or {})}"
         for name in type(model).model_fields:
             no_extra(getattr(model, name), f"{path}.{name}")
     elif isinstance(model, (list, tuple)):
