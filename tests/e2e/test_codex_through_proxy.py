@@ -10,14 +10,7 @@ from __future__ import annotations
 
 import pytest
 
-from tests.e2e.codex_on_proxy import (
-    assert_codex_ran_the_tools,
-    assert_upstream_got_the_whole_history,
-    diagnostics,
-    proxy_codex_home,
-    run_in_new_project,
-    script_tool_run,
-)
+from tests.e2e import codex_on_proxy as tool_run
 
 pytestmark = pytest.mark.e2e
 
@@ -27,11 +20,11 @@ pytestmark = pytest.mark.e2e
 # word for word from encrypted_content. The reasoning_text path (no summary asked) is covered by
 # tests/integration/test_responses_api.py.
 def test_codex_runs_tools_through_the_proxy_with_reasoning_replayed(proxy, upstream, work):
-    script_tool_run(upstream)
-    codex_home = proxy_codex_home(proxy, work)
+    tool_run.script_tool_run(upstream)
+    codex_home = tool_run.proxy_codex_home(proxy, work)
 
-    project, result = run_in_new_project(codex_home, work, "create hello.txt", timeout=180)
+    project, result = tool_run.run_in_new_project(codex_home, work, "create hello.txt", timeout=180)
 
-    explained = diagnostics(result, proxy.log())
-    assert_codex_ran_the_tools(result, project, explained)
-    assert_upstream_got_the_whole_history(upstream, explained)
+    explained = tool_run.diagnostics(result, proxy.log())
+    tool_run.assert_codex_ran_the_tools(result, project, explained)
+    tool_run.assert_upstream_got_the_whole_history(upstream, explained)

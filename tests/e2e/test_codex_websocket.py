@@ -10,14 +10,7 @@ import re
 
 import pytest
 
-from tests.e2e.codex_on_proxy import (
-    assert_codex_ran_the_tools,
-    assert_upstream_got_the_whole_history,
-    diagnostics,
-    proxy_codex_home,
-    run_in_new_project,
-    script_tool_run,
-)
+from tests.e2e import codex_on_proxy as tool_run
 
 pytestmark = pytest.mark.e2e
 
@@ -26,18 +19,18 @@ FRAME_LINE = re.compile(r"WS response\.create frame=(\d+)B input_items=(\d+) new
 
 
 def test_codex_over_websocket_sends_only_new_items_and_the_upstream_gets_the_full_history(proxy, upstream, work):
-    script_tool_run(upstream)
-    codex_home = proxy_codex_home(proxy, work)
+    tool_run.script_tool_run(upstream)
+    codex_home = tool_run.proxy_codex_home(proxy, work)
     config = codex_home / "config.toml"
     config.write_text(config.read_text().replace('wire_api = "responses"\n',
                                                  'wire_api = "responses"\nsupports_websockets = true\n', 1))
     log_start = len(proxy.log())
 
-    project, result = run_in_new_project(codex_home, work, "create hello.txt", timeout=180)
+    project, result = tool_run.run_in_new_project(codex_home, work, "create hello.txt", timeout=180)
 
     log = proxy.log()[log_start:]
-    explained = diagnostics(result, log)
-    assert_codex_ran_the_tools(result, project, explained)
+    explained = tool_run.diagnostics(result, log)
+    tool_run.assert_codex_ran_the_tools(result, project, explained)
 
     # The transport: every request went over the socket (no fallback to HTTP), warm-up first.
     assert "POST /v1/responses" not in log, explained
@@ -58,4 +51,4 @@ def test_codex_over_websocket_sends_only_new_items_and_the_upstream_gets_the_ful
     assert abs(third_size - second_size) < 1000, frames
 
     # The upstream: exactly the HTTP e2e's assertions.
-    assert_upstream_got_the_whole_history(upstream, explained)
+    tool_run.assert_upstream_got_the_whole_history(upstream, explained)
