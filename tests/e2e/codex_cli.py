@@ -18,11 +18,12 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import uuid
 from collections.abc import Mapping
 from pathlib import Path
+
+from tests.e2e.cli_process import npm_launcher, run_in_own_group
 
 try:  # Python 3.11+
     import tomllib
@@ -62,10 +63,7 @@ class CodexMissing(RuntimeError):
 
 def codex_binary() -> Path:
     """Path of the pinned Codex launcher; raises CodexMissing with the install command if absent."""
-    path = E2E_DIR / "node_modules" / ".bin" / "codex"
-    if not path.exists():
-        raise CodexMissing(INSTALL_HINT)
-    return path
+    return npm_launcher("codex", CodexMissing(INSTALL_HINT))
 
 
 def new_work_dir(name: str) -> Path:
@@ -173,23 +171,8 @@ def run_codex(
     The npm launcher (node) spawns the native binary; on timeout the whole process group is killed so
     no orphaned ``codex`` keeps running (``subprocess.run`` would only kill node).
     """
-    proc = subprocess.Popen(
-        [str(codex_binary()), *args],
-        cwd=str(cwd) if cwd else None,
-        env=codex_env(codex_home, env_extra),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise subprocess.TimeoutExpired(proc.args, timeout, output=stdout, stderr=stderr) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return run_in_own_group([str(codex_binary()), *args], cwd=cwd, env=codex_env(codex_home, env_extra),
+                            timeout=timeout)
 
 
 def run_codex_exec(

@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.e2e.cli_process import npm_launcher, run_in_own_group
 
 E2E_DIR = Path(__file__).resolve().parent
 GEMINI_PACKAGE = "@google/gemini-cli"
@@ -45,10 +46,7 @@ class GeminiMissing(RuntimeError):
 
 
 def gemini_binary() -> Path:
-    launcher = E2E_DIR / "node_modules" / ".bin" / "gemini"
-    if not launcher.exists():
-        raise GeminiMissing(INSTALL_HINT)
-    return launcher
+    return npm_launcher("gemini", GeminiMissing(INSTALL_HINT))
 
 
 @dataclass
@@ -100,14 +98,5 @@ def run_gemini_print(home: GeminiHome, prompt: str, *, base_url: str, model: str
     """``gemini -p PROMPT --yolo [-m MODEL]`` in ``home.workdir`` with stdin closed; the process group is killed on
     timeout (it runs tools as child processes)."""
     args = [str(gemini_binary()), "-p", prompt, "--yolo", *(["-m", model] if model else []), *(extra_args or [])]
-    proc = subprocess.Popen(args, cwd=str(home.workdir), env=gemini_env(home, base_url=base_url,
-                                                                       https_proxy=https_proxy, extra=env_extra),
-                            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise subprocess.TimeoutExpired(proc.args, timeout, output=stdout, stderr=stderr) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return run_in_own_group(args, cwd=home.workdir, timeout=timeout,
+                            env=gemini_env(home, base_url=base_url, https_proxy=https_proxy, extra=env_extra))

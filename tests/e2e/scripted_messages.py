@@ -1,6 +1,6 @@
 """A scripted stand-in for an Anthropic Messages server, on 127.0.0.1, for driving the real Claude Code.
 
-It records every request (method, path, query, headers, JSON body) and answers what Claude Code 2.1.197 calls
+It records every request (method, path, query, headers, JSON body; ``scripted_server``) and answers what Claude Code 2.1.197 calls
 (see CLIENTS.md and ``tests/fixtures/claude-code/``):
 
 * ``HEAD /`` and ``GET /`` -- the start-up preconnect probe: 200, empty.
@@ -26,10 +26,10 @@ import socket
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import TYPE_CHECKING
-from urllib.parse import parse_qs, urlsplit
+
+from tests.e2e.scripted_server import Recorded, RecordingHandler, ScriptedServer
 
 if TYPE_CHECKING:
     from typing import Self
@@ -43,16 +43,7 @@ TOOL_TURN_COMMAND = "echo hi > out.txt"  # what TOOL_TURN_SSE runs with Bash
 SIDE_TEXT = '{"title": "Scripted session"}'  # answers a session-title request (a JSON object, as asked)
 
 # A reply is SSE bytes, or a callable that picks one from the request being answered.
-Reply = bytes | Callable[["Recorded"], bytes]
-
-
-@dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: object | None
+Reply = bytes | Callable[[Recorded], bytes]
 
 
 def is_agent_request(rec: Recorded) -> bool:
@@ -146,15 +137,43 @@ def message_from_sse(raw: bytes) -> dict:
 
 # ------------------------------------------------------------------------------------------- the server
 
-class _QuietServer(ThreadingHTTPServer):
-    daemon_threads = True
+class _Handler(RecordingHandler):
+    outer: ScriptedMessages
 
-    def handle_error(self, request, client_address) -> None:  # a client hanging up is not a test failure
-        pass
+    def _not_found(self, rec: Recorded) -> None:
+        error = {"type": "error", "error": {"type": "not_found_error",
+                                            "message": f"scripted server: no route {rec.method} {rec.path}"}}
+        self.send(404, "application/json", json.dumps(error).encode())
+
+    def do_HEAD(self) -> None:
+        self.record(None)
+        self.send(200, "text/plain", b"", head=True)
+
+    def do_GET(self) -> None:
+        rec = self.record(None)
+        if rec.path.rstrip("/") in ("", "/anthropic"):
+            self.send(200, "text/plain", b"ok")
+        else:
+            self._not_found(rec)
+
+    def do_POST(self) -> None:
+        raw, body = self.read_body()
+        rec = self.record(body)
+        if rec.path.endswith("/v1/messages/count_tokens"):
+            # ~4 bytes a token: enough for a client that only displays it.
+            self.send(200, "application/json", json.dumps({"input_tokens": max(1, len(raw) // 4)}).encode())
+        elif rec.path.endswith("/v1/messages"):
+            sse = self.outer._next_reply(rec)
+            if isinstance(body, dict) and body.get("stream"):
+                self.send(200, "text/event-stream", sse)
+            else:
+                self.send(200, "application/json", json.dumps(message_from_sse(sse)).encode())
+        else:
+            self._not_found(rec)
 
 
 @dataclass
-class ScriptedMessages:
+class ScriptedMessages(ScriptedServer):
     """``with ScriptedMessages() as srv: srv.base_url`` -> ``http://127.0.0.1:PORT`` (ANTHROPIC_BASE_URL).
 
     ``script``: the replies to successive ``POST /v1/messages`` that carry tools; the last one repeats once the
@@ -164,20 +183,15 @@ class ScriptedMessages:
     script: list[Reply] = field(default_factory=default_script)
     side_reply: Reply = field(default_factory=lambda: sse_text(SIDE_TEXT))
     requests: list[Recorded] = field(default_factory=list)
+    handler = _Handler
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
         self._answered = 0
-        self._server = _QuietServer(("127.0.0.1", 0), self._handler_class())
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
+        self._open()
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return self.root_url
 
     def messages_requests(self) -> list[Recorded]:
         """Every ``POST …/v1/messages`` (not count_tokens), in arrival order."""
@@ -187,14 +201,6 @@ class ScriptedMessages:
         """The ``POST …/v1/messages`` that carry tools: the ones the script answers."""
         return [r for r in self.messages_requests() if is_agent_request(r)]
 
-    def __enter__(self) -> Self:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
     def _next_reply(self, rec: Recorded) -> bytes:
         if not is_agent_request(rec):
             reply = self.side_reply
@@ -203,69 +209,6 @@ class ScriptedMessages:
             reply = self.script[min(self._answered, len(self.script) - 1)]
             self._answered += 1
         return reply(rec) if callable(reply) else reply
-
-    def _handler_class(self):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
-            def _record(self, body: object | None) -> Recorded:
-                url = urlsplit(self.path)
-                rec = Recorded(self.command, url.path, parse_qs(url.query),
-                               {k.lower(): v for k, v in self.headers.items()}, body)
-                with outer._lock:
-                    outer.requests.append(rec)
-                return rec
-
-            def _send(self, status: int, ctype: str, payload: bytes, *, head: bool = False) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                if not head:
-                    self.wfile.write(payload)
-
-            def _not_found(self, rec: Recorded) -> None:
-                error = {"type": "error", "error": {"type": "not_found_error",
-                                                    "message": f"scripted server: no route {rec.method} {rec.path}"}}
-                self._send(404, "application/json", json.dumps(error).encode())
-
-            def do_HEAD(self) -> None:
-                self._record(None)
-                self._send(200, "text/plain", b"", head=True)
-
-            def do_GET(self) -> None:
-                rec = self._record(None)
-                if rec.path.rstrip("/") in ("", "/anthropic"):
-                    self._send(200, "text/plain", b"ok")
-                else:
-                    self._not_found(rec)
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode("utf-8", "replace")
-                rec = self._record(body)
-                if rec.path.endswith("/v1/messages/count_tokens"):
-                    # ~4 bytes a token: enough for a client that only displays it.
-                    self._send(200, "application/json", json.dumps({"input_tokens": max(1, len(raw) // 4)}).encode())
-                elif rec.path.endswith("/v1/messages"):
-                    sse = outer._next_reply(rec)
-                    if isinstance(body, dict) and body.get("stream"):
-                        self._send(200, "text/event-stream", sse)
-                    else:
-                        self._send(200, "application/json", json.dumps(message_from_sse(sse)).encode())
-                else:
-                    self._not_found(rec)
-
-        return Handler
 
 
 # ------------------------------------------------------------------------------------- the refusing proxy

@@ -8,48 +8,48 @@ serve a model catalog at a path so ``model_catalog_url`` can be exercised withou
 from __future__ import annotations
 
 import json
-import threading
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+
+from tests.e2e.scripted_server import Recorded, RecordingHandler, ScriptedServer
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures" / "codex"
 FINAL_MESSAGE_SSE = FIXTURES / "normal" / "turn3_response.sse"
 FINAL_MESSAGE_TEXT = "Done. Created hello.txt and out.txt."
+NOT_FOUND = b'{"error":{"message":"not found"}}'
+
+
+class _Handler(RecordingHandler):
+    outer: ScriptedResponses
+
+    def do_GET(self) -> None:
+        rec = self.record(None)
+        if self.outer.catalog is not None and rec.path == self.outer.catalog_path:
+            self.send(200, "application/json", json.dumps(self.outer.catalog).encode())
+        else:
+            self.send(404, "application/json", NOT_FOUND)
+
+    def do_POST(self) -> None:
+        _, body = self.read_body()
+        rec = self.record(body)
+        if rec.path.endswith("/responses"):
+            self.send(200, "text/event-stream", self.outer.sse)
+        else:
+            self.send(404, "application/json", NOT_FOUND)
 
 
 @dataclass
-class Recorded:
-    method: str
-    path: str
-    query: dict[str, list[str]]
-    headers: dict[str, str]  # lower-cased names
-    body: object | None
-
-
-@dataclass
-class ScriptedResponses:
+class ScriptedResponses(ScriptedServer):
     """``with ScriptedResponses() as srv: srv.base_url`` -> ``http://127.0.0.1:PORT/v1``."""
 
     sse: bytes = field(default_factory=lambda: FINAL_MESSAGE_SSE.read_bytes())
     catalog: dict | None = None
     catalog_path: str = "/v1/codex/models.json"
     requests: list[Recorded] = field(default_factory=list)
+    handler = _Handler
 
     def __post_init__(self) -> None:
-        self._lock = threading.Lock()
-        self._server = ThreadingHTTPServer(("127.0.0.1", 0), self._handler_class())
-        self._server.daemon_threads = True
-        self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
-
-    @property
-    def port(self) -> int:
-        return self._server.server_address[1]
-
-    @property
-    def root_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        self._open()
 
     @property
     def base_url(self) -> str:
@@ -61,65 +61,3 @@ class ScriptedResponses:
 
     def responses_requests(self) -> list[Recorded]:
         return [r for r in self.requests if r.method == "POST" and r.path.endswith("/responses")]
-
-    def __enter__(self) -> ScriptedResponses:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-
-    def _record(self, rec: Recorded) -> None:
-        with self._lock:
-            self.requests.append(rec)
-
-    def _handler_class(self):
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def log_message(self, *args) -> None:  # keep test output quiet
-                pass
-
-            def _recorded(self, body: object | None) -> Recorded:
-                url = urlsplit(self.path)
-                rec = Recorded(
-                    method=self.command,
-                    path=url.path,
-                    query=parse_qs(url.query),
-                    headers={k.lower(): v for k, v in self.headers.items()},
-                    body=body,
-                )
-                outer._record(rec)
-                return rec
-
-            def _send(self, status: int, ctype: str, payload: bytes) -> None:
-                self.send_response(status)
-                self.send_header("content-type", ctype)
-                self.send_header("content-length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def do_GET(self) -> None:
-                rec = self._recorded(None)
-                if outer.catalog is not None and rec.path == outer.catalog_path:
-                    self._send(200, "application/json", json.dumps(outer.catalog).encode())
-                else:
-                    self._send(404, "application/json", b'{"error":{"message":"not found"}}')
-
-            def do_POST(self) -> None:
-                length = int(self.headers.get("content-length") or 0)
-                raw = self.rfile.read(length) if length else b""
-                try:
-                    body = json.loads(raw) if raw else None
-                except ValueError:
-                    body = raw.decode("utf-8", "replace")
-                rec = self._recorded(body)
-                if rec.path.endswith("/responses"):
-                    self._send(200, "text/event-stream", outer.sse)
-                else:
-                    self._send(404, "application/json", b'{"error":{"message":"not found"}}')
-
-        return Handler

@@ -7,12 +7,9 @@ ONE request and shows DeepSeek's own message. Codex's retries are left on here (
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
-from tests.conftest import CODEX_FIXTURES
-from tests.e2e.codex_cli import make_codex_home, run_codex_exec
+from tests.e2e.codex_on_proxy import diagnostics, proxy_codex_home, run_in_new_project
 from tests.fakes.fake_deepseek import Reply
 
 pytestmark = pytest.mark.e2e
@@ -24,19 +21,15 @@ pytestmark = pytest.mark.e2e
 ])
 def test_codex_stops_after_one_request_and_shows_the_upstreams_message(proxy, upstream, work, status, message):
     upstream.script(*[Reply.error(status, message)] * 10)
-    catalog = json.loads((CODEX_FIXTURES / "config" / "model_catalog_deepseek.json").read_text())
-    codex_home = make_codex_home(work, base_url=proxy.base_url + "/v1", model="deepseek-v4-pro",
-                                 env_key="DEEPSEEK_PROXY_KEY", catalog=catalog, max_retries=3)
-    project = work / "project"
-    project.mkdir()
+    codex_home = proxy_codex_home(proxy, work, max_retries=3)
 
-    result = run_codex_exec(codex_home, project, "say hi", env_key_value="unused-by-the-proxy", timeout=120)
+    _, result = run_in_new_project(codex_home, work, "say hi")
 
-    diagnostics = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}\nproxy log:\n{proxy.log()[-3000:]}"
-    assert result.returncode != 0, diagnostics
-    assert len(upstream.chat_requests) == 1, diagnostics
-    assert message in result.stderr + result.stdout, diagnostics
-    assert "Reconnecting" not in result.stderr, diagnostics
+    explained = diagnostics(result, proxy.log())
+    assert result.returncode != 0, explained
+    assert len(upstream.chat_requests) == 1, explained
+    assert message in result.stderr + result.stdout, explained
+    assert "Reconnecting" not in result.stderr, explained
 
 
 CDN_PAGE = (b"<!DOCTYPE html>\n<html><head><title>502 Bad Gateway | corp-proxy</title></head>\n"
@@ -52,18 +45,13 @@ def test_an_html_error_page_reaches_codex_as_one_readable_line(start_proxy, work
                             b"Connection: close\r\n\r\n%b" % (len(CDN_PAGE), CDN_PAGE), replies_per_connection=1)
     try:
         proxy = start_proxy(page.base_url)
-        catalog = json.loads((CODEX_FIXTURES / "config" / "model_catalog_deepseek.json").read_text())
-        codex_home = make_codex_home(work, base_url=proxy.base_url + "/v1", model="deepseek-v4-pro",
-                                     env_key="DEEPSEEK_PROXY_KEY", catalog=catalog, max_retries=0)
-        project = work / "project"
-        project.mkdir()
-        result = run_codex_exec(codex_home, project, "say hi", env_key_value="unused-by-the-proxy", timeout=120)
+        _, result = run_in_new_project(proxy_codex_home(proxy, work, max_retries=0), work, "say hi")
     finally:
         page.close()
     output = result.stdout + result.stderr
-    diagnostics = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}\nproxy log:\n{proxy.log()[-3000:]}"
-    assert result.returncode != 0, diagnostics
-    assert "502 Bad Gateway | corp-proxy" in output, diagnostics
-    assert "<html" not in output and "<title>" not in output and "<center>" not in output, diagnostics
+    explained = diagnostics(result, proxy.log())
+    assert result.returncode != 0, explained
+    assert "502 Bad Gateway | corp-proxy" in output, explained
+    assert "<html" not in output and "<title>" not in output and "<center>" not in output, explained
     shown = [line for line in output.splitlines() if "corp-proxy" in line]
-    assert shown and all(len(line) < 400 for line in shown), diagnostics
+    assert shown and all(len(line) < 400 for line in shown), explained

@@ -6,15 +6,11 @@ included. What the proxy got is read from its log lines (`WS response.create fra
 
 from __future__ import annotations
 
-import json
 import re
 
 import pytest
 
-from tests.conftest import CODEX_FIXTURES
-from tests.e2e.codex_cli import make_codex_home, run_codex_exec
-from tests.e2e.test_codex_through_proxy import PATCH, REASONING
-from tests.fakes.fake_deepseek import Reply
+from tests.e2e import codex_on_proxy as tool_run
 
 pytestmark = pytest.mark.e2e
 
@@ -23,36 +19,24 @@ FRAME_LINE = re.compile(r"WS response\.create frame=(\d+)B input_items=(\d+) new
 
 
 def test_codex_over_websocket_sends_only_new_items_and_the_upstream_gets_the_full_history(proxy, upstream, work):
-    upstream.script(
-        Reply.tool_calls([("exec_command", {"cmd": "echo hi > out.txt && cat out.txt"})], reasoning=REASONING[0]),
-        Reply.tool_calls([("apply_patch", {"input": PATCH})], reasoning=REASONING[1], split_arguments=5),
-        Reply.text("Created hello.txt and out.txt.", reasoning=REASONING[2]),
-    )
-    catalog = json.loads((CODEX_FIXTURES / "config" / "model_catalog_deepseek.json").read_text())
-    codex_home = make_codex_home(work, base_url=proxy.base_url + "/v1", model="deepseek-v4-pro",
-                                 env_key="DEEPSEEK_PROXY_KEY", catalog=catalog)
+    tool_run.script_tool_run(upstream)
+    codex_home = tool_run.proxy_codex_home(proxy, work)
     config = codex_home / "config.toml"
     config.write_text(config.read_text().replace('wire_api = "responses"\n',
                                                  'wire_api = "responses"\nsupports_websockets = true\n', 1))
-    project = work / "project"
-    project.mkdir()
     log_start = len(proxy.log())
 
-    result = run_codex_exec(codex_home, project, "create hello.txt", env_key_value="unused-by-the-proxy",
-                            timeout=180)
+    project, result = tool_run.run_in_new_project(codex_home, work, "create hello.txt", timeout=180)
 
     log = proxy.log()[log_start:]
-    diagnostics = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-4000:]}\nproxy log:\n{log[-4000:]}"
-    assert result.returncode == 0, diagnostics
-    assert (project / "hello.txt").read_text() == "hello from deepseek\n", diagnostics
-    assert (project / "out.txt").read_text() == "hi\n", diagnostics
-    assert "Created hello.txt and out.txt." in result.stdout
+    explained = tool_run.diagnostics(result, log)
+    tool_run.assert_codex_ran_the_tools(result, project, explained)
 
     # The transport: every request went over the socket (no fallback to HTTP), warm-up first.
-    assert "POST /v1/responses" not in log, diagnostics
+    assert "POST /v1/responses" not in log, explained
     frames = [(int(size), int(total), int(new), previous, generate == "True")
               for size, total, new, previous, generate in FRAME_LINE.findall(log)]
-    assert len(frames) == 4, diagnostics  # the warm-up, then one request per model call
+    assert len(frames) == 4, explained  # the warm-up, then one request per model call
     warm_up, *turns = frames
     assert warm_up[4] is False and warm_up[3] == "-"
     for _size, total, new, previous, generate in turns:
@@ -67,18 +51,4 @@ def test_codex_over_websocket_sends_only_new_items_and_the_upstream_gets_the_ful
     assert abs(third_size - second_size) < 1000, frames
 
     # The upstream: exactly the HTTP e2e's assertions.
-    assert upstream.rejections == [], diagnostics
-    chats = [r.body for r in upstream.chat_requests]
-    assert len(chats) == 3
-    first, second, third = chats
-    assert first["thinking"] == {"type": "enabled"}
-    assert any(t["function"]["name"] == "apply_patch" for t in first["tools"]), "freeform tool offered"
-    for request, expected in ((second, REASONING[:1]), (third, REASONING[:2])):
-        turns_with_calls = [m for m in request["messages"] if m["role"] == "assistant" and m.get("tool_calls")]
-        assert [m["reasoning_content"] for m in turns_with_calls] == expected
-    assert third["messages"][: len(second["messages"])] == second["messages"]
-    assert second["messages"][: len(first["messages"])] == first["messages"]
-    patch_call = next(m for m in third["messages"] if m.get("tool_calls") and
-                      m["tool_calls"][0]["function"]["name"] == "apply_patch")
-    answer = third["messages"][third["messages"].index(patch_call) + 1]
-    assert answer["role"] == "tool" and answer["tool_call_id"] == patch_call["tool_calls"][0]["id"]
+    tool_run.assert_upstream_got_the_whole_history(upstream, explained)

@@ -48,6 +48,12 @@ class Scene:
         code = run_doctor(self.config, codex_home=self.home, out=out, env=env)
         return code, out.getvalue()
 
+    def doctor_fails(self, **env_changes: str | None) -> dict[str, tuple[str, str | None]]:
+        """Doctor exits 1: its failed checks, {name: (message, fix)}."""
+        code, out = self.doctor(**env_changes)
+        assert code == 1, out
+        return failed(out)
+
     def edit_codex_config(self, old: str, new: str) -> None:
         path = self.home / "config.toml"
         text = path.read_text()
@@ -92,6 +98,14 @@ def make_scene(work: Path, config_path: Path, *, port: int, upstream_url: str, c
         out = io.StringIO()
         assert run_setup(config, codex_home=scene.home, dry_run=False, out=out, env=env) == 0, out.getvalue()
     return scene
+
+
+def scene_without_proxy(work: Path, upstream_url: str, *, port: int | None = None, **options) -> Scene:
+    """A set-up whose proxy is not running: an empty `work/proxy.toml`, a free port unless `port` is given."""
+    config_path = work / "proxy.toml"
+    config_path.write_text("")
+    return make_scene(work, config_path, port=free_port() if port is None else port, upstream_url=upstream_url,
+                      **options)
 
 
 @pytest.fixture
@@ -139,23 +153,19 @@ def test_proxy_url_with_nothing_behind_it(work, upstream):
                        catalog_setup=False)
     port = free_port()
     scene.config = scene.config.reached_at(f"http://127.0.0.1:{port}/v1")
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["proxy"]
+    message, fix = scene.doctor_fails()["proxy"]
     assert message == f"Nothing answers at http://127.0.0.1:{port} (--proxy-url)."
     assert fix == "check that URL and that the proxy behind it is running"  # not "deepseek-proxy serve"
 
 
 def test_proxy_not_listening(work, upstream):
-    config_path = work / "proxy.toml"
-    config_path.write_text("")
-    scene = make_scene(work, config_path, port=free_port(), upstream_url=upstream.base_url)  # nothing listens
+    scene = scene_without_proxy(work, upstream.base_url)  # nothing listens
     code, out = scene.doctor()
     assert code == 1
     fails = failed(out)
     message, fix = fails["proxy"]
     assert "Nothing answers at http://127.0.0.1:" in message and "not running" in message
-    assert fix == f"deepseek-proxy --config {config_path} serve"
+    assert fix == f"deepseek-proxy --config {work / 'proxy.toml'} serve"
     # the upstream is still checked, directly, and is fine
     assert ("ok", ) == tuple(r[0] for r in results(out)["upstream deepseek"])
     assert "checked directly" in out
@@ -164,69 +174,50 @@ def test_proxy_not_listening(work, upstream):
 
 def test_something_else_on_the_port(work, upstream):
     # the fake DeepSeek is an HTTP server without /healthz: "another program is listening"
-    config_path = work / "proxy.toml"
-    config_path.write_text("")
     port = int(upstream.base_url.rsplit(":", 1)[1].split("/")[0])
-    scene = make_scene(work, config_path, port=port, upstream_url=upstream.base_url, catalog_setup=False)
-    code, out = scene.doctor()
-    assert code == 1
-    assert "another program is listening" in failed(out)["proxy"][0]
+    scene = scene_without_proxy(work, upstream.base_url, port=port, catalog_setup=False)
+    assert "another program is listening" in scene.doctor_fails()["proxy"][0]
 
 
 # --------------------------------------------------------------------------------------------- 2. upstream
 
 def test_upstream_rejects_the_key_checked_through_the_proxy(running):
     scene = running(proxy_env={"DEEPSEEK_API_KEY": "sk-wrong-key-1234"})
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["upstream deepseek"]
+    fails = scene.doctor_fails()
+    message, fix = fails["upstream deepseek"]
     assert "rejected the API key (HTTP 401" in message and "Authentication Fails" in message
     assert fix.startswith("export DEEPSEEK_API_KEY=") and "restart" in fix
-    assert "proxy" not in failed(out)
+    assert "proxy" not in fails
 
 
 def test_upstream_rejects_the_key_checked_directly(work):
     with FakeDeepSeek(api_key="sk-the-right-one") as fake:  # a real server on loopback that says 401
-        config_path = work / "proxy.toml"
-        config_path.write_text("")
-        scene = make_scene(work, config_path, port=free_port(), upstream_url=fake.base_url,
-                           key_env={"DEEPSEEK_API_KEY": "sk-not-the-right-one"})
-        code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["upstream deepseek"]
+        scene = scene_without_proxy(work, fake.base_url, key_env={"DEEPSEEK_API_KEY": "sk-not-the-right-one"})
+        message, fix = scene.doctor_fails()["upstream deepseek"]
     assert f"{fake.base_url} rejected the API key (HTTP 401" in message
     assert fix.startswith("export DEEPSEEK_API_KEY=")
 
 
 def test_upstream_key_not_set(work, upstream):
-    config_path = work / "proxy.toml"
-    config_path.write_text("")
-    scene = make_scene(work, config_path, port=free_port(), upstream_url=upstream.base_url)
-    code, out = scene.doctor(DEEPSEEK_API_KEY=None)
-    assert code == 1
-    message, fix = failed(out)["upstream deepseek"]
+    scene = scene_without_proxy(work, upstream.base_url)
+    message, fix = scene.doctor_fails(DEEPSEEK_API_KEY=None)["upstream deepseek"]
     assert "DEEPSEEK_API_KEY is not set" in message and fix.startswith("export DEEPSEEK_API_KEY=")
 
 
 def test_running_proxy_without_a_key(running):
     """The proxy started without DEEPSEEK_API_KEY: doctor says the proxy itself has none, and the fix `serve` gave."""
     scene = running(proxy_env={"DEEPSEEK_API_KEY": ""})
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["upstream deepseek"]
+    fails = scene.doctor_fails()
+    message, fix = fails["upstream deepseek"]
     assert message.startswith("the proxy has no key for ") and "DEEPSEEK_API_KEY is not set" in message
     assert fix.startswith("export DEEPSEEK_API_KEY=") and f"--config {scene.config.path} serve" in fix
-    assert "proxy" not in failed(out)
+    assert "proxy" not in fails
 
 
 def test_upstream_unreachable(work):
-    config_path = work / "proxy.toml"
-    config_path.write_text("")
     closed = f"http://127.0.0.1:{free_port()}"
-    scene = make_scene(work, config_path, port=free_port(), upstream_url=closed)
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["upstream deepseek"]
+    scene = scene_without_proxy(work, closed)
+    message, fix = scene.doctor_fails()["upstream deepseek"]
     assert f"cannot reach {closed}: connection refused" in message
     assert "upstreams.deepseek.base_url" in fix
 
@@ -235,9 +226,7 @@ def test_upstream_unreachable(work):
 
 def test_codex_not_installed(running):
     scene = running()
-    code, out = scene.doctor(PATH=WITHOUT_CODEX)
-    assert code == 1
-    fails = failed(out)
+    fails = scene.doctor_fails(PATH=WITHOUT_CODEX)
     assert "Codex is not installed" in fails["codex"][0]
     assert fails["codex"][1] == "npm install -g @openai/codex"
     assert "Codex is not installed" in fails["catalog"][0]
@@ -246,9 +235,8 @@ def test_codex_not_installed(running):
 
 def test_codex_bin_variable_pointing_nowhere(running, work):
     scene = running()
-    code, out = scene.doctor(**{catalog_mod.CODEX_BIN_ENV: str(work / "no-such-codex")})
-    assert code == 1
-    assert "is not an executable file" in failed(out)["codex"][0]
+    fails = scene.doctor_fails(**{catalog_mod.CODEX_BIN_ENV: str(work / "no-such-codex")})
+    assert "is not an executable file" in fails["codex"][0]
 
 
 # ------------------------------------------------------------------------------------------ 4. config.toml
@@ -256,9 +244,7 @@ def test_codex_bin_variable_pointing_nowhere(running, work):
 def test_wire_api_chat_in_our_provider(running):
     scene = running()
     scene.edit_codex_config('wire_api = "responses"', 'wire_api = "chat"')
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["config.toml"]
+    message, fix = scene.doctor_fails()["config.toml"]
     assert '[model_providers.deepseek-proxy] has wire_api = "chat"' in message
     assert fix.endswith("codex setup")
 
@@ -268,9 +254,7 @@ def test_wire_api_chat_in_another_provider(running):
     path = scene.home / "config.toml"
     path.write_text(path.read_text() + '\n[model_providers.legacy]\nbase_url = "http://127.0.0.1:9/v1"\n'
                                        'wire_api = "chat"\n')
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["config.toml"]
+    message, fix = scene.doctor_fails()["config.toml"]
     assert "[model_providers.legacy]" in message and "refuses to start" in message
     assert "[model_providers.legacy]" in fix and 'wire_api = "responses"' in fix
 
@@ -278,9 +262,7 @@ def test_wire_api_chat_in_another_provider(running):
 def test_provider_named_openai(running):
     scene = running()
     scene.edit_codex_config('name = "DeepSeek proxy"', 'name = "OpenAI"')
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["config.toml"]
+    message, fix = scene.doctor_fails()["config.toml"]
     assert 'named "OpenAI"' in message and fix.endswith("codex setup")
 
 
@@ -288,18 +270,14 @@ def test_config_toml_missing(running):
     scene = running()
     shutil.rmtree(scene.home)
     scene.home.mkdir()
-    code, out = scene.doctor()
-    assert code == 1
-    fails = failed(out)
+    fails = scene.doctor_fails()
     assert "does not exist" in fails["config.toml"][0] and fails["config.toml"][1].endswith("codex setup")
 
 
 def test_config_toml_broken(running):
     scene = running()
     (scene.home / "config.toml").write_text("[model_providers.x\n")
-    code, out = scene.doctor()
-    assert code == 1
-    assert "is not valid TOML" in failed(out)["config.toml"][0]
+    assert "is not valid TOML" in scene.doctor_fails()["config.toml"][0]
 
 
 def test_profile_missing_and_legacy_profile_table(running):
@@ -307,9 +285,7 @@ def test_profile_missing_and_legacy_profile_table(running):
     (scene.home / "deepseek-v4-flash.config.toml").unlink()
     path = scene.home / "config.toml"
     path.write_text(path.read_text() + '\n[profiles.deepseek-v4-pro]\nmodel = "deepseek-v4-pro"\n')
-    code, out = scene.doctor()
-    assert code == 1
-    fails = failed(out)
+    fails = scene.doctor_fails()
     assert "is missing" in fails["profile deepseek-v4-flash"][0]
     assert "[profiles.deepseek-v4-pro]" in fails["profile deepseek-v4-pro"][0]
 
@@ -318,20 +294,17 @@ def test_profile_without_provider(running):
     scene = running()
     path = scene.home / "deepseek-v4-pro.config.toml"
     path.write_text('model = "deepseek-v4-pro"\n')
-    code, out = scene.doctor()
-    assert code == 1
-    assert "without model_provider Codex uses OpenAI" in failed(out)["profile deepseek-v4-pro"][0]
+    assert "without model_provider Codex uses OpenAI" in scene.doctor_fails()["profile deepseek-v4-pro"][0]
 
 
 def test_codex_key_variable_not_set(running):
     scene = running('[server]\nclient_keys = ["sk-proxy-1"]\n', key_env={"DEEPSEEK_PROXY_KEY": "sk-proxy-1"})
     assert scene.doctor()[0] == 0
-    code, out = scene.doctor(DEEPSEEK_PROXY_KEY=None)
-    assert code == 1
-    message, fix = failed(out)["key"]
+    fails = scene.doctor_fails(DEEPSEEK_PROXY_KEY=None)
+    message, fix = fails["key"]
     assert "DEEPSEEK_PROXY_KEY is not set" in message and fix == "export DEEPSEEK_PROXY_KEY=…"
     # without the key the proxy also refuses the catalog request, and doctor says so
-    assert "HTTP 401" in failed(out)["catalog"][0]
+    assert "HTTP 401" in fails["catalog"][0]
 
 
 # ---------------------------------------------------------------------------------------------- 5. catalog
@@ -339,32 +312,24 @@ def test_codex_key_variable_not_set(running):
 def test_catalog_file_missing(running):
     scene = running('[codex]\ncatalog = "file"\n')
     (scene.home / "deepseek-proxy" / "model_catalog.json").unlink()
-    code, out = scene.doctor()
-    assert code == 1
-    message, fix = failed(out)["catalog"]
+    message, fix = scene.doctor_fails()["catalog"]
     assert "is missing" in message and "Model metadata" in message and fix.endswith("codex setup")
 
 
 def test_catalog_file_that_codex_cannot_parse(running):
     scene = running('[codex]\ncatalog = "file"\n')
     (scene.home / "deepseek-proxy" / "model_catalog.json").write_text('{"models": [{"slug": "x"}]}')
-    code, out = scene.doctor()
-    assert code == 1
-    message, _ = failed(out)["catalog"]
+    message, _ = scene.doctor_fails()["catalog"]
     assert "Codex cannot read the catalog" in message and "missing field" in message
 
 
 def test_catalog_url_not_configured(running):
     scene = running()
     scene.edit_codex_config("model_catalog_url", "# model_catalog_url")
-    code, out = scene.doctor()
-    assert code == 1
-    assert "model_catalog_url is None" in failed(out)["config.toml"][0]
+    assert "model_catalog_url is None" in scene.doctor_fails()["config.toml"][0]
 
 
 def test_catalog_url_when_the_proxy_cannot_build_it(running, work):
     scene = running(proxy_env={catalog_mod.CODEX_BIN_ENV: str(work / "no-codex"), "PATH": "/usr/bin:/bin"})
-    code, out = scene.doctor()
-    assert code == 1
-    message, _ = failed(out)["catalog"]
+    message, _ = scene.doctor_fails()["catalog"]
     assert "HTTP 503" in message and "npm install -g @openai/codex" in message

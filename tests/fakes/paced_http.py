@@ -11,49 +11,26 @@ import socket
 import threading
 import time
 
+from tests.fakes.loopback_http import LoopbackHTTPServer
 
-class PacedHTTPServer:
+
+class PacedHTTPServer(LoopbackHTTPServer):
     def __init__(self, parts: list[tuple[float, bytes]]):
         """`parts`: (seconds to wait first, bytes to send); the connection is closed after the last part."""
         self.parts = parts
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.base_url = f"http://127.0.0.1:{self.port}"
-        self.requests = 0
         self.client_closed = threading.Event()  # the client hung up before the reply was over
         self.client_closed_at: float | None = None
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
+    def _reply(self, connection: socket.socket) -> None:
+        for pause, part in self.parts:
+            if self._wait_or_client_gone(connection, pause):
                 return
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection: socket.socket) -> None:
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                received = connection.recv(65536)
-                if not received:
-                    return
-                data += received
-            head, _, rest = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(rest) < length:
-                rest += connection.recv(65536)
-            self.requests += 1
-            for pause, part in self.parts:
-                if self._wait_or_client_gone(connection, pause):
-                    return
-                try:
-                    connection.sendall(part)
-                except OSError:
-                    self._gone()
-                    return
+            try:
+                connection.sendall(part)
+            except OSError:
+                self._gone()
+                return
 
     def _wait_or_client_gone(self, connection: socket.socket, pause: float) -> bool:
         deadline = time.monotonic() + pause
@@ -75,9 +52,6 @@ class PacedHTTPServer:
     def _gone(self) -> None:
         self.client_closed_at = time.monotonic()
         self.client_closed.set()
-
-    def close(self) -> None:
-        self.listener.close()
 
 
 def sse_events(*chunks: dict, done: bool = True) -> bytes:

@@ -6,25 +6,23 @@ checked on every stream."""
 from __future__ import annotations
 
 import json
-from typing import Annotated, Any
+from typing import Any
 
 import anthropic
 import pytest
 import requests
-from anthropic.types import RawMessageStreamEvent
-from anthropic.types.beta import BetaMessage, BetaRawMessageStreamEvent
+from anthropic.types.beta import BetaMessage
 from anthropic.types.beta_error_response import BetaErrorResponse
-from pydantic import BaseModel, Field, TypeAdapter
 
+from tests.anthropic_events import check_lifecycle, no_extra, validate_event
 from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
 from tests.fakes.fake_deepseek import (
     REASONING_CONTENT_REQUIRED,
     THINKING_BLOCK_REQUIRED,
     Reply,
 )
+from tests.sse_frames import sse
 
-BETA_EVENT = TypeAdapter(Annotated[BetaRawMessageStreamEvent, Field(discriminator="type")])
-PLAIN_EVENT = TypeAdapter(Annotated[RawMessageStreamEvent, Field(discriminator="type")])
 TOOLS = [{"name": "Bash", "description": "Run a shell command.",
           "input_schema": {"$schema": "https://json-schema.org/draft/2020-12/schema", "type": "object",
                            "properties": {"command": {"type": "string"}}, "required": ["command"],
@@ -35,62 +33,6 @@ OVERFLOW = ("This model's maximum context length is 131072 tokens. However, you 
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _no_extra(model: Any, path: str) -> None:
-    if isinstance(model, BaseModel):
-        assert not (model.model_extra or {}), f"{path} has fields the SDK does not know: {sorted(model.model_extra)}"
-        for name in type(model).model_fields:
-            _no_extra(getattr(model, name), f"{path}.{name}")
-    elif isinstance(model, (list, tuple)):
-        for i, value in enumerate(model):
-            _no_extra(value, f"{path}[{i}]")
-
-
-def validate_event(event: dict) -> None:
-    if event["type"] == "ping":
-        assert event == {"type": "ping"}
-    elif event["type"] == "error":
-        _no_extra(BetaErrorResponse.model_validate(event), "error")
-    else:
-        for adapter in (BETA_EVENT, PLAIN_EVENT):
-            _no_extra(adapter.validate_python(event), event["type"])
-
-
-def check_lifecycle(events: list[dict]) -> None:
-    """start → deltas → stop for every block, one block open at a time, thinking signed before its stop."""
-    assert events[0]["type"] == "message_start"
-    open_index, count, kinds, signed = None, 0, {}, set()
-    for event in events[1:]:
-        kind = event["type"]
-        if kind == "content_block_start":
-            assert open_index is None and event["index"] == count
-            open_index, count = event["index"], count + 1
-            kinds[open_index] = event["content_block"]["type"]
-        elif kind == "content_block_delta":
-            assert event["index"] == open_index
-            if event["delta"]["type"] == "signature_delta":
-                signed.add(open_index)
-        elif kind == "content_block_stop":
-            assert event["index"] == open_index
-            assert kinds[open_index] != "thinking" or open_index in signed
-            open_index = None
-        elif kind in ("message_delta", "message_stop"):
-            assert open_index is None
-
-
-def sse(response: requests.Response) -> list[tuple[str | None, dict]]:
-    events, name, data = [], None, []
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if data:
-                events.append((name, json.loads("\n".join(data))))
-            name, data = None, []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-    return events
 
 
 def strict_stream(base_url: str, body: dict, path: str = "/v1/messages?beta=true", **headers) -> list[dict]:
@@ -117,6 +59,10 @@ def claude_body(name: str = "p_default_turn1.json") -> dict:
 
 def user(text: str) -> dict:
     return {"role": "user", "content": text}
+
+
+def tool_result(call_id: str, output: str) -> dict:
+    return {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call_id, "content": output}]}
 
 
 # ---- the basics ---------------------------------------------------------------------------------------------------
@@ -194,23 +140,31 @@ def test_claude_code_request_translates_and_billing_block_dropped(proxy, upstrea
 # ---- thinking round trip ------------------------------------------------------------------------------------------
 
 
+def ask_with_tools(client: anthropic.Anthropic, messages: list[dict]):
+    """Claude Code's agent turn: the Bash tool offered, adaptive thinking on."""
+    return client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
+                                  thinking={"type": "adaptive"}, messages=messages)
+
+
+def assistant_sent_upstream(upstream) -> dict:
+    return next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
+
+
 def test_thinking_round_trip_signature_carries_reasoning_upstream(proxy, upstream):
     client = sdk(proxy)
     upstream.script(Reply.tool_calls([("Bash", {"command": "echo hi"})], reasoning="Secret plan: echo."),
                     Reply.text("It printed hi."))
-    first = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                   thinking={"type": "adaptive"}, messages=[user("Say hi via bash")])
+    first = ask_with_tools(client, [user("Say hi via bash")])
     thinking, call = first.content[0], first.content[-1]
     assert thinking.type == "thinking" and call.type == "tool_use"
     history = [user("Say hi via bash"),
                {"role": "assistant", "content": [b.model_dump(exclude_none=True) for b in first.content]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "hi"}]}]
+               tool_result(call.id, "hi")]
     # A client that shows the thinking differently: the signature we issued is what counts.
     history[1]["content"][0]["thinking"] = "(edited by the client)"
-    second = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                    thinking={"type": "adaptive"}, messages=history)
+    second = ask_with_tools(client, history)
     assert second.content[-1].text == "It printed hi."
-    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
+    assistant = assistant_sent_upstream(upstream)
     assert assistant["reasoning_content"] == "Secret plan: echo."
     assert assistant["tool_calls"][0]["id"] == call.id
     assert upstream.rejections == []
@@ -220,16 +174,11 @@ def test_history_without_thinking_is_repaired_from_the_cache(proxy, upstream):
     client = sdk(proxy)
     upstream.script(Reply.tool_calls([("Bash", {"command": "date"})], reasoning="Check the clock."),
                     Reply.text("It is today."))
-    first = client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                                   thinking={"type": "adaptive"}, messages=[user("time?")])
-    call = first.content[-1]
+    call = ask_with_tools(client, [user("time?")]).content[-1]
     # A resumed session / model switch: the assistant turn comes back without its thinking block.
-    history = [user("time?"), {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call.id, "content": "Tue"}]}]
-    client.messages.create(model="claude-sonnet-4-5", max_tokens=4000, tools=TOOLS,
-                           thinking={"type": "adaptive"}, messages=history)
-    assistant = next(m for m in upstream.chat_requests[-1].body["messages"] if m["role"] == "assistant")
-    assert assistant["reasoning_content"] == "Check the clock."
+    ask_with_tools(client, [user("time?"), {"role": "assistant", "content": [call.model_dump(exclude_none=True)]},
+                            tool_result(call.id, "Tue")])
+    assert assistant_sent_upstream(upstream)["reasoning_content"] == "Check the clock."
     assert REASONING_CONTENT_REQUIRED not in (upstream.chat_requests[-1].error_message or "")
     assert upstream.rejections == []
 
@@ -256,7 +205,7 @@ def test_count_tokens_is_honest_and_grows(proxy):
 
 def _error(response: requests.Response) -> dict:
     body = response.json()
-    _no_extra(BetaErrorResponse.model_validate(body), "error")
+    no_extra(BetaErrorResponse.model_validate(body), "error")
     assert body["type"] == "error"
     return body["error"]
 
@@ -352,7 +301,7 @@ def test_bad_json_and_deep_nesting_are_400s_in_anthropic_format(proxy, upstream)
     # Deep inside a tool call's input (no depth check there): the encoder refuses it, the door's handler says 400.
     history = [user("hi"), {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1", "name": "Bash",
                                                                "input": {"deep": deep}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "x"}]}]
+               tool_result("toolu_1", "x")]
     response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": history, "tools": TOOLS})
     assert response.status_code == 400, response.text
     error = _error(response)
@@ -428,7 +377,7 @@ def test_passthrough_stream_is_byte_for_byte_and_repairs_thinking(start_proxy, u
     # Next turn without the thinking block (a resumed session): the proxy puts the reasoning back.
     history = [user("where?"), {"role": "assistant", "content": [{"type": "tool_use", "id": call["id"],
                                                                    "name": "Bash", "input": {"command": "pwd"}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": call["id"], "content": "/root"}]}]
+               tool_result(call["id"], "/root")]
     response = post(proxy, {**body, "messages": history})
     assert response.status_code == 200, response.text
     assert response.json()["content"][-1]["text"] == "You are home."
@@ -441,7 +390,7 @@ def test_passthrough_without_repair_gets_deepseeks_400(start_proxy, upstream):
     proxy = start_proxy(upstream.base_url, PASSTHROUGH_CONFIG + '[claude]\nthinking_repair = "off"\n')
     history = [user("where?"), {"role": "assistant", "content": [{"type": "tool_use", "id": "toolu_1",
                                                                    "name": "Bash", "input": {}}]},
-               {"role": "user", "content": [{"type": "tool_result", "tool_use_id": "toolu_1", "content": "/"}]}]
+               tool_result("toolu_1", "/")]
     response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 100, "tools": TOOLS,
                             "thinking": {"type": "adaptive"}, "messages": history})
     assert response.status_code == 400

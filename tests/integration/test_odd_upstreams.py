@@ -13,57 +13,31 @@ from collections.abc import Callable, Iterable
 import pytest
 import requests
 
-from tests.integration.test_responses_api import sse
+from tests.fakes.loopback_http import LoopbackHTTPServer
+from tests.sse_frames import sse
 
 MODEL = "deepseek-v4-pro"
 
 
-class RawUpstream:
+class RawUpstream(LoopbackHTTPServer):
     """Answers each request with the bytes `reply()` yields, written piece by piece, then closes the connection.
     Counts the bytes it managed to send and notes when the client hung up first."""
 
     def __init__(self, reply: Callable[[], Iterable[bytes]]):
         self.reply = reply
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.base_url = f"http://127.0.0.1:{self.listener.getsockname()[1]}"
-        self.requests = 0
         self.sent = 0
         self.client_hung_up = threading.Event()
         self.answered = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        super().__init__()
 
-    def _serve(self) -> None:
-        while True:
-            try:
-                connection, _ = self.listener.accept()
-            except OSError:
-                return
-            threading.Thread(target=self._answer, args=(connection,), daemon=True).start()
-
-    def _answer(self, connection: socket.socket) -> None:
-        with connection:
-            data = b""
-            while b"\r\n\r\n" not in data:
-                received = connection.recv(65536)
-                if not received:
-                    return
-                data += received
-            head, _, body = data.partition(b"\r\n\r\n")
-            length = next((int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
-                           if line.lower().startswith(b"content-length:")), 0)
-            while len(body) < length:
-                body += connection.recv(65536)
-            self.requests += 1
-            try:
-                for piece in self.reply():
-                    connection.sendall(piece)
-                    self.sent += len(piece)
-            except OSError:
-                self.client_hung_up.set()
-            self.answered.set()
-
-    def close(self) -> None:
-        self.listener.close()
+    def _reply(self, connection: socket.socket) -> None:
+        try:
+            for piece in self.reply():
+                connection.sendall(piece)
+                self.sent += len(piece)
+        except OSError:
+            self.client_hung_up.set()
+        self.answered.set()
 
 
 @pytest.fixture()

@@ -13,24 +13,10 @@ import requests
 from tests.conftest import FAKE_KEY, codex_fixture
 from tests.fakes.fake_deepseek import Reply
 from tests.integration.strict_events import validate_event, validate_response
+from tests.sse_frames import sse
 
 MODEL = "deepseek-v4-pro"
 PATCH = "*** Begin Patch\n*** Add File: hello.txt\n+hello \"world\"\n*** End Patch\n"
-
-
-def sse(response: requests.Response) -> list[tuple[str | None, dict]]:
-    """(event line, parsed data) pairs, parsed independently of the proxy's own SSE code."""
-    events, name, data = [], None, []
-    for line in response.iter_lines(decode_unicode=True):
-        if line == "":
-            if data:
-                events.append((name, json.loads("\n".join(data))))
-            name, data = None, []
-        elif line.startswith("event:"):
-            name = line[6:].strip()
-        elif line.startswith("data:"):
-            data.append(line[5:].lstrip())
-    return events
 
 
 def post_stream(proxy, body: dict, **kwargs) -> requests.Response:

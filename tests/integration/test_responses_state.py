@@ -18,7 +18,7 @@ from tests.integration.strict_events import (
     validate_open_responses,
     validate_response,
 )
-from tests.integration.test_responses_api import sse
+from tests.sse_frames import sse
 
 MODEL = "deepseek-v4-pro"
 TOOLS = [{"type": "function", "name": "exec_command", "description": "run a command",

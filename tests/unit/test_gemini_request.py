@@ -8,12 +8,11 @@ output. Every translation is also checked by the fake DeepSeek's own rule checke
 from __future__ import annotations
 
 import base64
-import copy
 import json
 
 import pytest
 
-from deepseek_proxy.config import ModelConfig, default_models
+from deepseek_proxy.config import ModelConfig
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.gemini_request import (
@@ -31,19 +30,19 @@ from deepseek_proxy.translate.messages_request import (
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
 from deepseek_proxy.translate.responses_request import IMAGE_PLACEHOLDER, NO_TOOL_OUTPUT
 from deepseek_proxy.translate.tools import flat_tool_name
-from deepseek_proxy.upstream.profiles import profile_named
-from tests.conftest import FAKE_KEY, GEMINI_FIXTURES
-from tests.fakes.fake_deepseek import DeepSeekRules, Rejection
-
-CODEC = ReasoningCodec(b"unit-test-secret")
-DEEPSEEK = profile_named("deepseek")
-MODELS = default_models()
-PRO = MODELS["deepseek-v4-pro"]
-VISION = ModelConfig(id="vision", upstream="local", upstream_model="gpt-vision", images=True, thinking=False)
-REQUEST_FIXTURES = sorted(
-    path.stem for path in GEMINI_FIXTURES.glob("*.json")
-    if isinstance(json.loads(path.read_text()), dict) and "contents" in (json.loads(path.read_text()).get("body") or {})
+from tests.conftest import GEMINI_FIXTURES
+from tests.fakes.fake_deepseek import Rejection
+from tests.unit.request_translation import (
+    CODEC,
+    DEEPSEEK,
+    PRO,
+    VISION,
+    captured_requests_with,
+    check_with_deepseek_rules,
+    translated_untouched,
 )
+
+REQUEST_FIXTURES = captured_requests_with(GEMINI_FIXTURES, "contents")
 PNG = base64.b64encode(b"\x89PNG fake").decode()
 
 
@@ -52,14 +51,7 @@ def fixture_body(name: str) -> dict:
 
 
 def translate(body, model=PRO, profile=DEEPSEEK, cache=None, **kwargs):
-    original = copy.deepcopy(body)
-    chat = translate_gemini_request(body, model, profile, CODEC, cache, **kwargs)
-    assert body == original, "the translator must not modify the client's body"
-    return chat
-
-
-def check_with_deepseek_rules(chat_body: dict) -> dict:
-    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
+    return translated_untouched(translate_gemini_request, body, model, profile, CODEC, cache, **kwargs)
 
 
 def user(*parts) -> dict:

@@ -13,7 +13,6 @@ import json
 
 import pytest
 
-from deepseek_proxy.config import ModelConfig, default_models
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.messages_models import resolve_model
@@ -24,23 +23,26 @@ from deepseek_proxy.translate.messages_request import (
     reasoning_key,
     translate_messages_request,
 )
-from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
+from deepseek_proxy.translate.reasoning import ReasoningCache
 from deepseek_proxy.translate.responses_request import (
     IMAGE_FOLLOWS,
     IMAGE_PLACEHOLDER,
     NO_TOOL_OUTPUT,
 )
 from deepseek_proxy.translate.tools import flat_tool_name
-from deepseek_proxy.upstream.profiles import profile_named
-from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
-from tests.fakes.fake_deepseek import DeepSeekRules
+from tests.conftest import CLAUDE_FIXTURES
+from tests.unit.request_translation import (
+    CODEC,
+    DEEPSEEK,
+    MODELS,
+    OPENAI,
+    PRO,
+    VISION,
+    captured_requests_with,
+    check_with_deepseek_rules,
+    translated_untouched,
+)
 
-CODEC = ReasoningCodec(b"unit-test-secret")
-DEEPSEEK = profile_named("deepseek")
-OPENAI = profile_named("openai")
-MODELS = default_models()
-PRO = MODELS["deepseek-v4-pro"]
-VISION = ModelConfig(id="vision", upstream="local", upstream_model="gpt-vision", images=True, thinking=False)
 BILLING = "x-anthropic-billing-header: cc_version=2.1.197.{suffix}; cc_entrypoint=sdk-cli;"
 
 
@@ -54,21 +56,11 @@ def fixture_body(name: str) -> dict:
     return body
 
 
-MESSAGE_FIXTURES = sorted(
-    path.stem for path in CLAUDE_FIXTURES.glob("*.json")
-    if isinstance(json.loads(path.read_text()), dict) and "messages" in (json.loads(path.read_text()).get("body") or {})
-)
+MESSAGE_FIXTURES = captured_requests_with(CLAUDE_FIXTURES, "messages")
 
 
 def translate(body, model=PRO, profile=DEEPSEEK, cache=None, **kwargs):
-    original = copy.deepcopy(body)
-    chat = translate_messages_request(body, model, profile, CODEC, cache, **kwargs)
-    assert body == original, "the translator must not modify the client's body"
-    return chat
-
-
-def check_with_deepseek_rules(chat_body: dict) -> dict:
-    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
+    return translated_untouched(translate_messages_request, body, model, profile, CODEC, cache, **kwargs)
 
 
 def simple(messages, **extra) -> dict:

@@ -12,17 +12,12 @@ from __future__ import annotations
 
 import itertools
 import json
-from typing import Annotated, Any
 
 import pytest
 from anthropic.lib.streaming._messages import accumulate_event
-from anthropic.types import Message, RawMessageStreamEvent
-from anthropic.types.beta import BetaMessage, BetaRawMessageStreamEvent
-from anthropic.types.beta_error_response import BetaErrorResponse
-from pydantic import BaseModel, Field, TypeAdapter
+from anthropic.types import Message
+from anthropic.types.beta import BetaMessage
 
-from deepseek_proxy.config import default_models
-from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.messages_request import (
     REASONING_PLACEHOLDER,
     UNPARSED_ARGUMENTS,
@@ -30,23 +25,23 @@ from deepseek_proxy.translate.messages_request import (
     translate_messages_request,
 )
 from deepseek_proxy.translate.messages_stream import MessagesStream, encode_sse
-from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
+from deepseek_proxy.translate.reasoning import ReasoningCache
 from deepseek_proxy.translate.tools import ToolMap, flat_tool_name
-from deepseek_proxy.upstream.profiles import profile_named
-from tests.conftest import CLAUDE_FIXTURES, FAKE_KEY
+from tests.anthropic_events import PLAIN_EVENT, check_lifecycle, no_extra, validate_event
+from tests.conftest import CLAUDE_FIXTURES
 from tests.fakes.fake_deepseek import (
-    DeepSeekRules,
     Reply,
     _Turn,
     completion_body,
     stream_events,
 )
+from tests.unit.request_translation import (
+    CODEC,
+    DEEPSEEK,
+    PRO,
+    check_with_deepseek_rules,
+)
 
-CODEC = ReasoningCodec(b"unit-test-secret")
-DEEPSEEK = profile_named("deepseek")
-PRO = default_models()["deepseek-v4-pro"]
-BETA_EVENT = TypeAdapter(Annotated[BetaRawMessageStreamEvent, Field(discriminator="type")])
-PLAIN_EVENT = TypeAdapter(Annotated[RawMessageStreamEvent, Field(discriminator="type")])
 MCP_NAME = "mcp__server.with.dots__a_tool_whose_name_is_far_too_long_for_a_chat_completions_upstream"
 CLAUDE_TOOLS = json.loads((CLAUDE_FIXTURES / "p_default_turn1.json").read_text())["body"]["tools"] + [
     {"name": MCP_NAME, "input_schema": {"type": "object"}}]
@@ -54,57 +49,6 @@ TOOL_MAP: ToolMap = translate_anthropic_tools(CLAUDE_TOOLS, DEEPSEEK)[1]
 
 
 # ---- helpers ------------------------------------------------------------------------------------------------------
-
-
-def _no_extra(model: Any, path: str) -> None:
-    if isinstance(model, BaseModel):
-        assert not (model.model_extra or {}), f"{path} has fields the SDK does not know: {sorted(model.model_extra)}"
-        for name in type(model).model_fields:
-            _no_extra(getattr(model, name), f"{path}.{name}")
-    elif isinstance(model, (list, tuple)):
-        for i, value in enumerate(model):
-            _no_extra(value, f"{path}[{i}]")
-
-
-def validate(event: dict) -> None:
-    if event["type"] == "ping":
-        assert event == {"type": "ping"}
-        return
-    if event["type"] == "error":
-        _no_extra(BetaErrorResponse.model_validate(event), "error")
-        return
-    for adapter in (BETA_EVENT, PLAIN_EVENT):
-        _no_extra(adapter.validate_python(event), event["type"])
-
-
-def check_lifecycle(events: list[dict]) -> None:
-    """The order Claude Code relies on."""
-    assert events[0]["type"] == "message_start"
-    open_index = None
-    seen: list[int] = []
-    kinds: dict[int, str] = {}
-    signed: set[int] = set()
-    for event in events[1:]:
-        kind = event["type"]
-        if kind == "content_block_start":
-            assert open_index is None, "a block started while another was open"
-            assert event["index"] == len(seen), "block indexes count up from 0"
-            open_index = event["index"]
-            seen.append(open_index)
-            kinds[open_index] = event["content_block"]["type"]
-        elif kind == "content_block_delta":
-            assert event["index"] == open_index, "a delta for a block that is not open"
-            if event["delta"]["type"] == "signature_delta":
-                signed.add(open_index)
-        elif kind == "content_block_stop":
-            assert event["index"] == open_index
-            if kinds[open_index] == "thinking":
-                assert open_index in signed, "a thinking block stopped without its signature"
-            open_index = None
-        elif kind in ("message_delta", "message_stop"):
-            assert open_index is None, "the message ended with a block still open"
-    if events[-1]["type"] == "message_stop":
-        assert events[-2]["type"] == "message_delta"
 
 
 def accumulate(events: list[dict]) -> Message:
@@ -117,10 +61,6 @@ def accumulate(events: list[dict]) -> Message:
                                     json_bufs=json_bufs)
     assert snapshot is not None
     return snapshot
-
-
-def check_with_deepseek_rules(chat_body: dict) -> dict:
-    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
 
 
 def counter_ids():
@@ -149,7 +89,7 @@ def run(chunks: list[dict], stream: MessagesStream | None = None) -> tuple[list[
         events += stream.feed(chunk)
     events += stream.finish()
     for event in events:
-        validate(event)
+        validate_event(event)
     check_lifecycle(events)
     return events, stream
 
@@ -157,8 +97,8 @@ def run(chunks: list[dict], stream: MessagesStream | None = None) -> tuple[list[
 def check_message(stream: MessagesStream, events: list[dict]) -> dict:
     """The non-streaming reply validates, and the SDK's accumulator rebuilds it from the events."""
     message = stream.message
-    _no_extra(BetaMessage.model_validate(message), "message")
-    _no_extra(Message.model_validate(message), "message")
+    no_extra(BetaMessage.model_validate(message), "message")
+    no_extra(Message.model_validate(message), "message")
     assert accumulate(events).model_dump(mode="json") == Message.model_validate(message).model_dump(mode="json")
     return message
 
@@ -242,7 +182,7 @@ def test_upstream_out_of_capacity_is_an_overloaded_error_event():
         events += stream.feed(chunk)
     end = stream.finish()
     assert [e["type"] for e in end] == ["error"] and end[0]["error"]["type"] == "overloaded_error"
-    validate(end[0])
+    validate_event(end[0])
     assert stream.message is None and stream.finish() == [] and stream.keepalive() == []
 
 
@@ -255,7 +195,7 @@ def test_keepalive_and_failure_mid_stream():
     assert failed == [{"type": "error", "error": {"type": "api_error",
                                                   "message": "The upstream connection broke mid-reply."}}]
     for event in events + failed:
-        validate(event)
+        validate_event(event)
     assert stream.feed(chunks_of(Reply.text("more"))[1]) == [] and stream.finish() == []
 
 
@@ -266,7 +206,7 @@ def test_replay_of_a_complete_reply_matches_the_stream():
     replayer = new_stream()
     replayed = replayer.start() + replayer.replay(completion_body(reply, upstream_turn))
     for event in replayed:
-        validate(event)
+        validate_event(event)
     check_lifecycle(replayed)
     assert replayer.message == by_chunks.message
     check_message(replayer, replayed)
@@ -276,7 +216,7 @@ def test_unparseable_arguments_reach_the_client_as_they_are():
     reply = Reply.tool_calls([("Bash", '{"command": "ls"')])
     _, stream = run(chunks_of(reply))
     assert stream.message["content"][-1]["input"] == {UNPARSED_ARGUMENTS: '{"command": "ls"'}
-    _no_extra(Message.model_validate(stream.message), "message")
+    no_extra(Message.model_validate(stream.message), "message")
 
 
 def test_an_empty_reply_is_a_valid_message():

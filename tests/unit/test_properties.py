@@ -26,7 +26,7 @@ from deepseek_proxy.translate.responses_request import translate_request
 from deepseek_proxy.translate.responses_stream import ResponseStream
 from deepseek_proxy.upstream.prepare import prepare_request
 from deepseek_proxy.upstream.profiles import profile_named
-from tests.unit.test_responses_request import check_with_deepseek_rules
+from tests.unit.request_translation import check_with_deepseek_rules
 from tests.unit.test_responses_stream import CODEX_TOOLS, check_events, new_stream
 
 CODEC = ReasoningCodec(b"property-test-secret")

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from deepseek_proxy.config import ModelConfig, default_models
+from deepseek_proxy.config import ModelConfig
 from deepseek_proxy.jsonfast import dumps
 from deepseek_proxy.translate.errors import RequestError
 from deepseek_proxy.translate.reasoning import ReasoningCache, ReasoningCodec
@@ -28,16 +28,19 @@ from deepseek_proxy.translate.responses_request import (
 from deepseek_proxy.translate.responses_stream import ResponseStream
 from deepseek_proxy.translate.tools import CUSTOM_INPUT_ARG, ToolOrigin, flat_tool_name, translate_tools
 from deepseek_proxy.upstream.prepare import prepare_request
-from deepseek_proxy.upstream.profiles import profile_named
 from tests.conftest import CODEX_FIXTURES, FAKE_KEY, codex_fixture
 from tests.fakes.fake_deepseek import DeepSeekRules, Rejection
+from tests.unit.request_translation import (
+    CODEC,
+    DEEPSEEK,
+    OPENAI,
+    PRO,
+    VISION,
+    check_with_deepseek_rules,
+    translated_untouched,
+)
 
-CODEC = ReasoningCodec(b"unit-test-secret")
-DEEPSEEK = profile_named("deepseek")
-OPENAI = profile_named("openai")
-PRO = default_models()["deepseek-v4-pro"]
 NO_THINKING = ModelConfig(id="plain", upstream_model="deepseek-v4-flash", thinking=False)
-VISION = ModelConfig(id="vision", upstream="local", upstream_model="gpt-vision", images=True, thinking=False)
 
 REQUEST_FIXTURES = sorted(
     str(path.relative_to(CODEX_FIXTURES))
@@ -49,20 +52,13 @@ MULTI_TURN_DIRS = ["normal", "reasoning_content", "minimal_sse", "view_image"]
 
 def translate(body, model=PRO, profile=DEEPSEEK, cache=None, **kwargs):
     """The door's translation plus the upstream layer's clean-up: exactly what the upstream receives."""
-    original = copy.deepcopy(body)
-    chat = translate_request(body, model, profile, CODEC, **kwargs)
-    assert body == original, "the translator must not modify the client's body"
+    chat = translated_untouched(translate_request, body, model, profile, CODEC, **kwargs)
     chat.body = prepare_request(chat.body, model=model, profile=profile, thinking=chat.thinking, cache=cache)
     return chat
 
 
 def messages_of(body, **kwargs) -> list[dict]:
     return translate(body, **kwargs).body["messages"]
-
-
-def check_with_deepseek_rules(chat_body: dict) -> dict:
-    """The fake DeepSeek's own rule checker, on the exact bytes the proxy would send."""
-    return DeepSeekRules(FAKE_KEY, thinking_default=True).check_chat(dumps(chat_body), "/chat/completions")
 
 
 def user(text: str) -> dict:
