@@ -25,11 +25,12 @@ from __future__ import annotations
 
 import json
 import os
-import signal
 import subprocess
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from tests.e2e.cli_process import run_in_own_group
 
 E2E_DIR = Path(__file__).resolve().parent
 REPO_ROOT = E2E_DIR.parent.parent
@@ -156,23 +157,7 @@ def run_claude(args: list[str], *, env: Mapping[str, str], cwd: Path, timeout: f
     On timeout the whole process group is killed (Claude Code runs tools as child processes) and TimeoutExpired
     carries what was printed so far. ``wrapper`` prefixes the command line (e.g. ``strace …``).
     """
-    proc = subprocess.Popen(
-        [*(wrapper or []), str(claude_binary()), *args],
-        cwd=str(cwd),
-        env=dict(env),
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        stdout, stderr = proc.communicate(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
-        stdout, stderr = proc.communicate()
-        raise subprocess.TimeoutExpired(proc.args, timeout, output=stdout, stderr=stderr) from None
-    return subprocess.CompletedProcess(proc.args, proc.returncode, stdout, stderr)
+    return run_in_own_group([*(wrapper or []), str(claude_binary()), *args], cwd=cwd, env=env, timeout=timeout)
 
 
 def run_claude_print(home: ClaudeHome, prompt: str, *, base_url: str | None = None, api_key: str | None = None,
