@@ -106,6 +106,16 @@ def first_messages_key(chat_body: dict) -> str:
     return "first:" + hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
 
 
+def anthropic_prompt(messages_body: dict) -> dict:
+    """An Anthropic Messages request (the pass-through mode's upstream body) in the Chat form the fingerprint reads:
+    its `system` as one leading system message, its tools, its messages as they are (shallow: nothing copied)."""
+    system = messages_body.get("system")
+    lead = [{"role": "system", "content": system}] if system else []
+    messages = messages_body.get("messages")
+    return {"model": messages_body.get("model"), "tools": messages_body.get("tools") or [],
+            "messages": lead + (messages if isinstance(messages, list) else [])}
+
+
 # --------------------------------------------------------------------------------------------------------------------
 # Fingerprints
 # --------------------------------------------------------------------------------------------------------------------
