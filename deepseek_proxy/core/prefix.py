@@ -37,7 +37,7 @@ import orjson
 
 BLOCK_BYTES = 1024  # ~290 DeepSeek tokens: a 100 KB prompt costs ~800 bytes of block digests
 DIGEST_BYTES = 8
-FIRST_MESSAGES = 2  # the fallback key hashes this many leading conversation (non-system) messages
+FIRST_MESSAGES = 2  # the fallback key hashes at most this many leading user messages
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -98,11 +98,17 @@ def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
 
 
 def first_messages_key(chat_body: dict) -> str:
-    """The fallback: a hash of the model and the first conversation (non-system) messages of the upstream request,
-    usually the client's context and the task. System messages are left out so that a system prompt that changes, or
-    a system message moved to the front, is seen as a break of the same conversation rather than a new one."""
+    """The fallback: a hash of the model and the leading user messages (at most FIRST_MESSAGES) of the upstream
+    request, usually the client's context and the task. Only user messages: the first request of a tool loop has no
+    assistant reply yet, and its key must be the next request's. System messages are left out so that a system prompt
+    that changes, or a system message moved to the front, is seen as a break of the same conversation rather than a
+    new one."""
     messages = [m for m in chat_body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
-    head = [chat_body.get("model"), *messages[:FIRST_MESSAGES]]
+    head: list = [chat_body.get("model")]
+    for message in messages[:FIRST_MESSAGES]:
+        if not (isinstance(message, dict) and message.get("role") == "user"):
+            break
+        head.append(message)
     return "first:" + hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
 
 
@@ -265,7 +271,14 @@ def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | 
             same_blocks += 1
         limit = min(old.part_ends[shared], new.part_ends[shared])  # both have this part: shared < min(parts)
         position = max(start, min(same_blocks * block, limit))
-    return PrefixBreak(position, new.label(shared), old.length)
+    # What changed, by the earlier kind in reading order of the two prompts' parts there: a system message moved to
+    # the front is "system" (the old prompt had a tool there), tools dropped (Codex's compaction request) or added
+    # are "tools" (a message on the other side); otherwise both say the same.
+    what = min(old.label(shared), new.label(shared), key=lambda label: _KIND_ORDER[label.split(" ", 1)[0]])
+    return PrefixBreak(position, what, old.length)
+
+
+_KIND_ORDER = {"system": 0, "tools": 1, "message": 2}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -372,7 +385,12 @@ class PrefixTracker:
                 best_index, best_shared = index, shared
         found = None
         if best_index is not None:
-            found = find_break(threads.pop(best_index), new)
+            found = find_break(threads[best_index], new)
+            if found is None:  # the new prompt continues (or repeats) the thread: it takes the thread's place
+                threads.pop(best_index)
+            # After a break the old prompt stays a thread of its own: the upstream's cache still holds it, and a
+            # later prompt that shares more with it (the turn after Codex's tool-less compaction request shares the
+            # system prompt and tools with the turns before it) is compared with it.
         threads.insert(0, new)
         self.memory.put(key, threads[: self.threads_per_conversation])
         return found

@@ -9,7 +9,8 @@ Chat request as it went upstream (`scope.prompt`, handed over by upstream.chat's
 gate). After the reply, the prompt's fingerprint is compared with the conversation's previous one; a break is one
 WARNING line on the `deepseek_proxy.prefix` logger (request id, door, conversation key, where, lost bytes; never
 message content) and one count in `deepseek_proxy_prefix_breaks_total{door, what}` (+ the lost bytes in
-`deepseek_proxy_prefix_break_lost_bytes_total{door}`).
+`deepseek_proxy_prefix_break_lost_bytes_total{door}`); every comparison counts in
+`deepseek_proxy_prefix_checks_total{door}` (breaks / checks: how often a door's prompts break).
 
 Off the time-to-first-token path: fingerprinting a 1 MB prompt costs a few ms (the README's figure), so under the
 gevent worker it runs in a greenlet of its own, which starts once the request's greenlet waits for the network (its
@@ -36,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 
 from ..core.prefix import LruFingerprints, PrefixBreak, PrefixTracker, StoreFingerprints, first_messages_key
 from .logs import redact_text
-from .metrics import prefix_break
+from .metrics import prefix_break, prefix_checked
 
 if TYPE_CHECKING:
     from ..config import OpsConfig
@@ -112,6 +113,7 @@ class PrefixWatch:
             return None
         try:
             found = self.tracker.observe(conversation, prompt)
+            prefix_checked(door=door)
             if found is not None:
                 self._report(found, request_id=request_id, door=door,
                              conversation=conversation or first_messages_key(prompt))
