@@ -97,8 +97,10 @@ class PrefixWatch:
 
     def after_reply(self, scope: RequestScope) -> None:
         """Compare the scope's upstream prompt with its conversation's last one, soon (see the module docstring)."""
+        if self.tracker is None:
+            return
         prompt = scope.prompt
-        if self.tracker is None or prompt is None:
+        if prompt is None:
             return
         request_id, door, conversation = scope.request_id, scope.door, scope.conversation
 
