@@ -401,3 +401,34 @@ def test_captured_gemini_cli_sessions_do_not_break(proxy, upstream, session):
         sent.append((capture["path"] + ("?alt=sse" if "stream" in capture["path"] else ""), capture["body"],
                      {"x-goog-api-key": "any"}))
     assert replayed_breaks(proxy, "gemini", sent) == []
+
+
+def test_the_websocket_door_keys_by_codexs_session_header_and_sees_a_reordered_tool_list(proxy, upstream):
+    """Codex over WebSocket: the session in the upgrade's `session-id` header, each turn chained by
+    previous_response_id on the connection (the proxy expands it to the whole history upstream)."""
+    from tests.ws_client import WsClient
+
+    session = f"ws-{uuid.uuid4()}"
+    tools = [{"type": "function", **tool} for tool in TOOLS]
+    checks_before, breaks_before = prefix_metrics(proxy)
+    script_tool_loop(upstream, 4)
+    client = WsClient(proxy.port, extra_headers=[(b"session-id", session.encode())])
+    try:
+        previous, items = None, [{"type": "message", "role": "user",
+                                  "content": [{"type": "input_text", "text": f"{session}: {TASK}"}]}]
+        for turn in range(1, 5):
+            client.send({"type": "response.create", "model": "deepseek-v4-pro", "instructions": SYSTEM,
+                         "input": items, "store": False, "previous_response_id": previous,
+                         "tools": tools if turn < 3 else tools[::-1]})
+            events = client.response()
+            assert events[-1]["type"] == "response.completed", events[-1]
+            previous = events[-1]["response"]["id"]
+            items = [{"type": "function_call_output", "call_id": item["call_id"], "output": "done"}
+                     for item in events[-1]["response"]["output"] if item["type"] == "function_call"]
+    finally:
+        client.close()
+    _, breaks = settled(proxy, "responses_ws", checks_before.get("responses_ws", 0), 4)
+    new = {key: value - breaks_before.get(key, 0) for key, value in breaks.items() if value != breaks_before.get(key, 0)}
+    assert new == {("responses_ws", "tools"): 1}
+    [line] = break_lines(proxy, f"responses:{session}")
+    assert "door=responses_ws" in line and " at tools " in line
