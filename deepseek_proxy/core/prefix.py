@@ -57,16 +57,26 @@ def _header(headers: Any, name: str) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
+MAX_KEY_CHARS = 128  # a client's session id longer than this is kept as its hash (keys go to the store and the log)
+
+
+def _key(door: str, session: str) -> str:
+    session = session.strip()
+    if len(session) > MAX_KEY_CHARS:
+        session = "h" + hashlib.blake2b(session.encode("utf-8", "replace"), digest_size=16).hexdigest()
+    return f"{door}:{session}"
+
+
 def responses_conversation_key(body: Any, headers: Any = None) -> str | None:
     """Codex: ``prompt_cache_key`` (its thread id), else its ``session-id`` / ``thread-id`` headers."""
     if isinstance(body, dict):
         key = body.get("prompt_cache_key")
         if isinstance(key, str) and key.strip():
-            return "responses:" + key.strip()
+            return _key("responses", key)
     for name in ("session-id", "thread-id", "session_id"):
         value = _header(headers, name)
         if value:
-            return "responses:" + value
+            return _key("responses", value)
     return None
 
 
@@ -81,9 +91,9 @@ def messages_conversation_key(body: Any, headers: Any = None) -> str | None:
             parsed = None
         session = parsed.get("session_id") if isinstance(parsed, dict) else None
         if isinstance(session, str) and session.strip():
-            return "messages:" + session.strip()
+            return _key("messages", session)
     value = _header(headers, "x-claude-code-session-id")
-    return "messages:" + value if value else None
+    return _key("messages", value) if value else None
 
 
 def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
@@ -93,7 +103,7 @@ def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
         for holder in (body, body.get("request")):
             session = holder.get("session_id") if isinstance(holder, dict) else None
             if isinstance(session, str) and session.strip():
-                return "gemini:" + session.strip()
+                return _key("gemini", session)
     return None
 
 

@@ -181,3 +181,12 @@ def test_log_and_label_values_stay_bounded():
     assert loggable_key("messages:abc\n2026 WARNING forged") == "messages:abc?2026?WARNING?forged"
     assert "sk-" not in loggable_key("responses:sk-abcdefghijklmnop")
     assert len(loggable_key("x" * 1000)) == 120
+
+
+def test_a_huge_session_id_becomes_a_short_key():
+    from deepseek_proxy.core.prefix import messages_conversation_key, responses_conversation_key
+
+    key = responses_conversation_key({"prompt_cache_key": "x" * 100_000})
+    assert key is not None and key.startswith("responses:h") and len(key) < 60
+    assert key == responses_conversation_key({"prompt_cache_key": "x" * 100_000})  # stable
+    assert messages_conversation_key({}, {"x-claude-code-session-id": " abc "}) == "messages:abc"
