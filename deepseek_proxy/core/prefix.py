@@ -124,12 +124,22 @@ def first_messages_key(chat_body: dict) -> str:
 
 def anthropic_prompt(messages_body: dict) -> dict:
     """An Anthropic Messages request (the pass-through mode's upstream body) in the Chat form the fingerprint reads:
-    its `system` as one leading system message, its tools, its messages as they are (shallow: nothing copied)."""
+    its `system` as one leading system message, its tools, its messages, without their ``cache_control`` markers
+    (request metadata, not prompt text: Claude Code moves the marker to the newest block on every turn). A copy:
+    run it after the reply, not before the request."""
     system = messages_body.get("system")
-    lead = [{"role": "system", "content": system}] if system else []
+    lead = [{"role": "system", "content": _unmarked(system)}] if system else []
     messages = messages_body.get("messages")
-    return {"model": messages_body.get("model"), "tools": messages_body.get("tools") or [],
-            "messages": lead + (messages if isinstance(messages, list) else [])}
+    return {"model": messages_body.get("model"), "tools": _unmarked(messages_body.get("tools") or []),
+            "messages": lead + (_unmarked(messages) if isinstance(messages, list) else [])}
+
+
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------------

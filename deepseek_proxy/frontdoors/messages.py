@@ -341,7 +341,7 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                       conversation=messages_conversation_key(body, request.headers))
     except ProxyError as exc:
         return _render(_upstream_error(exc, None))
-    scope.prompt = anthropic_prompt(sent)  # what the prefix-break detector compares, in the Chat form's order
+    scope.prompt = lambda: anthropic_prompt(sent)  # for the prefix-break detector, built after the reply
     try:
         headers = client._headers(bearer_token())  # the same key rules as every other upstream call
     except ProxyError as exc:

@@ -53,6 +53,7 @@ _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 def fallback_conversation(prompt: Any) -> str | None:
     """The key of a request whose client names no conversation: a hash of its first messages (never raises)."""
     try:
+        prompt = prompt() if callable(prompt) else prompt
         return first_messages_key(prompt) if isinstance(prompt, dict) else None
     except Exception:  # an odd body the proxy still sent: no key rather than a failed request
         log.debug("no fallback conversation key", exc_info=True)
@@ -110,11 +111,15 @@ class PrefixWatch:
 
         self._run(later)
 
-    def observe(self, prompt: dict, *, request_id: str, door: str, conversation: str | None) -> PrefixBreak | None:
-        """Now: the break this prompt makes in its conversation (logged and counted), or None. Never raises."""
+    def observe(self, prompt: dict | Callable[[], dict], *, request_id: str, door: str,
+                conversation: str | None) -> PrefixBreak | None:
+        """Now: the break this prompt (or the function that builds it) makes in its conversation (logged and
+        counted), or None. Never raises."""
         if self.tracker is None:
             return None
         try:
+            if callable(prompt):
+                prompt = prompt()
             found = self.tracker.observe(conversation, prompt)
             prefix_checked(door=door)
             if found is not None:

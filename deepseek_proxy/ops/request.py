@@ -22,7 +22,7 @@ core.errors.ErrorKind values, so the door renders a refusal like any other error
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..faults import request_id as request_id_of
@@ -65,7 +65,9 @@ class RequestScope:
         # The source (`env:NAME`, never the key) of the upstream key the reply came from, once one was picked.
         self.upstream_key: str | None = None
         self.conversation = conversation  # the door's key; else the fallback, at finish (module docstring)
-        self.prompt: dict | None = None  # the upstream request (gate: upstream.chat's on_prepared)
+        # The upstream request (gate: upstream.chat's on_prepared), or a function that builds its Chat form after the
+        # reply (the Messages pass-through mode).
+        self.prompt: dict | Callable[[], dict] | None = None
 
     def first_token(self) -> None:
         self.metrics.first_token()

@@ -21,7 +21,6 @@ import pytest
 import requests
 from prometheus_client.parser import text_string_to_metric_families
 
-from bench.cache_session import SessionPlan, run_proxy_session, scripted_reply
 from deepseek_proxy.core.prefix import first_messages_key
 from tests.conftest import ProxyProcess
 from tests.fakes.fake_deepseek import Reply
@@ -176,9 +175,22 @@ class ResponsesDoor(Door):
                                    "output": f"output of {item['call_id']}"})
 
 
+class StreamedResponsesDoor(ResponsesDoor):
+    def send(self, tools: list[dict]) -> None:
+        self.turn += 1
+        body = {**self.body(tools), "stream": True}
+        with requests.post(self.proxy.base_url + self.path(), json=body, timeout=TIMEOUT, stream=True) as response:
+            assert response.status_code == 200, response.text
+            events = [json.loads(line[6:]) for line in response.iter_lines(decode_unicode=True)
+                      if line.startswith("data: ")]
+        assert events[-1]["type"] == "response.completed", events[-1]
+        self.take(events[-1]["response"])
+
+
 class MessagesDoor(Door):
     """Claude Code's shape: the billing block first (its `cch` nonce new on every request), the session in
-    metadata.user_id, thinking blocks replayed with their signatures."""
+    metadata.user_id, thinking blocks replayed with their signatures, a `cache_control` marker on the system prompt
+    and one on the newest block, which moves every turn."""
 
     name = "messages"
     model = "deepseek-v4-pro"
@@ -196,11 +208,12 @@ class MessagesDoor(Door):
     def body(self, tools: list[dict]) -> dict:
         billing = f"x-anthropic-billing-header: cc_version=2.1.197.a1b; cc_entrypoint=cli; cch={uuid.uuid4().hex[:5]};"
         return {"model": self.model, "max_tokens": 4096, "thinking": {"type": "adaptive"},
-                "system": [{"type": "text", "text": billing}, {"type": "text", "text": SYSTEM}],
+                "system": [{"type": "text", "text": billing},
+                           {"type": "text", "text": SYSTEM, "cache_control": {"type": "ephemeral"}}],
                 "metadata": {"user_id": json.dumps({"device_id": "d" * 64, "session_id": self.conversation})},
                 "tools": [{"name": t["name"], "description": t["description"], "input_schema": t["parameters"]}
                           for t in tools],
-                "messages": self.messages}
+                "messages": self.messages[:-1] + [marked(self.messages[-1])]}
 
     def take(self, reply: dict) -> None:
         self.messages.append({"role": "assistant", "content": reply["content"]})
@@ -208,6 +221,12 @@ class MessagesDoor(Door):
                    for block in reply["content"] if block["type"] == "tool_use"]
         if results:
             self.messages.append({"role": "user", "content": results})
+
+
+def marked(message: dict) -> dict:
+    """The message with Claude Code's cache breakpoint on its last block."""
+    *rest, last = message["content"]
+    return {**message, "content": [*rest, {**last, "cache_control": {"type": "ephemeral"}}]}
 
 
 class PassthroughDoor(MessagesDoor):
@@ -294,15 +313,22 @@ def test_an_unchanged_tool_loop_has_no_break(proxy, upstream, kind):
     assert break_lines(proxy, door.key(upstream)) == []
 
 
-def test_a_codex_session_with_reasoning_replay_a_steer_and_a_resume_has_no_break(proxy, upstream):
-    """The benchmark's Codex-shaped session (streamed, reasoning replayed through encrypted_content, a mid-turn
-    developer message, a resume that renames the leading items)."""
+def test_a_streamed_codex_shaped_session_with_a_developer_steer_has_no_break(proxy, upstream):
+    """Codex's way: streamed turns, reasoning replayed through encrypted_content, a developer message in the middle
+    of the conversation (the steer goes upstream in place, after the turns so far)."""
+    door = StreamedResponsesDoor(proxy, f"codex-{uuid.uuid4().hex[:8]}")
     checks_before, breaks_before = prefix_metrics(proxy)
-    plan = SessionPlan(calls=8, steer_at=5, resume_at=7)
-    upstream.script(*(scripted_reply(call) for call in range(1, plan.calls + 1)))
-    run_proxy_session(lambda: proxy.base_url, lambda: None, plan)
-    _, breaks = settled(proxy, "responses", checks_before.get("responses", 0), plan.calls)
+    script_tool_loop(upstream, 5)
+    for turn in range(1, 6):
+        if turn == 3:
+            door.input.append({"type": "message", "role": "developer",
+                               "content": [{"type": "input_text", "text": "<steer>Keep the diff small.</steer>"}]})
+        door.send(TOOLS)
+    _, breaks = settled(proxy, "responses", checks_before.get("responses", 0), 5)
     assert breaks == breaks_before
+    assert break_lines(proxy, door.key(upstream)) == []
+    replayed = upstream.chat_requests[-1].body["messages"]
+    assert sum(1 for m in replayed if m.get("reasoning_content")) == 4  # every earlier turn's reasoning, replayed
 
 
 def test_a_system_message_moved_to_the_front_and_an_edited_tool_result_are_named(proxy, upstream):
