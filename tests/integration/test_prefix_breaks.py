@@ -458,3 +458,27 @@ def test_the_websocket_door_keys_by_codexs_session_header_and_sees_a_reordered_t
     assert new == {("responses_ws", "tools"): 1}
     [line] = break_lines(proxy, f"responses:{session}")
     assert "door=responses_ws" in line and " at tools " in line
+
+
+def test_process_memory_and_detection_off(start_proxy, upstream):
+    """`[cache] prefix_memory = "process"` (one worker: it sees every turn) finds the same break; with
+    `detect_prefix_breaks = false` nothing is compared, counted or logged."""
+    in_process = start_proxy(upstream.base_url, CONFIG + '[cache]\nprefix_memory = "process"\n')
+    door = ChatDoor(in_process, f"process-{uuid.uuid4().hex[:8]}")
+    script_tool_loop(upstream, 3)
+    door.send(TOOLS)
+    door.send(TOOLS)
+    door.send(TOOLS[::-1])
+    _, breaks = settled(in_process, "chat", 0, 3)
+    assert breaks == {("chat", "tools"): 1}
+    assert len(break_lines(in_process, door.key(upstream))) == 1
+
+    off = start_proxy(upstream.base_url, CONFIG + "[cache]\ndetect_prefix_breaks = false\n")
+    door = ChatDoor(off, f"off-{uuid.uuid4().hex[:8]}")
+    script_tool_loop(upstream, 3)
+    door.send(TOOLS)
+    door.send(TOOLS)
+    door.send(TOOLS[::-1])
+    time.sleep(0.5)  # what a greenlet would have needed to report
+    checks, breaks = prefix_metrics(off)
+    assert checks == {} and breaks == {} and "prefix break" not in off.log()
