@@ -463,22 +463,21 @@ def test_the_websocket_door_keys_by_codexs_session_header_and_sees_a_reordered_t
 def test_process_memory_and_detection_off(start_proxy, upstream):
     """`[cache] prefix_memory = "process"` (one worker: it sees every turn) finds the same break; with
     `detect_prefix_breaks = false` nothing is compared, counted or logged."""
+    def reordered_on_turn_3(server) -> ChatDoor:
+        door = ChatDoor(server, f"cache-settings-{uuid.uuid4().hex[:8]}")
+        script_tool_loop(upstream, 3)
+        for tools in (TOOLS, TOOLS, TOOLS[::-1]):
+            door.send(tools)
+        return door
+
     in_process = start_proxy(upstream.base_url, CONFIG + '[cache]\nprefix_memory = "process"\n')
-    door = ChatDoor(in_process, f"process-{uuid.uuid4().hex[:8]}")
-    script_tool_loop(upstream, 3)
-    door.send(TOOLS)
-    door.send(TOOLS)
-    door.send(TOOLS[::-1])
+    door = reordered_on_turn_3(in_process)
     _, breaks = settled(in_process, "chat", 0, 3)
     assert breaks == {("chat", "tools"): 1}
     assert len(break_lines(in_process, door.key(upstream))) == 1
 
     off = start_proxy(upstream.base_url, CONFIG + "[cache]\ndetect_prefix_breaks = false\n")
-    door = ChatDoor(off, f"off-{uuid.uuid4().hex[:8]}")
-    script_tool_loop(upstream, 3)
-    door.send(TOOLS)
-    door.send(TOOLS)
-    door.send(TOOLS[::-1])
+    reordered_on_turn_3(off)
     time.sleep(0.5)  # what a greenlet would have needed to report
     checks, breaks = prefix_metrics(off)
     assert checks == {} and breaks == {} and "prefix break" not in off.log()
