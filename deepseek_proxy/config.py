@@ -198,6 +198,14 @@ class OpsConfig:
     capture_bodies: bool = False  # debugging: keep redacted, size-capped request/response bodies
     capture_dir: str = ""  # default: <state dir>/captures
     capture_max_bytes: int = 64 * 1024
+    # Prefix-break detection (ops/prefix.py): each conversation's last upstream prompt is remembered (a fingerprint)
+    # and a prompt that stops continuing it is logged and counted. `prefix_memory`: "store" (the [store], seen by
+    # every worker) or "process" (each worker's own memory: sees only the turns that worker served).
+    detect_prefix_breaks: bool = True
+    prefix_memory: str = "store"
+
+
+PREFIX_MEMORIES = ("store", "process")
 
 
 @dataclass(frozen=True)
@@ -350,7 +358,7 @@ def load_config(
     where = str(file_path) if raw is not None else "built-in defaults"
     reader = _Reader(raw or {}, where)
     reader.only_keys("", {"server", "upstreams", "models", "codex", "store", "claude", "gemini", "limits", "usage",
-                          "pricing", "metrics", "logs"})
+                          "pricing", "metrics", "logs", "cache"})
 
     server = _server_from(reader, env, overrides or {})
     upstreams = _upstreams_from(reader, env)
@@ -796,6 +804,10 @@ def _ops_from(reader: _Reader) -> OpsConfig:
     reader.only_keys("metrics", {"enabled"})
     reader.only_keys("logs", {"capture_bodies", "capture_dir", "capture_max_kb"})
     reader.only_keys("pricing", {"peak_hours_utc", "models"})
+    reader.only_keys("cache", {"detect_prefix_breaks", "prefix_memory"})
+    prefix_memory = reader.get("cache", "prefix_memory", str, d.prefix_memory)
+    if prefix_memory not in PREFIX_MEMORIES:
+        raise reader.fail("cache.prefix_memory", f"must be one of {', '.join(PREFIX_MEMORIES)}, got {prefix_memory!r}")
     retention = reader.get("usage", "retention_days", (int, float), d.usage_retention_seconds / 86400)
     if retention <= 0:
         raise reader.fail("usage.retention_days", f"must be a positive number, got {retention:g}")
@@ -835,4 +847,6 @@ def _ops_from(reader: _Reader) -> OpsConfig:
         capture_bodies=reader.get("logs", "capture_bodies", bool, d.capture_bodies),
         capture_dir=reader.get("logs", "capture_dir", str, d.capture_dir),
         capture_max_bytes=int(capture_kb * 1024),
+        detect_prefix_breaks=reader.get("cache", "detect_prefix_breaks", bool, d.detect_prefix_breaks),
+        prefix_memory=prefix_memory,
     )

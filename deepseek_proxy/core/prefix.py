@@ -37,7 +37,7 @@ import orjson
 
 BLOCK_BYTES = 1024  # ~290 DeepSeek tokens: a 100 KB prompt costs ~800 bytes of block digests
 DIGEST_BYTES = 8
-FIRST_MESSAGES = 2  # the fallback key hashes this many leading conversation (non-system) messages
+FIRST_MESSAGES = 2  # the fallback key hashes at most this many leading user messages
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -57,16 +57,26 @@ def _header(headers: Any, name: str) -> str | None:
     return value.strip() or None if isinstance(value, str) else None
 
 
+MAX_KEY_CHARS = 128  # a client's session id longer than this is kept as its hash (keys go to the store and the log)
+
+
+def _key(door: str, session: str) -> str:
+    session = session.strip()
+    if len(session) > MAX_KEY_CHARS:
+        session = "h" + hashlib.blake2b(session.encode("utf-8", "replace"), digest_size=16).hexdigest()
+    return f"{door}:{session}"
+
+
 def responses_conversation_key(body: Any, headers: Any = None) -> str | None:
     """Codex: ``prompt_cache_key`` (its thread id), else its ``session-id`` / ``thread-id`` headers."""
     if isinstance(body, dict):
         key = body.get("prompt_cache_key")
         if isinstance(key, str) and key.strip():
-            return "responses:" + key.strip()
+            return _key("responses", key)
     for name in ("session-id", "thread-id", "session_id"):
         value = _header(headers, name)
         if value:
-            return "responses:" + value
+            return _key("responses", value)
     return None
 
 
@@ -81,9 +91,9 @@ def messages_conversation_key(body: Any, headers: Any = None) -> str | None:
             parsed = None
         session = parsed.get("session_id") if isinstance(parsed, dict) else None
         if isinstance(session, str) and session.strip():
-            return "messages:" + session.strip()
+            return _key("messages", session)
     value = _header(headers, "x-claude-code-session-id")
-    return "messages:" + value if value else None
+    return _key("messages", value) if value else None
 
 
 def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
@@ -93,17 +103,43 @@ def gemini_conversation_key(body: Any, headers: Any = None) -> str | None:
         for holder in (body, body.get("request")):
             session = holder.get("session_id") if isinstance(holder, dict) else None
             if isinstance(session, str) and session.strip():
-                return "gemini:" + session.strip()
+                return _key("gemini", session)
     return None
 
 
 def first_messages_key(chat_body: dict) -> str:
-    """The fallback: a hash of the model and the first conversation (non-system) messages of the upstream request,
-    usually the client's context and the task. System messages are left out so that a system prompt that changes, or
-    a system message moved to the front, is seen as a break of the same conversation rather than a new one."""
+    """The fallback: a hash of the model and the leading user messages (at most FIRST_MESSAGES) of the upstream
+    request, usually the client's context and the task. Only user messages: the first request of a tool loop has no
+    assistant reply yet, and its key must be the next request's. System messages are left out so that a system prompt
+    that changes, or a system message moved to the front, is seen as a break of the same conversation rather than a
+    new one."""
     messages = [m for m in chat_body.get("messages") or [] if not (isinstance(m, dict) and m.get("role") == "system")]
-    head = [chat_body.get("model"), *messages[:FIRST_MESSAGES]]
+    head: list = [chat_body.get("model")]
+    for message in messages[:FIRST_MESSAGES]:
+        if not (isinstance(message, dict) and message.get("role") == "user"):
+            break
+        head.append(message)
     return "first:" + hashlib.blake2b(orjson.dumps(head, option=orjson.OPT_SORT_KEYS), digest_size=12).hexdigest()
+
+
+def anthropic_prompt(messages_body: dict) -> dict:
+    """An Anthropic Messages request (the pass-through mode's upstream body) in the Chat form the fingerprint reads:
+    its `system` as one leading system message, its tools, its messages, without their ``cache_control`` markers
+    (request metadata, not prompt text: Claude Code moves the marker to the newest block on every turn). A copy:
+    run it after the reply, not before the request."""
+    system = messages_body.get("system")
+    lead = [{"role": "system", "content": _unmarked(system)}] if system else []
+    messages = messages_body.get("messages")
+    return {"model": messages_body.get("model"), "tools": _unmarked(messages_body.get("tools") or []),
+            "messages": lead + (_unmarked(messages) if isinstance(messages, list) else [])}
+
+
+def _unmarked(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _unmarked(v) for k, v in value.items() if k != "cache_control"}
+    if isinstance(value, list):
+        return [_unmarked(v) for v in value]
+    return value
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -225,15 +261,29 @@ class PrefixBreak:
         return max(0, self.previous_length - self.position)
 
 
+def _common_prefix(a: Any, b: Any, limit: int) -> int:
+    """The length of the longest common prefix of the sequences a and b, at most `limit`: a binary search over
+    slice comparisons, which run in C (a Python loop over a 1 MB prompt's thousand parts costs milliseconds)."""
+    low, high = 0, limit  # a[:low] == b[:low]; the answer is in [low, high]
+    while low < high:
+        middle = (low + high + 1) // 2
+        if a[low:middle] == b[low:middle]:
+            low = middle
+        else:
+            high = middle - 1
+    return low
+
+
 def shared_parts(old: PromptFingerprint, new: PromptFingerprint) -> int:
     """How many leading parts the two prompts have in common (same kind, same bytes)."""
-    count = 0
-    for index in range(min(old.parts, new.parts)):
-        if (old.label(index) != new.label(index) or old.part_ends[index] != new.part_ends[index]
-                or old.part_digest(index) != new.part_digest(index)):
-            break
-        count += 1
-    return count
+    limit = min(old.parts, new.parts)
+    # Same kind: the labels agree up to the first place the leading-system or tool counts differ.
+    if old.lead_systems != new.lead_systems:
+        limit = min(limit, old.lead_systems, new.lead_systems)
+    elif old.tools != new.tools:
+        limit = min(limit, old.lead_systems + min(old.tools, new.tools))
+    limit = _common_prefix(old.part_ends, new.part_ends, limit)
+    return _common_prefix(old.part_digests, new.part_digests, limit * DIGEST_BYTES) // DIGEST_BYTES
 
 
 def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | None:
@@ -255,7 +305,14 @@ def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | 
             same_blocks += 1
         limit = min(old.part_ends[shared], new.part_ends[shared])  # both have this part: shared < min(parts)
         position = max(start, min(same_blocks * block, limit))
-    return PrefixBreak(position, new.label(shared), old.length)
+    # What changed, by the earlier kind in reading order of the two prompts' parts there: a system message moved to
+    # the front is "system" (the old prompt had a tool there), tools dropped (Codex's compaction request) or added
+    # are "tools" (a message on the other side); otherwise both say the same.
+    what = min(old.label(shared), new.label(shared), key=lambda label: _KIND_ORDER[label.split(" ", 1)[0]])
+    return PrefixBreak(position, what, old.length)
+
+
+_KIND_ORDER = {"system": 0, "tools": 1, "message": 2}
 
 
 # --------------------------------------------------------------------------------------------------------------------
@@ -362,7 +419,12 @@ class PrefixTracker:
                 best_index, best_shared = index, shared
         found = None
         if best_index is not None:
-            found = find_break(threads.pop(best_index), new)
+            found = find_break(threads[best_index], new)
+            if found is None:  # the new prompt continues (or repeats) the thread: it takes the thread's place
+                threads.pop(best_index)
+            # After a break the old prompt stays a thread of its own: the upstream's cache still holds it, and a
+            # later prompt that shares more with it (the turn after Codex's tool-less compaction request shares the
+            # system prompt and tools with the turns before it) is compared with it.
         threads.insert(0, new)
         self.memory.put(key, threads[: self.threads_per_conversation])
         return found

@@ -73,6 +73,9 @@ def create_chat_completion() -> Response:
                                 error_fields=openai_type_and_code)
     done = _Completion(gw, door, started, stream)
     try:
+        # No conversation key: Chat Completions names no conversation (`user` and `prompt_cache_key` group a user's
+        # or an app's requests across conversations, whose shared system prompt would read as a break at message 1),
+        # so the prefix-break detector keys the request by a hash of its first messages (core/prefix.py).
         scope = admit("chat", model, stream, bearer_token())  # the key's model, budget and limits (gate.py)
     except ProxyError as exc:
         done.log(exc.status, exc.kind.value)

@@ -7,6 +7,10 @@ request log (issue 12; the parts live in deepseek_proxy/ops/). A door does three
     events = open_chat(client, body, scope=scope, ...)           # or complete_chat(...): the key pool's failover
     relay(events, door, on_end=done, scope=scope)                # first token, touch, usage, finish
 
+`admit(..., conversation=key)` carries the door's conversation key (core/prefix.py) on the scope; open_chat /
+complete_chat keep the request as it went upstream on it (`scope.prompt`), for the prefix-break detector that
+RequestScope.finish runs after a completed reply (ops/prefix.py).
+
 Refusals are neutral `ProxyError`s (the kind an `ops.request.Refused` carries), so each door renders them with its
 own error renderer, in its client's format: OpenAI, Anthropic or Google error bodies, `retry-after` included.
 `open_chat` / `complete_chat` finish the scope when the upstream refuses before the first byte; the relay
@@ -46,13 +50,16 @@ def refusal_error(refusal: Refused) -> ProxyError:
 
 
 def admit(door: str, model: ModelConfig, stream: bool, presented_key: str | None, *, ops: Ops | None = None,
-          environ: dict | None = None) -> RequestScope:
+          environ: dict | None = None, conversation: str | None = None) -> RequestScope:
     """Key, model allow-list, budget and limits for one reply: its scope, or ProxyError (the door renders it).
-    `ops` / `environ` for a caller outside the request's context (a WebSocket message); else the request's."""
+    `ops` / `environ` for a caller outside the request's context (a WebSocket message); else the request's.
+    `conversation`: the conversation key the door read from its client's request (core/prefix.py
+    `*_conversation_key`); None falls back to a hash of the upstream request's first messages."""
     try:
         return begin_request(ops if ops is not None else ops_for(current_app),
                              environ=request.environ if environ is None else environ,
-                             presented_key=presented_key, door=door, model=model, stream=stream)
+                             presented_key=presented_key, door=door, model=model, stream=stream,
+                             conversation=conversation)
     except Refused as refusal:
         raise refusal_error(refusal) from None
 
@@ -73,7 +80,7 @@ def open_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestScope,
     """upstream.chat.open_chat through the upstream's key pool; a refusal before the first byte ends the scope."""
     try:
         return upstream_chat.open_chat(client, chat, keys=key_pool(scope.ops, client), on_key=_on_key(scope),
-                                       **call)
+                                       on_prepared=_on_prepared(scope), **call)
     except ProxyError as exc:
         scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
         raise
@@ -86,7 +93,7 @@ def complete_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestSc
     """upstream.chat.complete_chat through the key pool; the scope ends with the completion's usage."""
     try:
         completion = upstream_chat.complete_chat(client, chat, keys=key_pool(scope.ops, client),
-                                                 on_key=_on_key(scope), **call)
+                                                 on_key=_on_key(scope), on_prepared=_on_prepared(scope), **call)
     except ProxyError as exc:
         scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
         raise
@@ -103,3 +110,12 @@ def _on_key(scope: RequestScope) -> Any:
         scope.upstream_key = source
 
     return chosen
+
+
+def _on_prepared(scope: RequestScope) -> Any:
+    """Keep the request as it goes upstream on the scope: after the reply, RequestScope.finish hands it to the
+    prefix-break detector (ops/prefix.py). Only a reference here: nothing is computed before the first byte."""
+    def sent(prepared: ChatRequest) -> None:
+        scope.prompt = prepared  # type: ignore[assignment]
+
+    return sent

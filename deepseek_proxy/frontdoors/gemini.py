@@ -35,6 +35,7 @@ from werkzeug.exceptions import HTTPException
 from .. import faults
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
+from ..core.prefix import gemini_conversation_key
 from ..jsonfast import dumps
 from ..ops.keys import INVALID, MISSING
 from ..translate.errors import RequestError
@@ -247,7 +248,8 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
                             thinking=chat.thinking, include_thoughts=chat.include_thoughts, sse=sse)
     done = _Completion(gw, door, started, name, model.id, stream)
     try:
-        scope = admit("gemini", model, stream, client_key())  # the key's model, budget and limits (gate.py)
+        scope = admit("gemini", model, stream, client_key(),  # the key's model, budget and limits (gate.py)
+                      conversation=gemini_conversation_key(body, request.headers))
     except ProxyError as exc:
         done.log(exc.status, f"refused: {exc.kind.value}")
         return upstream_error(exc)

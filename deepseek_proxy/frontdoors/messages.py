@@ -37,6 +37,7 @@ from .. import faults
 from ..config import ModelConfig
 from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
+from ..core.prefix import anthropic_prompt, messages_conversation_key
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..ops.keys import INVALID, MISSING
 from ..ops.request import RequestScope
@@ -154,7 +155,8 @@ def create_message() -> Response:
     overflow = _OverflowNumbers(input_tokens=door.input_estimate, max_tokens=chat.body.get("max_tokens", 0),
                                 context_window=model.context_window)
     try:
-        scope = admit("messages", model, stream, bearer_token())  # the key's model, budget and limits (gate.py)
+        scope = admit("messages", model, stream, bearer_token(),  # the key's model, budget and limits (gate.py)
+                      conversation=messages_conversation_key(body, request.headers))
     except ProxyError as exc:
         done.log(exc.status, f"refused: {exc.kind.value}")
         return _render(_upstream_error(exc, None))
@@ -335,9 +337,11 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
                  ",".join(map(str, repaired)))
     sent = {**sent, "model": model.upstream_model or model.id}
     try:  # the same gate as the translating mode: the key's model, budget and limits (gate.py)
-        scope = admit("messages", model, stream, bearer_token())
+        scope = admit("messages", model, stream, bearer_token(),
+                      conversation=messages_conversation_key(body, request.headers))
     except ProxyError as exc:
         return _render(_upstream_error(exc, None))
+    scope.prompt = lambda: anthropic_prompt(sent)  # for the prefix-break detector, built after the reply
     try:
         headers = client._headers(bearer_token())  # the same key rules as every other upstream call
     except ProxyError as exc:

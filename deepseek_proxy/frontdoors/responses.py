@@ -40,6 +40,7 @@ from flask import Blueprint, Response, request
 
 from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
+from ..core.prefix import responses_conversation_key
 from ..jsonfast import dumps
 from ..store import InvalidCursor, StoredResponse, StoreError
 from ..translate.errors import RequestError
@@ -117,7 +118,8 @@ def create_response() -> Response:
                                response_fields=_echo_fields(body, keep), summaries=wants_summaries(body))
     done = _Completion(gw, door, started, stream, context if keep else None)
     try:  # the client key's model, budget and limits (gate.py): a refusal is an HTTP error Codex backs off from
-        scope = admit("responses", model, stream or background, bearer_token())
+        scope = admit("responses", model, stream or background, bearer_token(),
+                      conversation=responses_conversation_key(body, request.headers))
     except ProxyError as exc:
         done.log(exc.status, f"refused: {exc.kind.value}")
         return upstream_error_response(exc)

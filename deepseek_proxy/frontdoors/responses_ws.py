@@ -47,6 +47,7 @@ from collections.abc import Callable, Generator, Iterator
 from typing import Any, cast
 
 from flask import Blueprint, Response, current_app, request
+from werkzeug.datastructures import EnvironHeaders
 from wsproto.connection import Connection, ConnectionState, ConnectionType
 from wsproto.events import BytesMessage, CloseConnection, Ping, TextMessage
 from wsproto.extensions import PerMessageDeflate
@@ -58,6 +59,7 @@ from wsproto.utilities import (
 )
 
 from ..core.errors import ProxyError
+from ..core.prefix import responses_conversation_key
 from ..jsonfast import JSONDecodeError, dumps, loads
 from ..ops import Ops, ops_for
 from ..ops.request import RequestScope
@@ -462,7 +464,8 @@ class _Session:
             done()
             return
         try:
-            scope = admit("responses_ws", model, True, self.client_key, ops=self.ops, environ=self.environ)
+            scope = admit("responses_ws", model, True, self.client_key, ops=self.ops, environ=self.environ,
+                          conversation=responses_conversation_key(body, EnvironHeaders(self.environ)))
         except ProxyError as exc:  # the key's model, budget or limits: an error frame, as over HTTP
             done.log(exc.status, f"refused: {exc.kind.value}")
             yield self.frames([upstream_error_frame(exc)])

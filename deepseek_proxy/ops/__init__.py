@@ -9,6 +9,7 @@ config on first use (after gunicorn's fork, like the store's connection):
     ops.usage.record_usage(key_name=..., model=..., ...)       # usage.py
     RequestMetrics(door=..., model=..., stream=...)            # metrics.py
     request_log(request_id=..., ...)                           # logs.py
+    ops.prefix.after_reply(scope)                              # prefix.py: prefix-break detection (RequestScope)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from .keypool import KeyPool
 from .keys import Authenticator
 from .limits import Limiter
 from .logs import BodyCapture
+from .prefix import PrefixWatch
 from .prices import Prices
 from .usage import UsageRecorder
 
@@ -43,6 +45,8 @@ class Ops:
         capture_dir = config.ops.capture_dir or str(default_state_dir(self.env) / "captures")
         self.capture = BodyCapture(capture_dir, max_bytes=config.ops.capture_max_bytes,  # type: ignore[arg-type]
                                    enabled=config.ops.capture_bodies)
+        # One detector per app (per worker): its memory is the store's unless `[cache] prefix_memory = "process"`.
+        self.prefix = PrefixWatch.from_config(config.ops, self.store)
         self._pools: dict[str, KeyPool] = {}
         self._lock = threading.Lock()
 

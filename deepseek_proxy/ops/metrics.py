@@ -61,6 +61,14 @@ def _build() -> dict[str, Any]:
                                 ["scope", "limit"]),
         "key_state": Gauge(f"{NAMESPACE}_upstream_key_state", "1 for each upstream key's current state (keys "
                            "masked)", ["upstream", "key", "state"], multiprocess_mode="mostrecent"),
+        # prefix-break detection (ops/prefix.py): `what` is system, tools or message (never the message's number)
+        "prefix_checks": Counter(f"{NAMESPACE}_prefix_checks", "Completed replies whose upstream prompt the "
+                                 "prefix-break detector compared with its conversation's previous one", ["door"]),
+        "prefix_breaks": Counter(f"{NAMESPACE}_prefix_breaks", "Upstream prompts that stopped continuing their "
+                                 "conversation's previous prompt, by front door and where", ["door", "what"]),
+        "prefix_lost_bytes": Counter(f"{NAMESPACE}_prefix_break_lost_bytes", "Bytes of earlier prompts (canonical "
+                                     "JSON, ~3.5 per token) that a prefix break made the upstream read again",
+                                     ["door"]),
     }
 
 
@@ -110,6 +118,17 @@ def upstream_error(*, upstream: str, kind: str) -> None:
 
 def rate_limited(*, scope: str, limit: str) -> None:
     metrics()["rate_limited"].labels(scope, limit).inc()
+
+
+def prefix_checked(*, door: str) -> None:
+    metrics()["prefix_checks"].labels(door).inc()
+
+
+def prefix_break(*, door: str, what: str, lost_bytes: int) -> None:
+    m = metrics()
+    m["prefix_breaks"].labels(door, what).inc()
+    if lost_bytes > 0:
+        m["prefix_lost_bytes"].labels(door).inc(lost_bytes)
 
 
 def http_request(*, route: str, method: str, status: int) -> None:

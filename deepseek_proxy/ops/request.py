@@ -11,14 +11,18 @@
                                       # once, however the reply ended (the relay's on_end); idempotent
 
 `finish` records the usage row (priced), counts the metrics, writes the request's log line and releases the
-limit slots. `kind` values are core.errors.ErrorKind values, so the door renders a refusal like any other error
-of that kind (a 429 with `retry-after` for rate_limited).
+limit slots; for a completed reply (200) it hands the upstream prompt to the prefix-break detector (ops/prefix.py).
+`scope.conversation` is the conversation key the door computed from the client's request (core/prefix.py
+`*_conversation_key`, passed to `begin_request`), else, at finish, a hash of the upstream request's first messages;
+`scope.prompt` is the Chat request as it went upstream (set by the gate's `on_prepared` hook). `kind` values are
+core.errors.ErrorKind values, so the door renders a refusal like any other error of that kind (a 429 with
+`retry-after` for rate_limited).
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from ..faults import request_id as request_id_of
@@ -26,6 +30,7 @@ from .keys import AuthFailure, ClientIdentity, check_model
 from .limits import Admission, RateLimited
 from .logs import request_log
 from .metrics import RequestMetrics, rate_limited
+from .prefix import fallback_conversation
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -50,7 +55,7 @@ class Refused(Exception):
 
 class RequestScope:
     def __init__(self, ops: Ops, *, identity: ClientIdentity, admission: Admission, request_id: str, door: str,
-                 model: ModelConfig, stream: bool, method: str, path: str):
+                 model: ModelConfig, stream: bool, method: str, path: str, conversation: str | None = None):
         self.ops, self.identity, self.admission = ops, identity, admission
         self.request_id, self.door, self.model, self.stream = request_id, door, model, stream
         self.method, self.path = method, path
@@ -59,6 +64,10 @@ class RequestScope:
         self._finished = False
         # The source (`env:NAME`, never the key) of the upstream key the reply came from, once one was picked.
         self.upstream_key: str | None = None
+        self.conversation = conversation  # the door's key; else the fallback, at finish (module docstring)
+        # The upstream request (gate: upstream.chat's on_prepared), or a function that builds its Chat form after the
+        # reply (the Messages pass-through mode).
+        self.prompt: dict | Callable[[], dict] | None = None
 
     def first_token(self) -> None:
         self.metrics.first_token()
@@ -73,6 +82,10 @@ class RequestScope:
             return
         self._finished = True
         try:
+            if self.conversation is None and self.prompt is not None:
+                self.conversation = fallback_conversation(self.prompt)
+            if status == 200:
+                self.ops.prefix.after_reply(self)  # never raises; runs soon after the reply, off its path
             self.metrics.finish(usage=usage, status=status)
             duration_ms = (time.monotonic() - self.metrics.started) * 1000
             ttft_ms = None if self.metrics.ttft is None else self.metrics.ttft * 1000
@@ -89,8 +102,9 @@ class RequestScope:
 
 
 def begin_request(ops: Ops, *, environ: dict, presented_key: bytes | str | None, door: str, model: ModelConfig,
-                  stream: bool) -> RequestScope:
-    """Authenticate, check the model and the budget, take the limit slots. Raises Refused."""
+                  stream: bool, conversation: str | None = None) -> RequestScope:
+    """Authenticate, check the model and the budget, take the limit slots. Raises Refused. `conversation`: the
+    door's conversation key, when the client names one."""
     result = ops.authenticator.authenticate(presented_key)
     if isinstance(result, AuthFailure):
         raise Refused.of(result)
@@ -104,4 +118,4 @@ def begin_request(ops: Ops, *, environ: dict, presented_key: bytes | str | None,
         raise Refused(429, "rate_limit_exceeded", exc.message, "rate_limited", exc.retry_after) from None
     return RequestScope(ops, identity=result, admission=admission, request_id=request_id_of(environ), door=door,
                         model=model, stream=stream, method=environ.get("REQUEST_METHOD", ""),
-                        path=environ.get("PATH_INFO", ""))
+                        path=environ.get("PATH_INFO", ""), conversation=conversation)

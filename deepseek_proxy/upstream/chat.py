@@ -20,6 +20,10 @@ upstream refuses it before any reply byte, and serves a non-streaming upstream (
 config) through the same events (`completion_as_chunks`). `complete_chat` is the blocking path: one complete
 chat.completion, for clients that did not ask for a stream.
 
+`on_prepared` (both calls) is handed the request exactly as it goes upstream, once, before it is sent: the gate keeps
+it on the request's scope, which compares it with the conversation's previous prompt after the reply (prefix-break
+detection, core/prefix.py). It must be cheap (it runs before the first byte) and must not modify the body.
+
 `should_stop` is looked at every `limits.poll_interval` seconds while the upstream is silent (a client that
 hangs up while tokens flow is noticed by the server's next write): when it says True the events end at once,
 without END, and the upstream connection is closed. The relay passes "has the client hung up?" there.
@@ -98,14 +102,17 @@ def open_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, 
               cache: ReasoningCache | None = None, client_key: str | None = None,
               limits: StreamLimits = StreamLimits(),
               should_stop: Callable[[], bool] | None = None, keys: KeyPool | None = None,
-              on_key: Callable[[str], None] | None = None) -> ChatEvents:
+              on_key: Callable[[str], None] | None = None,
+              on_prepared: Callable[[ChatRequest], None] | None = None) -> ChatEvents:
     """Send `chat` (prepared for the upstream's profile) and return its events. Raises ProxyError when the
     upstream refuses the request before any reply byte. `chat["stream"]` chooses a streamed upstream call.
 
     `keys`: the upstream's key pool: each usable key is tried in turn until one is accepted (failover happens
     here, before the first reply byte, never mid-stream); `on_key` is told the chosen key's source; the key's
-    lease is released when the events end."""
+    lease is released when the events end. `on_prepared`: see the module docstring."""
     prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
+    if on_prepared is not None:
+        on_prepared(prepared)
     response, lease = _send(client, prepared, client_key, keys, on_key)
     if prepared.get("stream"):
         return _streamed(response, client.profile, limits, should_stop, lease)
@@ -114,9 +121,12 @@ def open_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, 
 
 def complete_chat(client: UpstreamClient, chat: ChatRequest, *, model: ModelConfig, thinking: bool,
                   cache: ReasoningCache | None = None, client_key: str | None = None, keys: KeyPool | None = None,
-                  on_key: Callable[[str], None] | None = None) -> dict:
+                  on_key: Callable[[str], None] | None = None,
+                  on_prepared: Callable[[ChatRequest], None] | None = None) -> dict:
     """The blocking path: `chat` sent without streaming; the complete chat.completion, or ProxyError."""
     prepared = prepare_request(chat, model=model, profile=client.profile, thinking=thinking, cache=cache)
+    if on_prepared is not None:
+        on_prepared(prepared)
     response, lease = _send(client, prepared, client_key, keys, on_key)
     try:
         return _completion(response.content)
