@@ -17,14 +17,13 @@ import uuid
 import anthropic
 import openai
 import pytest
-import requests
-from prometheus_client.parser import text_string_to_metric_families
 
 from deepseek_proxy.config import StoreConfig
 from deepseek_proxy.ops.metrics import CACHE_HIT_RATIO_BUCKETS
 from deepseek_proxy.ops.prices import PRICES_DEFAULT, Prices
 from deepseek_proxy.store import open_store
 from tests.fakes.fake_deepseek import Reply
+from tests.integration.test_team import scrape
 
 MODEL = "deepseek-v4-pro"
 CLAUDE_MODEL = "claude-sonnet-4-5"
@@ -48,14 +47,6 @@ def usage_command(cli_config, *words: str) -> str:
                           env={**os.environ, "HOME": str(cli_config.parent)})
     assert done.returncode == 0, done.stderr
     return done.stdout
-
-
-def scrape(base_url: str) -> dict[tuple[str, tuple], float]:
-    found = {}
-    for family in text_string_to_metric_families(requests.get(base_url + "/metrics", timeout=10).text):
-        for sample in family.samples:
-            found[(sample.name, tuple(sorted(sample.labels.items())))] = sample.value
-    return found
 
 
 def codex_conversation(base_url: str, cache_key: str) -> list[int]:
