@@ -20,6 +20,7 @@ from __future__ import annotations
 import datetime
 import logging
 import math
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -194,17 +195,16 @@ def total_of(summaries: Iterable[Summary]) -> Summary:
 def shorten(names: Iterable[str], width: int = GROUP_WIDTH) -> dict[str, str]:
     """How the table shows each name: whole when it fits in `width`, else cut after the shortest prefix (at least
     width - 1 characters) that no other name shares, then "…"."""
-    names = list(dict.fromkeys(names))
+    ordered = sorted(set(names))
+    # In sorted order, the name sharing the longest prefix with a name is one of its two neighbours.
+    shared = [0] * len(ordered)
+    for index in range(1, len(ordered)):
+        common = len(os.path.commonprefix(ordered[index - 1:index + 1]))
+        shared[index - 1], shared[index] = max(shared[index - 1], common), max(shared[index], common)
     shown = {}
-    for name in names:
-        if len(name) <= width:
-            shown[name] = name
-            continue
-        others = [other for other in names if other != name]
-        cut = width - 1
-        while cut < len(name) and any(other.startswith(name[:cut]) for other in others):
-            cut += 1
-        shown[name] = name if cut >= len(name) else name[:cut] + "…"
+    for name, common in zip(ordered, shared, strict=True):
+        cut = max(width - 1, common + 1)
+        shown[name] = name if len(name) <= width or cut >= len(name) else name[:cut] + "…"
     return shown
 
 
@@ -215,15 +215,15 @@ def _ratio(ratio: float | None) -> str:
 def format_table(summaries: list[Summary], by: str) -> str:
     header = [by, "requests", "errors", "input", "cached", "miss", "cache hit", "output", "reasoning", "cost USD"]
     shown = shorten(s.group for s in summaries)
-    lines = [[shown[s.group], f"{s.requests}", f"{s.errors}", f"{s.input_tokens:,}", f"{s.cached_tokens:,}",
-              f"{s.miss_tokens:,}", _ratio(s.cache_hit_ratio), f"{s.output_tokens:,}", f"{s.reasoning_tokens:,}",
-              f"{s.cost_usd:.4f}"] for s in summaries]
-    rows = [header, *lines]
+
+    def row_of(s: Summary, name: str) -> list[str]:
+        return [name, f"{s.requests}", f"{s.errors}", f"{s.input_tokens:,}", f"{s.cached_tokens:,}",
+                f"{s.miss_tokens:,}", _ratio(s.cache_hit_ratio), f"{s.output_tokens:,}", f"{s.reasoning_tokens:,}",
+                f"{s.cost_usd:.4f}"]
+
+    rows = [header, *(row_of(s, shown[s.group]) for s in summaries)]
     if summaries:
-        t = total_of(summaries)
-        rows.append([t.group, f"{t.requests}", f"{t.errors}", f"{t.input_tokens:,}", f"{t.cached_tokens:,}",
-                     f"{t.miss_tokens:,}", _ratio(t.cache_hit_ratio), f"{t.output_tokens:,}",
-                     f"{t.reasoning_tokens:,}", f"{t.cost_usd:.4f}"])
+        rows.append(row_of(total_of(summaries), "total"))
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     out = []
     for n, row in enumerate(rows):

@@ -3,7 +3,8 @@ DeepSeek, whose cache model reports prompt_cache_hit_tokens: a 3-turn Codex-styl
 (its prompt_cache_key) and a 3-turn Claude Code-style one through /v1/messages (its session in metadata.user_id),
 sent with the official SDKs. Then, as a user would: `deepseek-proxy usage --by conversation` shows each
 conversation with the ratio the fake reported and costs it at DeepSeek's hit / miss / output prices; /metrics has
-one cache-hit-ratio observation per request, in the buckets the fake's ratios fall in."""
+one cache-hit-ratio observation per request, in the buckets the fake's ratios fall in, and the hit / miss token
+counters add up to the fake's counts (both workers' samples summed)."""
 
 from __future__ import annotations
 
@@ -154,6 +155,9 @@ def test_usage_by_conversation_and_metrics_show_the_hit_ratio_the_upstream_repor
                 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
+    for kind, count in (("input_cache_hit", all_hits), ("input_cache_miss", everything - all_hits)):
+        key = ("deepseek_proxy_tokens_total", (("kind", kind), ("model", MODEL)))
+        assert after.get(key, 0.0) - before.get(key, 0.0) == count, kind
     for door, name in (("responses", codex_key), ("messages", claude_session)):
         ratios = [t.cache_hit_tokens / t.prompt_tokens for t in reported[name]]
 
