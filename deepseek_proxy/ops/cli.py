@@ -5,15 +5,16 @@ from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import re
 import sys
 from typing import Any
 
 from ..config import Config
-from ..store import KeyNameTaken, StoreError, open_store
+from ..store import KeyNameTaken, StoreError, UsageRow, open_store
 from .keys import add_key
-from .prices import PRICES_CHECKED, PRICES_SOURCE
-from .usage import GROUPINGS, format_table, parse_since, summarize
+from .prices import PRICES_CHECKED, PRICES_SOURCE, Prices
+from .usage import GROUPINGS, format_savings, format_table, parse_since, report_json, summarize, total_of
 
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,63}$")
 
@@ -34,10 +35,13 @@ def add_commands(commands: Any) -> None:
     revoke.add_argument("name", metavar="NAME")
     revoke.set_defaults(handler=_keys_revoke)
 
-    usage = commands.add_parser("usage", help="requests, tokens and cost, by key, model or day")
-    usage.add_argument("--by", choices=GROUPINGS, default="key")
+    usage = commands.add_parser("usage", help="requests, tokens, prefix-cache hit ratio and cost, by key, model, "
+                                "day, conversation or door")
+    usage.add_argument("--by", choices=GROUPINGS, default="key",
+                       help="conversation: Codex's session (prompt_cache_key), Claude Code's session, ...")
     usage.add_argument("--since", help="30m, 24h, 7d, 2w or a date such as 2026-11-01 (default: 30d)", default="30d")
     usage.add_argument("--until", help="same forms as --since (default: now)")
+    usage.add_argument("--json", action="store_true", help="the report as JSON (full conversation keys)")
     usage.set_defaults(handler=_usage)
 
 
@@ -151,10 +155,31 @@ def _usage(config: Config, args: argparse.Namespace) -> int:
         rows = _store(config).usage_rows(since=since, until=until)
     except StoreError as exc:
         return _fail(f"the usage store cannot be read: {exc}")
+    prices = Prices(config.ops.prices, config.ops.peak_hours_utc)
+
+    def priced_model(row: UsageRow) -> str:  # as the recorder priced it: the upstream model when it has a price
+        model = config.models.get(row.model)
+        return model.upstream_model if model is not None and prices.knows(model.upstream_model) else row.model
+
+    def estimate(row: UsageRow) -> float:  # the saving of a row recorded before savings were
+        return prices.saving(priced_model(row), input_tokens=row.input_tokens, cached_tokens=row.cached_tokens,
+                             at=row.at)
+
+    summaries = summarize(rows, args.by, estimate)
+    if args.json:
+        print(json.dumps(report_json(summaries, args.by, since=since, until=until), indent=2))
+        return 0
     print(f"usage since {_when(since)} UTC{'' if until is None else f' until {_when(until)} UTC'}: "
           f"{len(rows)} request(s)")
     if rows:
-        print(format_table(summarize(rows, args.by), args.by))
+        print(format_table(summaries, args.by))
+        savings = format_savings(total_of(summaries))
+        if savings:
+            print(savings)
+    unpriced = sorted({row.model for row in rows if row.input_tokens + row.output_tokens
+                       and not prices.knows(priced_model(row))})
+    if unpriced:
+        print(f"(no price for {', '.join(unpriced)}: its requests cost 0 here; set [pricing.models] for it)")
     note = "prices from the config file for " + ", ".join(sorted(config.ops.prices)) + "; " if config.ops.prices else ""
     print(f"({note}DeepSeek's prices as of {PRICES_CHECKED}, {PRICES_SOURCE}; costs are computed when each request "
           f"ends)")

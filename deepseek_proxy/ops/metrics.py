@@ -36,6 +36,9 @@ NAMESPACE = "deepseek_proxy"
 TTFT_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120, 300)
 DURATION_BUCKETS = (0.1, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600)
 KEY_STATES = ("ok", "cooling", "set_aside", "missing")
+# Share of a request's input tokens that hit the upstream's prefix cache: a coding agent's turns mostly sit at
+# 0.9-0.99 when the prefix holds; a break shows as a request near 0.
+CACHE_HIT_RATIO_BUCKETS = (0, 0.1, 0.25, 0.5, 0.75, 0.9, 0.95, 0.99, 1)
 
 _metrics: dict[str, Any] | None = None
 
@@ -59,6 +62,9 @@ def _build() -> dict[str, Any]:
                                    ["upstream", "kind"]),
         "rate_limited": Counter(f"{NAMESPACE}_rate_limited", "Requests refused by the proxy's own limits",
                                 ["scope", "limit"]),
+        "cache_hit_ratio": Histogram(f"{NAMESPACE}_cache_hit_ratio", "Per request with input tokens: the share of "
+                                     "them that were upstream prefix-cache hits", ["door", "model"],
+                                     buckets=CACHE_HIT_RATIO_BUCKETS),
         "key_state": Gauge(f"{NAMESPACE}_upstream_key_state", "1 for each upstream key's current state (keys "
                            "masked)", ["upstream", "key", "state"], multiprocess_mode="mostrecent"),
         # prefix-break detection (ops/prefix.py): `what` is system, tools or message (never the message's number)
@@ -108,6 +114,8 @@ class RequestMetrics:
                             ("output", tokens.output), ("reasoning", tokens.reasoning)):
             if count > 0:
                 m["tokens"].labels(self.model, kind).inc(count)
+        if tokens.input > 0:
+            m["cache_hit_ratio"].labels(self.door, self.model).observe(min(tokens.cached, tokens.input) / tokens.input)
         if self.stream:
             m["streams"].labels(self.door).dec()
 

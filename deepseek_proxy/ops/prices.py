@@ -20,7 +20,8 @@ Prices change: set your own in the config, and `deepseek-proxy usage` prints the
     peak_output = 3.96
 
 A row's cost is computed when the request ends, at the prices of that moment: a later price change does not
-rewrite what was spent. A model with no price costs 0 and `usage` marks it.
+rewrite what was spent. So is what the prefix cache saved on it (`saving`: the cache hits at the miss price instead
+of the hit price), which `deepseek-proxy usage` adds up. A model with no price costs 0.
 """
 
 from __future__ import annotations
@@ -78,14 +79,29 @@ class Prices:
     def knows(self, model: str) -> bool:
         return model in self.models
 
+    def rates(self, model: str, at: float) -> tuple[float, float, float] | None:
+        """(cache hit, cache miss, output) USD per 1M tokens for `model` at the instant `at` (peak hours or not);
+        None for a model with no price."""
+        price = self.models.get(model)
+        if price is None:
+            return None
+        if self.is_peak(at):
+            return price.peak_cache_hit, price.peak_cache_miss, price.peak_output
+        return price.cache_hit, price.cache_miss, price.output
+
     def cost(self, model: str, *, input_tokens: int, cached_tokens: int, output_tokens: int, at: float) -> float:
         """USD for one request. `input_tokens` counts all of the prompt (cache hits included, as DeepSeek's
         prompt_tokens); `output_tokens` all of the completion (reasoning included)."""
-        price = self.models.get(model)
-        if price is None:
+        rates = self.rates(model, at)
+        if rates is None:
             return 0.0
         hit = min(cached_tokens, input_tokens)
-        miss = input_tokens - hit
-        if self.is_peak(at):
-            return (hit * price.peak_cache_hit + miss * price.peak_cache_miss + output_tokens * price.peak_output) / PER
-        return (hit * price.cache_hit + miss * price.cache_miss + output_tokens * price.output) / PER
+        return (hit * rates[0] + (input_tokens - hit) * rates[1] + output_tokens * rates[2]) / PER
+
+    def saving(self, model: str, *, input_tokens: int, cached_tokens: int, at: float) -> float:
+        """What the prefix cache saved on one request: its cost with every input token at the cache-miss price,
+        less its cost (the cache hits priced at the miss price instead of the hit price)."""
+        rates = self.rates(model, at)
+        if rates is None:
+            return 0.0
+        return min(cached_tokens, input_tokens) * (rates[1] - rates[0]) / PER

@@ -46,8 +46,11 @@ import logging
 import math
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
+
+from ..jsonfast import dumps, loads
 
 log = logging.getLogger(__name__)
 
@@ -111,6 +114,36 @@ class StoredResponse:
     @property
     def output_items(self) -> list[dict[str, Any]]:
         return self.response.get("output") or []
+
+    # How every backend writes a record: the same bytes everywhere, so stored records keep reading.
+    def encode_meta(self, *, with_expiry: bool) -> bytes:
+        """The record without its input items: response (with its output), model, created_at, previous_response_id,
+        chain, and expires_at at the end where the backend has no column for it (Redis, memory)."""
+        meta: dict[str, Any] = {"response": self.response, "model": self.model, "created_at": self.created_at,
+                                "previous_response_id": self.previous_response_id, "chain": self.chain}
+        if with_expiry:
+            meta["expires_at"] = self.expires_at
+        return dumps(meta)
+
+    @classmethod
+    def decode(cls, response_id: str, meta_blob: bytes | str, *, expires_at: float | None = None,
+               input_blob: bytes | str | None = None) -> StoredResponse:
+        """A record from encode_meta's bytes (and its input items' JSON, when read). `expires_at` from the
+        backend's column where it has one, else from the meta."""
+        meta = loads(meta_blob)
+        return cls(id=response_id, response=meta["response"], model=meta["model"], created_at=meta["created_at"],
+                   previous_response_id=meta["previous_response_id"], chain=meta["chain"],
+                   expires_at=meta["expires_at"] if expires_at is None else expires_at,
+                   input_items=None if input_blob is None else loads(input_blob))
+
+    def follow(self, previous_meta: bytes | str | None) -> None:
+        """Set the chain of a record that continues `previous_response_id`: that one's chain, read from its stored
+        meta (None: it is gone, and the chain starts at it), then its id. A record that continues none has none."""
+        if self.previous_response_id is None:
+            self.chain = []
+            return
+        earlier = loads(previous_meta)["chain"] if previous_meta else []
+        self.chain = [*earlier, self.previous_response_id]
 
 
 @dataclass
@@ -188,10 +221,13 @@ class Store(ABC):
         """Delete the record and its input items; True when a live one was there. Its items are no longer
         findable through it (an item another live response also holds stays findable there)."""
 
-    @abstractmethod
     def list_input_items(self, response_id: str, *, after: str | None = None, before: str | None = None,
                          limit: int = 20, order: Order = "desc") -> ItemPage | None:
         """A page of the response's input items (see `paginate`), or None when the response is not live."""
+        record = self.get_response(response_id, with_input=True)
+        if record is None:
+            return None
+        return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     @abstractmethod
     def get_item(self, item_id: str) -> dict[str, Any] | None:
@@ -252,10 +288,27 @@ class Store(ABC):
 
     def revoke_client_key(self, name: str) -> bool:
         """Revoke now; True when a key not yet revoked had the name."""
-        raise NotImplementedError
+        now = now_seconds()
+
+        def revoke(data: dict[str, Any]) -> bool:
+            if data.get("revoked_at") is not None:
+                return False
+            data["revoked_at"] = now
+            return True
+
+        return self._update_key(name, revoke)
 
     def touch_client_key(self, name: str, at: float) -> None:
         """Record that the key was used at `at` (callers throttle this: once a minute per process is plenty)."""
+        def touch(data: dict[str, Any]) -> bool:
+            data["last_used_at"] = at
+            return True
+
+        self._update_key(name, touch)
+
+    def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
+        """Apply `change` to the named key's stored JSON (ClientKeyRecord.to_json()) atomically, writing it back
+        when `change` returns True. False when no key has the name or `change` changed nothing."""
         raise NotImplementedError
 
     # ---- usage rows ----------------------------------------------------------------------------------------------
@@ -270,6 +323,11 @@ class Store(ABC):
     def spent_usd(self, key_name: str) -> float:
         """What the key's requests have cost in all (every row ever added for it, retention or not)."""
         raise NotImplementedError
+
+    def _usage_window(self, since: float | None, until: float | None, now: float) -> tuple[float, float]:
+        """[low, high) of a usage_rows call: `since` no earlier than the retention allows, `until` open → +inf."""
+        horizon = now - self.usage_retention_seconds
+        return (horizon if since is None else max(since, horizon)), (math.inf if until is None else until)
 
     # ---- rate-limit counters and concurrency slots -------------------------------------------------------------
     def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
@@ -329,13 +387,18 @@ class Store(ABC):
         raise NotImplementedError
 
     # ---- helpers for backends ----------------------------------------------------------------------------------
-    def _stamp(self, record: StoredResponse, now: float) -> None:
+    def _prepare_put(self, record: StoredResponse, now: float) -> tuple[bytes, int]:
+        """Before a put writes anything: stamp the expiry (now + ttl when 0), encode the input items, and refuse a
+        record over the size limit. Returns (input items' JSON, encoded size); the chain, filled in by the write,
+        adds only ids, so it is left out of the size."""
         if not record.expires_at:
             record.expires_at = now + self.ttl_seconds
-
-    def _check_size(self, size: int) -> None:
+        input_blob = dumps(record.input_items or [])
+        size = len(dumps({"response": record.response, "model": record.model, "created_at": record.created_at}))
+        size += len(input_blob)
         if size > self.max_response_bytes:
             raise ResponseTooLarge(size, self.max_response_bytes)
+        return input_blob, size
 
 
 class ReasoningCacheAdapter:
@@ -392,10 +455,24 @@ class ClientKeyRecord:
                    budget_usd=data.get("budget_usd"), rpm=data.get("rpm"), concurrency=data.get("concurrency"),
                    revoked_at=data.get("revoked_at"), last_used_at=data.get("last_used_at"), spent_usd=spent_usd)
 
+    def encode(self) -> bytes:
+        """As the SQLite and Redis stores keep it (JSON)."""
+        return dumps(self.to_json())
+
+    @classmethod
+    def decode(cls, blob: bytes | str, spent_usd: float = 0.0) -> ClientKeyRecord:
+        return cls.from_json(loads(blob), spent_usd)
+
 
 @dataclass
 class UsageRow:
-    """One request's usage. `cost_usd` is priced when the row is made (prices change; a bill does not)."""
+    """One request's usage. `cost_usd` is priced when the row is made (prices change; a bill does not), and so is
+    `saved_usd`, what the prefix cache saved: the cost with every input token at the cache-miss price, less
+    `cost_usd` (None in rows written before it was recorded). `conversation` is the request's conversation key
+    (Codex's prompt_cache_key or session, Claude Code's session, ...; "" when none is known).
+
+    Stored as JSON (`encode`). A row written by an older version lacks the newer fields and reads with their
+    defaults; fields a newer version added are ignored, so old and new proxies can share one store."""
 
     at: float
     key_name: str
@@ -411,6 +488,8 @@ class UsageRow:
     cost_usd: float = 0.0
     door: str = ""
     request_id: str = ""
+    conversation: str = ""
+    saved_usd: float | None = None
 
     def to_json(self) -> dict[str, Any]:
         return dict(self.__dict__)
@@ -419,6 +498,13 @@ class UsageRow:
     def from_json(cls, data: dict[str, Any]) -> UsageRow:
         known = cls.__dataclass_fields__
         return cls(**{k: v for k, v in data.items() if k in known})
+
+    def encode(self) -> bytes:
+        return dumps(self.to_json())
+
+    @classmethod
+    def decode(cls, blob: bytes | str) -> UsageRow:
+        return cls.from_json(loads(blob))
 
 
 @dataclass

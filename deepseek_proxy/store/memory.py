@@ -6,21 +6,19 @@ with the store."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
-from ..jsonfast import dumps, loads
+from ..jsonfast import loads
 from .base import (
     Admitted,
     ClientKeyRecord,
-    ItemPage,
     KeyNameTaken,
-    Order,
     Store,
     StoredResponse,
     UsageRow,
     find_item,
     now_seconds,
-    paginate,
     sliding_window,
     window_start,
 )
@@ -32,27 +30,21 @@ class MemoryStore(Store):
         self._responses: dict[str, tuple[bytes, bytes, float]] = {}  # id → (record, input items, expires_at)
         self._reasoning: dict[str, tuple[str, float]] = {}
         self._lock = threading.Lock()
-        self._keys: dict[str, dict[str, Any]] = {}  # name → ClientKeyRecord.to_json()
+        self._keys: dict[str, dict[str, Any]] = {}  # name → ClientKeyRecord.to_json(), changed under the lock
         self._spent: dict[str, float] = {}
-        self._usage: list[dict[str, Any]] = []
+        self._usage: list[tuple[float, bytes]] = []  # (at, UsageRow.encode()), oldest first
         self._counters: dict[tuple[str, float], int] = {}  # (counter, window start) → count
         self._slots: dict[str, dict[str, float]] = {}  # name → token → expires_at
         self._marks: dict[str, dict[str, tuple[float, str]]] = {}
 
     def put_response(self, record: StoredResponse) -> None:
         now = now_seconds()
-        self._stamp(record, now)
+        inputs, _ = self._prepare_put(record, now)
         with self._lock:
-            previous = self._live(record.previous_response_id, now) if record.previous_response_id else None
             if record.previous_response_id:
-                chain = loads(previous[0])["chain"] if previous else []
-                record.chain = [*chain, record.previous_response_id]
-            meta = dumps({"id": record.id, "response": record.response, "model": record.model,
-                          "created_at": record.created_at, "previous_response_id": record.previous_response_id,
-                          "expires_at": record.expires_at, "chain": record.chain})
-            inputs = dumps(record.input_items or [])
-            self._check_size(len(meta) + len(inputs))
-            self._responses[record.id] = (meta, inputs, record.expires_at)
+                previous = self._live(record.previous_response_id, now)
+                record.follow(previous[0] if previous else None)
+            self._responses[record.id] = (record.encode_meta(with_expiry=True), inputs, record.expires_at)
 
     def _live(self, response_id: str, now: float) -> tuple[bytes, bytes, float] | None:
         entry = self._responses.get(response_id)
@@ -63,20 +55,12 @@ class MemoryStore(Store):
             entry = self._live(response_id, now_seconds())
         if entry is None:
             return None
-        meta = loads(entry[0])
-        return StoredResponse(input_items=loads(entry[1]) if with_input else None, **meta)
+        return StoredResponse.decode(response_id, entry[0], input_blob=entry[1] if with_input else None)
 
     def delete_response(self, response_id: str) -> bool:
         with self._lock:
             entry = self._responses.pop(response_id, None)
         return entry is not None and entry[2] > now_seconds()
-
-    def list_input_items(self, response_id: str, *, after: str | None = None, before: str | None = None,
-                         limit: int = 20, order: Order = "desc") -> ItemPage | None:
-        record = self.get_response(response_id, with_input=True)
-        if record is None:
-            return None
-        return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
         with self._lock:
@@ -152,34 +136,25 @@ class MemoryStore(Store):
         with self._lock:
             return [self._key_record(dict(self._keys[name])) for name in sorted(self._keys)]
 
-    def revoke_client_key(self, name: str) -> bool:
+    def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
         with self._lock:
             data = self._keys.get(name)
-            if data is None or data["revoked_at"] is not None:
-                return False
-            data["revoked_at"] = now_seconds()
-            return True
-
-    def touch_client_key(self, name: str, at: float) -> None:
-        with self._lock:
-            if name in self._keys:
-                self._keys[name]["last_used_at"] = at
+            return data is not None and change(data)
 
     # ---- usage -------------------------------------------------------------------------------------------------
     def add_usage(self, row: UsageRow) -> None:
         with self._lock:
-            self._usage.append(row.to_json())
+            self._usage.append((row.at, row.encode()))
             self._spent[row.key_name] = self._spent.get(row.key_name, 0.0) + row.cost_usd
             horizon = now_seconds() - self.usage_retention_seconds
-            while self._usage and self._usage[0]["at"] < horizon:
+            while self._usage and self._usage[0][0] < horizon:
                 self._usage.pop(0)
 
     def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
-        horizon = now_seconds() - self.usage_retention_seconds
-        low = horizon if since is None else max(since, horizon)
+        low, high = self._usage_window(since, until, now_seconds())
         with self._lock:
-            rows = [dict(r) for r in self._usage if r["at"] >= low and (until is None or r["at"] < until)]
-        return sorted((UsageRow.from_json(r) for r in rows), key=lambda row: row.at)
+            rows = [UsageRow.decode(blob) for at, blob in self._usage if low <= at < high]
+        return sorted(rows, key=lambda row: row.at)
 
     def spent_usd(self, key_name: str) -> float:
         with self._lock:

@@ -34,43 +34,22 @@ from ..jsonfast import dumps, loads
 from .base import (
     Admitted,
     ClientKeyRecord,
-    ItemPage,
     KeyNameTaken,
-    Order,
     Store,
     StoredResponse,
     StoreUnavailable,
     UsageRow,
     find_item,
     now_seconds,
-    paginate,
     window_start,
 )
 
 T = TypeVar("T")
 DEFAULT_PREFIX = "deepseek-proxy:"
 
-# base.sliding_window, in Lua so that read, decide and count are one atomic step on the server.
-# KEYS: previous window's counter, current window's counter. ARGV: elapsed, window, limit, expiry ms.
-_HIT = """
-local previous = tonumber(redis.call('GET', KEYS[1]) or '0')
-local current = tonumber(redis.call('GET', KEYS[2]) or '0')
-local elapsed, window, limit = tonumber(ARGV[1]), tonumber(ARGV[2]), tonumber(ARGV[3])
-if previous * (1 - elapsed / window) + current + 1 <= limit then
-  redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[4])
-  return {1, '0'}
-end
-local wait
-if current + 1 <= limit then
-  wait = ((1 - (limit - current - 1) / previous) - elapsed / window) * window
-else
-  wait = (window - elapsed) + (1 - (limit - 1) / current) * window
-end
-if wait < 0.001 then wait = 0.001 end
-return {0, tostring(wait)}
-"""
-# Store.admit in one step. KEYS: for each rate its previous and current window counters, then each slot set.
+# Store.admit in one step, with base.sliding_window's arithmetic in Lua (so that read, decide and count are one
+# atomic step on the server); `hit` is an admit of one rate.
+# KEYS: for each rate its previous and current window counters, then each slot set.
 # ARGV: now, number of rates, number of slots; per rate: elapsed, window, limit, expiry ms; per slot: limit,
 # token, expires at. Returns {1} or {0, "slot", index} or {0, "rate", index, wait}; writes only when granting.
 _ADMIT = """
@@ -151,24 +130,17 @@ class RedisStore(Store):
 
     # ---- responses --------------------------------------------------------------------------------------------
     def put_response(self, record: StoredResponse) -> None:
-        now = now_seconds()
-        self._stamp(record, now)
-        inputs = record.input_items or []
-        input_blob = dumps(inputs)
-        meta_fields = {"response": record.response, "model": record.model, "created_at": record.created_at}
-        self._check_size(len(dumps(meta_fields)) + len(input_blob))
-        chain: list[str] = []
+        input_blob, _ = self._prepare_put(record, now_seconds())
+        record.chain = []
         if record.previous_response_id:
             previous = self._call(lambda r: r.hget(self._resp(record.previous_response_id or ""), "meta"))
-            chain = [*(loads(previous)["chain"] if previous else []), record.previous_response_id]
-        record.chain = chain
-        meta = dumps({**meta_fields, "previous_response_id": record.previous_response_id, "chain": chain,
-                      "expires_at": record.expires_at})
+            record.follow(cast("bytes | None", previous))
+        meta = record.encode_meta(with_expiry=True)
         expires_ms = int(record.expires_at * 1000)
         key = self._resp(record.id)
         indexed = [(item["id"], "0") for item in record.output_items if isinstance(item.get("id"), str)]
         outputs = {item_id for item_id, _ in indexed}
-        indexed += [(item["id"], "1") for item in inputs
+        indexed += [(item["id"], "1") for item in record.input_items or []
                     if isinstance(item.get("id"), str) and item["id"] not in outputs]
 
         def write(r: redis_py.Redis) -> None:
@@ -206,13 +178,6 @@ class RedisStore(Store):
             return pipe.execute()[0]
 
         return bool(self._call(delete)) and record is not None
-
-    def list_input_items(self, response_id: str, *, after: str | None = None, before: str | None = None,
-                         limit: int = 20, order: Order = "desc") -> ItemPage | None:
-        record = self._fetch(response_id, True)
-        if record is None:
-            return None
-        return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
         return self.get_items([item_id]).get(item_id)
@@ -290,29 +255,43 @@ class RedisStore(Store):
         return text.decode("utf-8") if int(expires_ms) > now_seconds() * 1000 else None
 
     # ---- client keys -------------------------------------------------------------------------------------------
-    def put_client_key(self, record: ClientKeyRecord) -> None:
-        key = f"{self.prefix}ckey:{record.name}"
-
-        def write(r: redis_py.Redis) -> None:
+    def _watched_write(self, key: str, plan: Callable[[bytes | None], Callable[[Any], None] | None]) -> bool:
+        """Optimistic read-modify-write of `key`: `plan` sees its value (read under WATCH) and returns what to queue
+        in the MULTI (a function of the pipeline), or None to write nothing (→ False). Redone from the read when
+        another client changed the key meanwhile."""
+        def run(r: redis_py.Redis) -> bool:
             with r.pipeline(transaction=True) as pipe:
                 while True:
                     try:
                         pipe.watch(key)
-                        old = pipe.get(key)
-                        if old is not None and loads(old).get("revoked_at") is None:
-                            raise KeyNameTaken(record.name)
+                        queue = plan(cast("bytes | None", pipe.get(key)))
+                        if queue is None:
+                            return False
                         pipe.multi()
-                        if old is not None:
-                            pipe.delete(f"{self.prefix}ckeyhash:{loads(old)['key_hash']}")
-                        pipe.set(key, dumps(record.to_json()))
-                        pipe.set(f"{self.prefix}ckeyhash:{record.key_hash}", record.name)
-                        pipe.sadd(f"{self.prefix}ckeys", record.name)
+                        queue(pipe)
                         pipe.execute()
-                        return
+                        return True
                     except redis_py.WatchError:
                         continue
 
-        self._call(write)
+        return self._call(run)
+
+    def put_client_key(self, record: ClientKeyRecord) -> None:
+        def plan(old: bytes | None) -> Callable[[Any], None]:
+            replaced = ClientKeyRecord.decode(old) if old is not None else None
+            if replaced is not None and replaced.revoked_at is None:
+                raise KeyNameTaken(record.name)
+
+            def queue(pipe: Any) -> None:
+                if replaced is not None:
+                    pipe.delete(f"{self.prefix}ckeyhash:{replaced.key_hash}")
+                pipe.set(f"{self.prefix}ckey:{record.name}", record.encode())
+                pipe.set(f"{self.prefix}ckeyhash:{record.key_hash}", record.name)
+                pipe.sadd(f"{self.prefix}ckeys", record.name)
+
+            return queue
+
+        self._watched_write(f"{self.prefix}ckey:{record.name}", plan)
 
     def _keys_named(self, names: list[str]) -> list[ClientKeyRecord]:
         if not names:
@@ -326,7 +305,7 @@ class RedisStore(Store):
             return pipe.execute()
 
         values = self._call(read)
-        return [ClientKeyRecord.from_json(loads(blob), float(spent or 0))
+        return [ClientKeyRecord.decode(blob, float(spent or 0))
                 for blob, spent in zip(values[::2], values[1::2], strict=True) if blob is not None]
 
     def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
@@ -347,43 +326,13 @@ class RedisStore(Store):
     def _update_key(self, name: str, change: Callable[[dict[str, Any]], bool]) -> bool:
         key = f"{self.prefix}ckey:{name}"
 
-        def write(r: redis_py.Redis) -> bool:
-            with r.pipeline(transaction=True) as pipe:
-                while True:
-                    try:
-                        pipe.watch(key)
-                        old = pipe.get(key)
-                        if old is None:
-                            return False
-                        data = loads(old)
-                        if not change(data):
-                            return False
-                        pipe.multi()
-                        pipe.set(key, dumps(data))
-                        pipe.execute()
-                        return True
-                    except redis_py.WatchError:
-                        continue
+        def plan(old: bytes | None) -> Callable[[Any], None] | None:
+            data = loads(old) if old is not None else None
+            if data is None or not change(data):
+                return None
+            return lambda pipe: pipe.set(key, dumps(data))
 
-        return self._call(write)
-
-    def revoke_client_key(self, name: str) -> bool:
-        now = now_seconds()
-
-        def revoke(data: dict[str, Any]) -> bool:
-            if data.get("revoked_at") is not None:
-                return False
-            data["revoked_at"] = now
-            return True
-
-        return self._update_key(name, revoke)
-
-    def touch_client_key(self, name: str, at: float) -> None:
-        def touch(data: dict[str, Any]) -> bool:
-            data["last_used_at"] = at
-            return True
-
-        self._update_key(name, touch)
+        return self._watched_write(key, plan)
 
     # ---- usage -------------------------------------------------------------------------------------------------
     def _usage_key(self, day: datetime.date) -> str:
@@ -397,7 +346,7 @@ class RedisStore(Store):
 
         def write(r: redis_py.Redis) -> None:
             pipe = r.pipeline(transaction=True)
-            pipe.xadd(key, {"row": dumps(row.to_json())})
+            pipe.xadd(key, {"row": row.encode()})
             pipe.pexpireat(key, int((day_end + self.usage_retention_seconds) * 1000))
             if row.cost_usd:
                 pipe.incrbyfloat(f"{self.prefix}spent:{row.key_name}", row.cost_usd)
@@ -407,9 +356,7 @@ class RedisStore(Store):
 
     def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
         now = now_seconds()
-        low = now - self.usage_retention_seconds
-        low = low if since is None else max(since, low)
-        high = now + 86400 if until is None else until
+        low, high = self._usage_window(since, until, now)
         first = datetime.datetime.fromtimestamp(low, datetime.timezone.utc).date()
         last = datetime.datetime.fromtimestamp(min(high, now + 86400), datetime.timezone.utc).date()
         days = [first + datetime.timedelta(days=n) for n in range((last - first).days + 1)]
@@ -420,7 +367,7 @@ class RedisStore(Store):
                 pipe.xrange(self._usage_key(day))
             return pipe.execute()
 
-        rows = [UsageRow.from_json(loads(fields[b"row"])) for entries in self._call(read) for _, fields in entries]
+        rows = [UsageRow.decode(fields[b"row"]) for entries in self._call(read) for _, fields in entries]
         return sorted((row for row in rows if low <= row.at < high), key=lambda row: row.at)
 
     def spent_usd(self, key_name: str) -> float:
@@ -429,13 +376,8 @@ class RedisStore(Store):
 
     # ---- limits ------------------------------------------------------------------------------------------------
     def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        now = now_seconds()
-        start = window_start(now, window_seconds)
-        keys = [f"{self.prefix}rl:{counter}:{start - window_seconds:.0f}", f"{self.prefix}rl:{counter}:{start:.0f}"]
-        script = self._script("hit", _HIT)
-        allowed, wait = self._call(lambda r: script(keys=keys, args=[
-            repr(now - start), repr(float(window_seconds)), limit, int(window_seconds * 2000)], client=r))
-        return bool(allowed), float(wait)
+        admitted = self.admit([(counter, window_seconds, limit)], [])
+        return admitted.granted, admitted.wait
 
     def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
         now = now_seconds()
@@ -495,14 +437,8 @@ class RedisStore(Store):
 
 
 def _record(response_id: str, values: list) -> StoredResponse | None:
-    meta_blob = values[0]
-    if meta_blob is None:
+    if values[0] is None:
         return None
-    meta = loads(meta_blob)
+    record = StoredResponse.decode(response_id, values[0], input_blob=values[1] if len(values) > 1 else None)
     # Redis expires the key itself (ms precision); the stored instant keeps every reader exact and in agreement.
-    if meta["expires_at"] <= now_seconds():
-        return None
-    return StoredResponse(id=response_id, response=meta["response"], model=meta["model"],
-                          created_at=meta["created_at"], previous_response_id=meta["previous_response_id"],
-                          chain=meta["chain"], expires_at=meta["expires_at"],
-                          input_items=loads(values[1]) if len(values) > 1 and values[1] is not None else None)
+    return record if record.expires_at > now_seconds() else None

@@ -32,16 +32,13 @@ from ..jsonfast import dumps, loads
 from .base import (
     Admitted,
     ClientKeyRecord,
-    ItemPage,
     KeyNameTaken,
-    Order,
     Store,
     StoredResponse,
     StoreUnavailable,
     UsageRow,
     find_item,
     now_seconds,
-    paginate,
     sliding_window,
     window_start,
 )
@@ -234,24 +231,17 @@ class SQLiteStore(Store):
     # ---- responses --------------------------------------------------------------------------------------------
     def put_response(self, record: StoredResponse) -> None:
         now = now_seconds()
-        self._stamp(record, now)
-        inputs = record.input_items or []
-        input_blob = dumps(inputs)
-        meta_fields = {"response": record.response, "model": record.model, "created_at": record.created_at}
-        # Size checked before the transaction: the chain adds only ids.
-        size = len(dumps(meta_fields)) + len(input_blob)
-        self._check_size(size)
-        item_rows = [(item["id"], record.id, 0) for item in record.output_items if isinstance(item.get("id"), str)]
-        item_rows += [(item["id"], record.id, 1) for item in inputs if isinstance(item.get("id"), str)]
+        input_blob, size = self._prepare_put(record, now)  # before the transaction
+        held = [(0, item) for item in record.output_items] + [(1, item) for item in record.input_items or []]
+        item_rows = [(item["id"], record.id, kind) for kind, item in held if isinstance(item.get("id"), str)]
 
         def write(conn: sqlite3.Connection) -> None:
-            chain: list[str] = []
+            record.chain = []
             if record.previous_response_id:
                 row = conn.execute("SELECT meta FROM responses WHERE id = ? AND expires_at > ?",
                                    (record.previous_response_id, now)).fetchone()
-                chain = [*(loads(row[0])["chain"] if row else []), record.previous_response_id]
-            record.chain = chain
-            meta = dumps({**meta_fields, "previous_response_id": record.previous_response_id, "chain": chain})
+                record.follow(row[0] if row else None)
+            meta = record.encode_meta(with_expiry=False)  # the expiry has its own column
             conn.execute("DELETE FROM items WHERE response_id = ?", (record.id,))
             conn.execute("INSERT OR REPLACE INTO responses (id, expires_at, meta, input) VALUES (?, ?, ?, ?)",
                          (record.id, record.expires_at, meta, input_blob))
@@ -270,7 +260,9 @@ class SQLiteStore(Store):
         row = self._retrying(lambda conn: conn.execute(
             f"SELECT {columns} FROM responses WHERE id = ? AND expires_at > ?",
             (response_id, now_seconds())).fetchone())
-        return _record(response_id, row) if row else None
+        if row is None:
+            return None
+        return StoredResponse.decode(response_id, row[0], expires_at=row[1], input_blob=row[2] if with_input else None)
 
     def get_response(self, response_id: str, *, with_input: bool = False) -> StoredResponse | None:
         return self._row(response_id, with_input)
@@ -284,13 +276,6 @@ class SQLiteStore(Store):
             return live is not None
 
         return self._retrying(delete, write=True)
-
-    def list_input_items(self, response_id: str, *, after: str | None = None, before: str | None = None,
-                         limit: int = 20, order: Order = "desc") -> ItemPage | None:
-        record = self._row(response_id, True)
-        if record is None:
-            return None
-        return paginate(record.input_items or [], after=after, before=before, limit=limit, order=order)
 
     def get_item(self, item_id: str) -> dict[str, Any] | None:
         # Output first (kind 0): the item as issued; then the longest-lived holder.
@@ -315,7 +300,7 @@ class SQLiteStore(Store):
         rows = self._retrying(lambda conn: conn.execute(
             f"SELECT id, meta, expires_at, input FROM responses WHERE id IN ({marks}) AND expires_at > ?",
             (*last.chain, now_seconds())).fetchall())
-        by_id = {row[0]: _record(row[0], row[1:]) for row in rows}
+        by_id = {row[0]: StoredResponse.decode(row[0], row[1], expires_at=row[2], input_blob=row[3]) for row in rows}
         if len(by_id) != len(set(last.chain)):
             return None
         return [*(by_id[earlier] for earlier in last.chain), last]
@@ -379,7 +364,7 @@ class SQLiteStore(Store):
 
     # ---- client keys -------------------------------------------------------------------------------------------
     def put_client_key(self, record: ClientKeyRecord) -> None:
-        blob = dumps(record.to_json())
+        blob = record.encode()
 
         def write(conn: sqlite3.Connection) -> None:
             row = conn.execute("SELECT revoked FROM client_keys WHERE name = ?", (record.name,)).fetchone()
@@ -394,7 +379,7 @@ class SQLiteStore(Store):
         rows = self._retrying(lambda conn: conn.execute(
             f"SELECT k.record, COALESCE(s.usd, 0) FROM client_keys k LEFT JOIN spent s ON s.key_name = k.name "
             f"{clause}", args).fetchall())
-        return [ClientKeyRecord.from_json(loads(row[0]), row[1]) for row in rows]
+        return [ClientKeyRecord.decode(row[0], row[1]) for row in rows]
 
     def find_client_key(self, key_hash: str) -> ClientKeyRecord | None:
         found = self._keys_where("WHERE k.key_hash = ?", (key_hash,))
@@ -421,27 +406,9 @@ class SQLiteStore(Store):
 
         return self._retrying(write, write=True)
 
-    def revoke_client_key(self, name: str) -> bool:
-        now = now_seconds()
-
-        def revoke(data: dict[str, Any]) -> bool:
-            if data.get("revoked_at") is not None:
-                return False
-            data["revoked_at"] = now
-            return True
-
-        return self._update_key(name, revoke)
-
-    def touch_client_key(self, name: str, at: float) -> None:
-        def touch(data: dict[str, Any]) -> bool:
-            data["last_used_at"] = at
-            return True
-
-        self._update_key(name, touch)
-
     # ---- usage -------------------------------------------------------------------------------------------------
     def add_usage(self, row: UsageRow) -> None:
-        blob = dumps(row.to_json())
+        blob = row.encode()
         horizon = now_seconds() - self.usage_retention_seconds
 
         def write(conn: sqlite3.Connection) -> None:
@@ -457,12 +424,10 @@ class SQLiteStore(Store):
         self._wrote(len(blob) + 100)
 
     def usage_rows(self, since: float | None = None, until: float | None = None) -> list[UsageRow]:
-        low = now_seconds() - self.usage_retention_seconds
-        low = low if since is None else max(since, low)
-        high = float("inf") if until is None else until
+        low, high = self._usage_window(since, until, now_seconds())
         rows = self._retrying(lambda conn: conn.execute(
             "SELECT row FROM usage WHERE at >= ? AND at < ? ORDER BY at", (low, high)).fetchall())
-        return [UsageRow.from_json(loads(row[0])) for row in rows]
+        return [UsageRow.decode(row[0]) for row in rows]
 
     def spent_usd(self, key_name: str) -> float:
         row = self._retrying(lambda conn: conn.execute("SELECT usd FROM spent WHERE key_name = ?",
@@ -608,9 +573,3 @@ def _in_an_os_thread(work: Callable[[], None]) -> None:
     else:
         threading.Thread(target=work, name="store-checkpoint", daemon=True).start()
 
-
-def _record(response_id: str, row: tuple) -> StoredResponse:
-    meta = loads(row[0])
-    return StoredResponse(id=response_id, response=meta["response"], model=meta["model"],
-                          created_at=meta["created_at"], previous_response_id=meta["previous_response_id"],
-                          chain=meta["chain"], expires_at=row[1], input_items=loads(row[2]) if len(row) > 2 else None)

@@ -104,6 +104,42 @@ def test_usage_prints_a_table_by_key_and_by_model(config_path, capsys):
     assert run(config_path, "usage", "--since", "yesterday") == 1
 
 
+def test_usage_by_conversation_and_door_with_what_the_cache_saved_and_as_json(config_path, capsys):
+    import json
+
+    store = store_of(config_path)
+    now = time.time()
+    codex, claude = "responses:019ad1f4-31c2-7b4e-9a10-5c2f0e8d7a31", "messages:0b7c5e0e-7c1f-4c55-9d1e-3f5b8e2a9c41"
+    for at, conversation, door, cached in ((now - 90, codex, "responses", 0), (now - 60, codex, "responses", 1920),
+                                           (now - 30, claude, "messages", 3968)):
+        store.add_usage(UsageRow(at=at, key_name="alice", model="deepseek-v4-pro", upstream="deepseek", status=200,
+                                 input_tokens=4000, cached_tokens=cached, output_tokens=10, cost_usd=0.001,
+                                 saved_usd=cached / 1e6, door=door, conversation=conversation))
+    store.add_usage(UsageRow(at=now - 20, key_name="alice", model="qwen-local", upstream="local", status=200,
+                             input_tokens=10, output_tokens=1))
+    assert run(config_path, "usage", "--by", "conversation") == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[1].split()[:1] == ["conversation"] and "miss" in lines[1] and "cache hit" in lines[1]
+    codex_line = next(line for line in lines if line.startswith("responses:019ad1f4-31c2-7…"))
+    assert codex not in out and codex_line.split()[1:7] == ["2", "0", "8,000", "1,920", "6,080", "24.0%"]
+    claude_line = next(line for line in lines if line.startswith("messages:0b7c5e0e"))
+    assert "99.2%" in claude_line
+    assert next(line for line in lines if line.startswith("(none)")).split()[1] == "1"
+    saved = (1920 + 3968) / 1e6
+    assert f"5,888 of 12,010 input tokens hit (49.0%), saving {saved:.4f} USD" in out
+    assert "estimated" not in out  # the row without a recorded saving had no cache hits
+    assert "no price for qwen-local" in out
+    assert run(config_path, "usage", "--by", "door") == 0
+    assert next(line for line in capsys.readouterr().out.splitlines() if line.startswith("messages")).split()[1] == "1"
+    assert run(config_path, "usage", "--by", "conversation", "--json") == 0
+    report = json.loads(capsys.readouterr().out)
+    groups = {group["group"]: group for group in report["groups"]}
+    assert list(groups) == [codex, claude, "(none)"]  # whole keys, in the order the conversations started
+    assert groups[codex]["cache_hit_ratio"] == 0.24 and groups[codex]["miss_tokens"] == 6080
+    assert report["total"]["saved_usd"] == pytest.approx(saved)
+
+
 def test_config_shows_the_team_settings_without_keys(tmp_path, monkeypatch, capsys):
     monkeypatch.setenv("HOME", str(tmp_path))
     monkeypatch.setenv("POOL_A", "sk-secretvalue0001")

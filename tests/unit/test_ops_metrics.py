@@ -135,3 +135,22 @@ def test_multiprocess_mode_sums_the_workers_and_forgets_a_dead_ones_streams(tmp_
                                     capture_output=True, text=True).stdout)
     assert value(marked, "deepseek_proxy_open_streams", door="responses") == 0
     assert value(marked, "deepseek_proxy_requests_total", door="responses", model="m", status="200") == 2
+
+
+def test_each_request_with_input_observes_its_cache_hit_ratio():
+    before = scrape()
+    RequestMetrics(door="messages", model="m-ratio", stream=False).finish(usage=USAGE, status=200)  # 1000 / 1200
+    RequestMetrics(door="messages", model="m-ratio").finish(usage={"prompt_tokens": 640, "completion_tokens": 1},
+                                                           status=200)  # no hit: 0
+    RequestMetrics(door="messages", model="m-ratio").finish(usage=None, status=502)  # no input: not observed
+    after = scrape()
+
+    def delta(name: str, **labels: str) -> float:
+        return value(after, name, door="messages", model="m-ratio", **labels) - \
+            value(before, name, door="messages", model="m-ratio", **labels)
+
+    assert delta("deepseek_proxy_cache_hit_ratio_count") == 2
+    assert delta("deepseek_proxy_cache_hit_ratio_sum") == pytest.approx(1000 / 1200)
+    buckets = {le: delta("deepseek_proxy_cache_hit_ratio_bucket", le=le)
+               for le in ("0.0", "0.1", "0.75", "0.9", "1.0", "+Inf")}
+    assert buckets == {"0.0": 1, "0.1": 1, "0.75": 1, "0.9": 2, "1.0": 2, "+Inf": 2}
