@@ -93,7 +93,7 @@ class RequestScope:
                                         upstream_model=self.model.upstream_model, upstream=self.model.upstream,
                                         status=status, usage=usage, duration_ms=duration_ms, ttft_ms=ttft_ms,
                                         door=self.door, request_id=self.request_id, at=self._started_wall,
-                                        conversation=getattr(self, "conversation", None))
+                                        conversation=self.conversation)
             request_log(request_id=self.request_id, method=self.method, path=self.path, door=self.door,
                         status=status, key=self.identity.name, model=self.model.id, upstream=self.model.upstream,
                         upstream_key=upstream_key or self.upstream_key, stream=self.stream, duration_ms=duration_ms,
