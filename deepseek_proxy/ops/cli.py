@@ -62,6 +62,9 @@ def describe_settings(config: Config) -> str:
              f"metrics: {'GET /metrics' if ops.metrics else 'off'}; body capture: "
              + (f"on, {ops.capture_dir or '<state dir>/captures'}, {ops.capture_max_bytes // 1024} KB each"
                 if ops.capture_bodies else "off"),
+             "prefix breaks: " + (f"detected (memory: {ops.prefix_memory}); logged on deepseek_proxy.prefix, "
+                                  "counted as deepseek_proxy_prefix_breaks_total"
+                                  if ops.detect_prefix_breaks else "not detected"),
              *pools]
     return "\n".join(lines)
 

@@ -145,12 +145,14 @@ def test_config_shows_the_team_settings_without_keys(tmp_path, monkeypatch, caps
     monkeypatch.setenv("POOL_A", "sk-secretvalue0001")
     path = tmp_path / "team.toml"
     path.write_text('[limits]\nkey_rpm = 30\nconcurrency = 100\n[logs]\ncapture_bodies = true\n'
+                    '[cache]\nprefix_memory = "process"\n'
                     '[upstreams.deepseek]\napi_keys = ["env:POOL_A", "pass:deepseek/b"]\nkey_strategy = "least_busy"\n'
                     '[pricing.models."deepseek-v4-pro"]\ncache_hit = 0.1\ncache_miss = 1\noutput = 2\n')
     assert main(["--config", str(path), "config"]) == 0
     out = capsys.readouterr().out
     assert "limits: rpm none, concurrency 100, per key rpm 30, concurrency none; queue 2000 ms" in out
     assert "body capture: on" in out and "the config's for deepseek-v4-pro" in out
+    assert "prefix breaks: detected (memory: process)" in out
     assert "upstream deepseek: 2 keys (least_busy): env:POOL_A, pass:deepseek/b" in out
     assert "sk-secretvalue0001" not in out
 
