@@ -39,7 +39,13 @@ from .responses_request import (
     IMAGE_PLACEHOLDER,
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
-    NO_TOOL_OUTPUT,
+)
+from .tool_history import (
+    assistant_message,
+    needs_repair,
+    stray_output_text,
+    tool_answers,
+    user_message,
 )
 from .tools import ToolMap, ToolOrigin, flat_tool_name
 
@@ -495,18 +501,10 @@ class _MessageBuilder:
                 texts.append(part["text"])
             else:
                 texts.append(_other_part_text(part, where, self.model) or "")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+        reasoning = None
         if self.thinking:
             reasoning = signed if signed is not None else self._restore(calls, "".join(thoughts), turn.index)
-            if reasoning is not None:
-                message["reasoning_content"] = reasoning
-        if calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": flat_tool_name(c.name), "arguments": _arguments(c.args)}}
-                for c in calls
-            ]
-        self.messages.append(message)
+        self.messages.append(assistant_message("".join(texts), reasoning, ((c.id, c.name, c.args) for c in calls)))
         return calls
 
     @staticmethod
@@ -533,7 +531,7 @@ class _MessageBuilder:
                 return cached
         if thoughts:
             return thoughts
-        if self.repair == "off" or (not calls and self.repair != "always"):
+        if not needs_repair(self.repair, bool(calls)):
             return None
         self.repaired.append(content_index)
         return REASONING_PLACEHOLDER
@@ -542,7 +540,7 @@ class _MessageBuilder:
     def _answer(self, calls: list[_Call], turns: list[_Turn], i: int) -> int:
         """One tool message per call, in the calls' order, from the function responses of the user contents that
         follow; the rest of those contents follows the answers. Returns the index of the next turn to walk."""
-        answers: dict[str, str] = {}
+        answers: dict[str, dict] = {}  # call id → its tool message
         leftovers: list[tuple[list[dict], str]] = []
         by_name: dict[str, list[str]] = {}
         for call in calls:
@@ -560,15 +558,15 @@ class _MessageBuilder:
                 if call_id is None:
                     rest.append(part)
                 else:
-                    answers[call_id] = self._response_text(response, where)
+                    answers[call_id] = {"role": "tool", "tool_call_id": call_id,
+                                        "content": self._response_text(response, where)}
             leftovers.append((rest, f"contents[{turn.index}]"))
             i += 1
             if len(answers) == len(calls):
                 break
-        for call in calls:
-            content = answers.get(call.id, NO_TOOL_OUTPUT)
-            self.answered[call.id] = content
-            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        for answer in tool_answers((call.id for call in calls), answers):  # no images: a tool message each
+            self.answered[answer["tool_call_id"]] = answer["content"]
+            self.messages.append(answer)
         for rest, where in leftovers:
             self._user(rest, where)
         return i
@@ -621,7 +619,7 @@ class _MessageBuilder:
                 if isinstance(call_id, str) and self.answered.get(call_id) == text:
                     continue  # already answered with the same output (Gemini CLI resends responses on --resume)
                 label = call_id or (response.get("name") if isinstance(response, dict) else "") or "?"
-                out.append({"type": "text", "text": f"Output of tool call {label}:\n{text}"})
+                out.append({"type": "text", "text": stray_output_text(label, text)})
             elif isinstance(part.get("text"), str):
                 out.append({"type": "text", "text": part["text"]})
             elif _field(part, "functionCall", "function_call") is not None:
@@ -634,12 +632,8 @@ class _MessageBuilder:
                     other = _other_part_text(part, pwhere, self.model)
                     if other is not None:
                         out.append({"type": "text", "text": other})
-        if not out:
-            return
-        if all(p["type"] == "text" for p in out):
-            self.messages.append({"role": "user", "content": "\n".join(p["text"] for p in out)})
-        else:
-            self.messages.append({"role": "user", "content": out})
+        if out:
+            self.messages.append(user_message(out))
 
 
 def _parts(parts: Any, where: str) -> list[dict]:
@@ -693,9 +687,3 @@ def _other_part_text(part: dict, where: str, model: ModelConfig) -> str | None:
         return None
     raise RequestError(f"{where}: unsupported part ({', '.join(sorted(part))})", param=where)
 
-
-def _arguments(value: Any) -> str:
-    """A functionCall's args → the Chat arguments string: compact JSON in the client's key order (deterministic)."""
-    if isinstance(value, str):
-        return value
-    return dumps_str(value if value is not None else {})

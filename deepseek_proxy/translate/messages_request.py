@@ -27,6 +27,7 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
+from ..core.chat import TOOL_IMAGES
 from ..jsonfast import dumps_str
 from ..upstream.profiles import ThinkingChoice
 from .errors import RequestError
@@ -35,7 +36,13 @@ from .responses_request import (
     IMAGE_FOLLOWS,
     IMAGE_PLACEHOLDER,
     JSON_SCHEMA_INSTRUCTION,
-    NO_TOOL_OUTPUT,
+)
+from .tool_history import (
+    assistant_message,
+    needs_repair,
+    stray_output_text,
+    tool_answers,
+    user_message,
 )
 from .tools import ToolMap, ToolOrigin, flat_tool_name
 
@@ -429,23 +436,13 @@ class _MessageBuilder:
             else:
                 raise RequestError(f"{where}.type: {kind!r} is not allowed in an assistant message",
                                    param=f"{where}.type")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
-        if self.thinking:
-            text = "".join(reasoning) or self._repair(calls)
-            if text is not None:
-                message["reasoning_content"] = text
-        if calls:
-            message["tool_calls"] = [
-                {"id": call.id, "type": "function",
-                 "function": {"name": flat_tool_name(call.name), "arguments": _arguments(call.input)}}
-                for call in calls
-            ]
-        self.messages.append(message)
+        text = ("".join(reasoning) or self._repair(calls)) if self.thinking else None
+        self.messages.append(assistant_message("".join(texts), text, ((c.id, c.name, c.input) for c in calls)))
         return calls
 
     def _repair(self, calls: list[_Call]) -> str | None:
         """Reasoning for a thinking-mode assistant turn that came back without any."""
-        if self.repair == "off" or (not calls and self.repair != "always"):
+        if not needs_repair(self.repair, bool(calls)):
             return None
         self.repaired.append(len(self.messages))
         if calls and self.cache is not None:
@@ -472,18 +469,14 @@ class _MessageBuilder:
                 else:
                     rest.append(block)
             i += 1
-        images: list[dict] = []
-        for call in calls:
+        answers: dict[str, dict] = {}
+        for call in calls:  # in the calls' order: a malformed result is reported as it always was
             result = results.get(call.id)
-            if result is None:
-                content = NO_TOOL_OUTPUT
-            else:
+            if result is not None:
                 content, found = self._tool_result_content(result, user.where if user else "")
-                if found:
-                    images += [{"type": "text", "text": f"Image output of tool call {call.id}:"}, *found]
-            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        if images:  # a tool message carries text only: the images follow the answers, as a user message
-            self.messages.append({"role": "user", "content": images})
+                answers[call.id] = {"role": "tool", "tool_call_id": call.id, "content": content,
+                                    **({TOOL_IMAGES: found} if found else {})}
+        self.messages += tool_answers((call.id for call in calls), answers)
         for turn in deferred:
             self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
         if user is not None and rest:
@@ -500,16 +493,12 @@ class _MessageBuilder:
                 # message (a 400 at DeepSeek).
                 call_id = _string(block, "tool_use_id", block_where)
                 content, images = self._tool_result_content(block, block_where)
-                parts.append({"type": "text", "text": f"Output of tool call {call_id}:\n{content}"})
+                parts.append({"type": "text", "text": stray_output_text(call_id, content)})
                 parts += images
             else:
                 parts += self._content_parts(block, block_where)
-        if not parts:
-            return
-        if all(part["type"] == "text" for part in parts):
-            self.messages.append({"role": "user", "content": "\n".join(part["text"] for part in parts)})
-        else:
-            self.messages.append({"role": "user", "content": parts})
+        if parts:
+            self.messages.append(user_message(parts))
 
     # ---- content -----------------------------------------------------------------------------------------------
     def _content_parts(self, block: dict, where: str) -> list[dict]:
@@ -616,9 +605,3 @@ def _string(block: dict, key: str, where: str) -> str:
         raise RequestError(f"{where}.{key}: a string is required", param=f"{where}.{key}")
     return value
 
-
-def _arguments(value: Any) -> str:
-    """A tool_use input → the Chat arguments string: compact JSON in the client's key order (deterministic)."""
-    if isinstance(value, str):
-        return value
-    return dumps_str(value if value is not None else {})

@@ -18,9 +18,9 @@ from typing import Any, cast
 from ..config import ModelConfig
 from ..core.chat import TOOL_IMAGES, ChatMessage, ChatRequest
 from ..jsonfast import dumps_str
-from ..upstream.prepare import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .errors import RequestError
 from .reasoning import ReasoningCodec
+from .tool_history import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .tools import (
     CUSTOM_INPUT_ARG,
     ToolMap,
