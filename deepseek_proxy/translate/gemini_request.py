@@ -40,14 +40,8 @@ from .responses_request import (
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
 )
-from .tool_history import (
-    assistant_message,
-    needs_repair,
-    stray_output_text,
-    tool_answers,
-    user_message,
-)
-from .tools import ToolMap, ToolOrigin, flat_tool_name
+from .tool_history import assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 # The GenerateContentRequest fields (google-genai 3.6 / the v1beta REST reference). Others are ignored and reported.
 KNOWN_FIELDS = frozenset({
@@ -161,10 +155,7 @@ def translate_gemini_request(
     messages = builder.build(_field(body, "systemInstruction", "system_instruction"), body.get("contents"))
     chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
     _apply_response_format(chat, config)
-    if tools:
-        chat["tools"] = tools
-        if choice is not None:
-            chat["tool_choice"] = choice
+    offer_tools(chat, tools, choice)
     chat.update(thinking.fields)
 
     candidates = _field(config, "candidateCount", "candidate_count")

@@ -37,14 +37,8 @@ from .responses_request import (
     IMAGE_PLACEHOLDER,
     JSON_SCHEMA_INSTRUCTION,
 )
-from .tool_history import (
-    assistant_message,
-    needs_repair,
-    stray_output_text,
-    tool_answers,
-    user_message,
-)
-from .tools import ToolMap, ToolOrigin, flat_tool_name
+from .tool_history import assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 # The top-level fields of the Messages create call (anthropic SDK 2.15, beta params included). Fields outside this
@@ -170,12 +164,7 @@ def translate_messages_request(
     messages = builder.build(body.get("system"), body.get("messages"))
     chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
     _apply_output_format(chat, body)
-    if tools:
-        chat["tools"] = tools
-        if choice is not None:
-            chat["tool_choice"] = choice
-        if parallel is not None and profile.accepts_parallel_tool_calls:
-            chat["parallel_tool_calls"] = parallel
+    offer_tools(chat, tools, choice, parallel if profile.accepts_parallel_tool_calls else None)
     chat.update(thinking.fields)
     chat["max_tokens"] = min(max_tokens, model.max_output_tokens)
 

@@ -15,6 +15,7 @@ from deepseek_proxy.translate.tool_history import (
     tool_call_entries,
     user_message,
 )
+from deepseek_proxy.translate.tools import offer_tools
 
 IMAGE = {"type": "image_url", "image_url": {"url": "data:image/png;base64,AA"}}
 
@@ -95,3 +96,15 @@ def test_user_message_is_plain_text_when_every_part_is_text():
         "role": "user", "content": "a\nb"}
     parts = [{"type": "text", "text": "a"}, IMAGE]
     assert user_message(parts) == {"role": "user", "content": parts}
+
+
+def test_offer_tools_sends_choice_and_parallel_only_with_tools():
+    tools = [{"type": "function", "function": {"name": "f"}}]
+    chat: dict = {"model": "m"}
+    offer_tools(chat, [], "required", False)
+    assert chat == {"model": "m"}  # no tools: neither choice nor parallel means anything
+    offer_tools(chat, tools)
+    assert chat == {"model": "m", "tools": tools}
+    offer_tools(chat, tools, "required", False)
+    assert list(chat) == ["model", "tools", "tool_choice", "parallel_tool_calls"]
+    assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
