@@ -26,7 +26,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..jsonfast import dumps_str
-from .errors import RequestError
+from .errors import RequestError, each_object
 from .messages_request import (
     REASONING_PLACEHOLDER,
     REPAIR_MODES,
@@ -326,20 +326,14 @@ def translate_gemini_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]:
     if not isinstance(tools, list):
         raise RequestError("tools: an array is required", param="tools")
     out: list[dict] = []
-    for index, tool in enumerate(tools):
-        where = f"tools[{index}]"
-        if not isinstance(tool, dict):
-            raise RequestError(f"{where}: an object is required", param=where)
+    for _, where, tool in each_object(tools, "tools[{}]"):
         for key in tool:
             if key not in ("functionDeclarations", "function_declarations"):
                 tool_map.dropped.append(key)
         declarations = _field(tool, "functionDeclarations", "function_declarations") or []
         if not isinstance(declarations, list):
             raise RequestError(f"{where}.functionDeclarations: an array is required", param=where)
-        for j, declaration in enumerate(declarations):
-            dwhere = f"{where}.functionDeclarations[{j}]"
-            if not isinstance(declaration, dict):
-                raise RequestError(f"{dwhere}: an object is required", param=dwhere)
+        for _, dwhere, declaration in each_object(declarations, where + ".functionDeclarations[{}]"):
             name = declaration.get("name")
             if not isinstance(name, str) or not name:
                 raise RequestError(f"{dwhere}.name: a non-empty string is required", param=f"{dwhere}.name")
@@ -454,10 +448,7 @@ class _MessageBuilder:
     def _turns(contents: list) -> list[_Turn]:
         """Model contents in a row are one turn (their calls are answered together); user contents stay apart."""
         turns: list[_Turn] = []
-        for index, content in enumerate(contents):
-            where = f"contents[{index}]"
-            if not isinstance(content, dict):
-                raise RequestError(f"{where}: an object is required", param=where)
+        for index, where, content in each_object(contents, "contents[{}]"):
             role = content.get("role") or "user"
             if role not in ("user", "model", "function"):
                 raise RequestError(f"{where}.role: must be user or model", param=f"{where}.role")

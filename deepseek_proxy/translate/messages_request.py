@@ -30,7 +30,7 @@ from ..config import ModelConfig
 from ..core.chat import TOOL_IMAGES
 from ..jsonfast import dumps_str
 from ..upstream.profiles import ThinkingChoice
-from .errors import RequestError
+from .errors import RequestError, each_object
 from .reasoning import ReasoningCache, ReasoningCodec
 from .responses_request import (
     IMAGE_FOLLOWS,
@@ -262,10 +262,7 @@ def translate_anthropic_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]
     if not isinstance(tools, list):
         raise RequestError("tools: an array is required", param="tools")
     out: list[dict] = []
-    for index, tool in enumerate(tools):
-        where = f"tools.{index}"
-        if not isinstance(tool, dict):
-            raise RequestError(f"{where}: an object is required", param=where)
+    for _, where, tool in each_object(tools, "tools.{}"):
         kind = tool.get("type")
         if kind not in (None, "custom"):
             tool_map.dropped.append(str(kind))
@@ -371,10 +368,7 @@ class _MessageBuilder:
     # ---- turns -------------------------------------------------------------------------------------------------
     def _turns(self, messages: list) -> list[_Turn]:
         turns: list[_Turn] = []
-        for index, message in enumerate(messages):
-            where = f"messages.{index}"
-            if not isinstance(message, dict):
-                raise RequestError(f"{where}: an object is required", param=where)
+        for _, where, message in each_object(messages, "messages.{}"):
             role = message.get("role")
             if role not in ("user", "assistant", "system"):
                 raise RequestError(f"{where}.role: must be user, assistant or system", param=f"{where}.role")
