@@ -26,6 +26,7 @@ from typing import Any
 
 from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
+from .chat_deltas import ChatDeltaReader
 from .partial_json import StringFieldStream
 from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
@@ -61,7 +62,7 @@ class _Item:
         self.done = False
 
 
-class ResponseStream:
+class ResponseStream(ChatDeltaReader):
     def __init__(
         self,
         *,
@@ -110,23 +111,7 @@ class ResponseStream:
 
     def feed(self, chunk: dict) -> list[Event]:
         out: list[Event] = []
-        usage = chunk.get("usage")
-        if usage:
-            self._usage = usage
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # n > 1 is never requested
-            delta = choice.get("delta") or choice.get("message") or {}
-            reasoning = delta.get("reasoning_content")
-            if reasoning:
-                self._reasoning_delta(reasoning, out)
-            content = delta.get("content")
-            if content:
-                self._text_delta(content, out)
-            for call in delta.get("tool_calls") or ():
-                self._tool_call_delta(call, out)
-            if choice.get("finish_reason"):
-                self._finish_reason = choice["finish_reason"]
+        self._read(chunk, out)
         return out
 
     def keepalive(self) -> list[Event]:
@@ -148,21 +133,9 @@ class ResponseStream:
             out.append(self._terminal("response.completed", "completed"))
         return out
 
-    def replay(self, completion: dict) -> list[Event]:
-        """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
-        out: list[Event] = []
-        for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is a dict
-        return out + self.finish()
-
     def fail(self, code: str, message: str) -> list[Event]:
         """The upstream broke mid-reply. Items already done stay done (Codex keeps them); open ones are dropped."""
         return [self._terminal("response.failed", "failed", error={"code": code, "message": message})]
-
-    @property
-    def finish_reason(self) -> str | None:
-        """The upstream's finish_reason, once it has sent one."""
-        return self._finish_reason
 
     @property
     def response(self) -> dict:
