@@ -337,6 +337,16 @@ def replay_events(response: dict) -> list[Event]:
     def event(kind: str, **fields: Any) -> None:
         events.append({"type": kind, "sequence_number": len(events), **fields})
 
+    def text_part(where: dict, part_events: str, text_events: str, slot: dict, empty: dict, part: dict,
+                  **extra: Any) -> None:
+        """One text part of an item: the part added (empty), its whole text as one delta, the text done, the part
+        done. `slot` names the part's place (summary_index or content_index); `extra` goes with the text events."""
+        text = part.get("text", "")
+        event(f"response.{part_events}.added", **where, **slot, part=empty)
+        event(f"response.{text_events}.delta", **where, **slot, delta=text, **extra)
+        event(f"response.{text_events}.done", **where, **slot, text=text, **extra)
+        event(f"response.{part_events}.done", **where, **slot, part=part)
+
     started = {**response, "status": "in_progress", "output": [], "usage": None, "error": None,
                "incomplete_details": None, "completed_at": None}
     event("response.created", response=started)
@@ -349,32 +359,18 @@ def replay_events(response: dict) -> list[Event]:
                   item={"id": item.get("id"), "type": "reasoning", "summary": [],
                         **({} if item.get("summary") else {"content": []})})
             for summary_index, part in enumerate(item.get("summary") or []):
-                event("response.reasoning_summary_part.added", **where, summary_index=summary_index,
-                      part={"type": "summary_text", "text": ""})
-                event("response.reasoning_summary_text.delta", **where, summary_index=summary_index,
-                      delta=part.get("text", ""))
-                event("response.reasoning_summary_text.done", **where, summary_index=summary_index,
-                      text=part.get("text", ""))
-                event("response.reasoning_summary_part.done", **where, summary_index=summary_index, part=part)
+                text_part(where, "reasoning_summary_part", "reasoning_summary_text", {"summary_index": summary_index},
+                          {"type": "summary_text", "text": ""}, part)
             if not item.get("summary"):
                 for content_index, part in enumerate(item.get("content") or []):
-                    event("response.content_part.added", **where, content_index=content_index,
-                          part={"type": "reasoning_text", "text": ""})
-                    event("response.reasoning_text.delta", **where, content_index=content_index,
-                          delta=part.get("text", ""))
-                    event("response.reasoning_text.done", **where, content_index=content_index,
-                          text=part.get("text", ""))
-                    event("response.content_part.done", **where, content_index=content_index, part=part)
+                    text_part(where, "content_part", "reasoning_text", {"content_index": content_index},
+                              {"type": "reasoning_text", "text": ""}, part)
         elif kind == "message":
             event("response.output_item.added", output_index=index,
                   item={**item, "status": "in_progress", "content": []})
             for content_index, part in enumerate(item.get("content") or []):
-                text = part.get("text", "")
-                event("response.content_part.added", **where, content_index=content_index,
-                      part={"type": "output_text", "text": "", "annotations": []})
-                event("response.output_text.delta", **where, content_index=content_index, delta=text, logprobs=[])
-                event("response.output_text.done", **where, content_index=content_index, text=text, logprobs=[])
-                event("response.content_part.done", **where, content_index=content_index, part=part)
+                text_part(where, "content_part", "output_text", {"content_index": content_index},
+                          {"type": "output_text", "text": "", "annotations": []}, part, logprobs=[])
         elif kind == "function_call":
             event("response.output_item.added", output_index=index,
                   item={**item, "status": "in_progress", "arguments": ""})
