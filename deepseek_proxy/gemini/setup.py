@@ -17,22 +17,25 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..claude.setup import (
+from ..clientconfig import (
+    NO_KEY_TOKEN,
+    KeyPlan,
     SetupRefused,
     backup_path,
+    key_plan,
+    print_next_steps,
     proxy_base_url,
-    read_settings_text,
+    read_text,
     write_atomically,
 )
-from ..codex.config_toml import NO_KEY_TOKEN, key_choice
 from ..config import Config
 
 SETTINGS_FILE = "settings.json"
 ENV_FILE = ".env"
+SETUP_COMMAND = "gemini setup"
 BASE_URL_VAR = "GOOGLE_GEMINI_BASE_URL"
 KEY_VAR = "GEMINI_API_KEY"
 AUTH_TYPE = "gemini-api-key"
@@ -58,35 +61,10 @@ def resolve_gemini_home(gemini_home: Path | str | None, env: Mapping[str, str] =
 
 # ------------------------------------------------------------------------------------- what to write (pure)
 
-@dataclass(frozen=True)
-class KeyPlan:
-    value: str | None  # what to write as GEMINI_API_KEY; None: keep the one in .env
-    source: str  # said to the user, never the value
-
-
 def key_value(config: Config, existing: str | None, env: Mapping[str, str]) -> KeyPlan:
-    """The key Gemini CLI must send, with codex/claude setup's semantics (codex.config_toml.key_choice). Gemini CLI
-    refuses to start without a key, so a proxy that asks for none gets a placeholder."""
-    choice = key_choice(config)
-    existing = existing if existing and existing != NO_KEY_TOKEN else None
-    if choice.env_key is None:
-        return KeyPlan(NO_KEY_TOKEN, "a placeholder (the proxy asks for no key)")
-    value = env.get(choice.env_key, "").strip()
-    if choice.env_key == "DEEPSEEK_PROXY_KEY":
-        if value:
-            if value not in config.server.client_keys:
-                raise SetupRefused(f"${choice.env_key} is set but is not one of the proxy's client keys "
-                                   f"(server.client_keys). Nothing was changed; export the right key and run again.")
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing in config.server.client_keys:
-            return KeyPlan(None, "the client key already in .env")
-    else:
-        if value:
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing:
-            return KeyPlan(None, "the key already in .env")
-    raise SetupRefused(f"the proxy asks Gemini CLI for a key. {choice.instructions} Then run `deepseek-proxy gemini "
-                       f"setup` again; it copies the value into .env. Nothing was changed.")
+    """The key Gemini CLI must send as GEMINI_API_KEY (clientconfig.key_plan). Gemini CLI refuses to start without
+    a key, so a proxy that asks for none gets a placeholder."""
+    return key_plan(config, existing, env, client="Gemini CLI", command=SETUP_COMMAND, where=ENV_FILE)
 
 
 def parse_settings(text: str | None, where: str) -> dict:
@@ -176,10 +154,10 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
     home = resolve_gemini_home(gemini_home, env)
     settings_path, env_path = home / SETTINGS_FILE, home / ENV_FILE
     try:
-        old_settings = read_settings_text(settings_path)
+        old_settings = read_text(settings_path, SETUP_COMMAND)
         new_data, changed = merged_settings(parse_settings(old_settings, str(settings_path)), offline=offline,
                                             where=str(settings_path))
-        old_env = read_settings_text(env_path)
+        old_env = read_text(env_path, SETUP_COMMAND)
         current = parse_env(old_env)
         key = key_value(config, current.get(KEY_VAR), env)
     except SetupRefused as exc:
@@ -223,14 +201,10 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
     except OSError as exc:
         print(f"deepseek-proxy gemini setup: cannot write: {exc.strerror or exc}", file=out)
         return 1
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
     print("\nGemini CLI reads ~/.gemini/.env only in folders it trusts (elsewhere it stops with \"you must specify "
           "the GEMINI_API_KEY\") and when the project has no .env of its own; the shell's variables always win. "
           "To work in every folder, export them in your shell profile instead:", file=out)
     print(f"  export {BASE_URL_VAR}={shlex.quote(base_url)}", file=out)
     print(f"  export {KEY_VAR}=<the key in {env_path}>", file=out)
-    print("\nNext:", file=out)
-    print(f"  {shlex.join(prefix + ['serve'])}           # if it is not running yet", file=out)
-    print("  gemini", file=out)
-    print(f"  {shlex.join(prefix + ['doctor'])}          # checks every step", file=out)
+    print_next_steps(config, "gemini", out)
     return 0
