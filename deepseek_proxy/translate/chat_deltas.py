@@ -5,7 +5,8 @@ A chunk may carry usage (the last one, when asked for) and choices; only choice 
 requested). Its delta — or its `message`, in the chunks `completion_as_chunks` makes of a complete reply — brings
 reasoning, text and tool-call fragments, in that order, and finally a finish_reason. A subclass says what each
 piece becomes in its API's events; how the pieces are found is here. So are the parts of the door-stream contract
-(frontdoors/relay.DoorStream) that do not depend on the API: `replay` and `finish_reason`.
+(frontdoors/relay.DoorStream) that do not depend on the API: `replay`, `finish_reason`, and `finish` turning an
+upstream out of capacity into a failure.
 """
 
 from __future__ import annotations
@@ -13,6 +14,10 @@ from __future__ import annotations
 from typing import Any
 
 from ..core.chat import completion_as_chunks
+
+# DeepSeek's finish_reason when it ran out of capacity mid-reply: the reply is a failure, not an answer.
+OVERLOADED_REASON = "insufficient_system_resource"
+OVERLOADED_MESSAGE = "The upstream ran out of capacity (insufficient_system_resource); try again."
 
 
 class ChatDeltaReader:
@@ -25,7 +30,11 @@ class ChatDeltaReader:
     def feed(self, chunk: dict) -> list[Any]:
         raise NotImplementedError
 
-    def finish(self) -> list[Any]:
+    def fail(self, kind: str, message: str) -> list[Any]:
+        raise NotImplementedError
+
+    def _finish(self) -> list[Any]:
+        """The events that end a reply that ended normally (see finish)."""
         raise NotImplementedError
 
     def _reasoning_delta(self, text: str, out: list) -> None:
@@ -62,6 +71,15 @@ class ChatDeltaReader:
             if choice.get("finish_reason"):
                 self._finish_reason = choice["finish_reason"]
                 self._finished_choice(choice)
+
+    def finish(self) -> list[Any]:
+        """The upstream ended the reply: its last events (`_finish`), or a failure when the upstream ran out of
+        capacity; nothing after the stream has ended."""
+        if self.finished:
+            return []
+        if self._finish_reason == OVERLOADED_REASON:
+            return self.fail("overloaded", OVERLOADED_MESSAGE)
+        return self._finish()
 
     def replay(self, completion: dict) -> list[Any]:
         """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""

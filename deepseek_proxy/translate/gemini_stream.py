@@ -39,7 +39,6 @@ Response = dict[str, Any]
 
 _FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
                    "content_filter": "SAFETY"}
-OVERLOADED_MESSAGE = "The upstream ran out of capacity (insufficient_system_resource); try again."
 MALFORMED_MESSAGE = "The model called {name} with arguments that are not a JSON object."
 
 
@@ -129,12 +128,8 @@ class GeminiStream(ChatDeltaReader):
         parser only ever consumes `data:` lines from the front of its buffer."""
         return [] if self.finished else [{"modelVersion": self.model, "responseId": self.response_id}]
 
-    def finish(self) -> list[Response]:
+    def _finish(self) -> list[Response]:
         """The upstream ended the reply normally: the last content, finishReason and usageMetadata."""
-        if self.finished:
-            return []
-        if self._finish_reason == "insufficient_system_resource":
-            return self.fail("overloaded", OVERLOADED_MESSAGE)
         parts: list[dict] = []
         if self._held is not None:
             parts.append(self._text_part(self._held))

@@ -33,7 +33,6 @@ Event = dict[str, Any]
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
 _SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-OVERLOADED_MESSAGE = "The upstream ran out of capacity (insufficient_system_resource); try again."
 
 
 def new_id(prefix: str) -> str:
@@ -105,12 +104,8 @@ class MessagesStream(ChatDeltaReader):
         """Something to send through an upstream silence (a queued DeepSeek request)."""
         return [] if self.finished else [{"type": "ping"}]
 
-    def finish(self) -> list[Event]:
+    def _finish(self) -> list[Event]:
         """The upstream ended the reply normally: close the open block, then message_delta and message_stop."""
-        if self.finished:
-            return []
-        if self._finish_reason == "insufficient_system_resource":
-            return self.fail("overloaded", OVERLOADED_MESSAGE)
         out: list[Event] = []
         self._close_open(out)
         stop_reason, stop_sequence = self._stop()

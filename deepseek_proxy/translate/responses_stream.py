@@ -26,7 +26,7 @@ from typing import Any
 
 from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
-from .chat_deltas import ChatDeltaReader
+from .chat_deltas import OVERLOADED_MESSAGE, OVERLOADED_REASON, ChatDeltaReader
 from .partial_json import StringFieldStream
 from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
@@ -36,8 +36,7 @@ __all__ = ["ResponseStream", "completion_as_chunks", "new_id", "replay_events", 
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_FAILED = {"insufficient_system_resource": (
-    "server_is_overloaded", "The upstream ran out of capacity (insufficient_system_resource); try again.")}
+_FAILED = {OVERLOADED_REASON: ("server_is_overloaded", OVERLOADED_MESSAGE)}
 
 
 def new_id(prefix: str) -> str:
@@ -119,7 +118,8 @@ class ResponseStream(ChatDeltaReader):
         return [self._event("response.in_progress", response=self._snapshot("in_progress"))]
 
     def finish(self) -> list[Event]:
-        """The upstream ended the reply normally: close what is open, then the terminal event."""
+        """The upstream ended the reply: close what is open, then the terminal event (response.failed when the
+        upstream ran out of capacity). Not ChatDeltaReader's: a Response always ends with its terminal event."""
         out: list[Event] = []
         self._close_all(out)
         reason = self._finish_reason

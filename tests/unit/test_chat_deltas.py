@@ -3,7 +3,7 @@ finish_reason), seen through a subclass that records what it is handed."""
 
 from __future__ import annotations
 
-from deepseek_proxy.translate.chat_deltas import ChatDeltaReader
+from deepseek_proxy.translate.chat_deltas import OVERLOADED_MESSAGE, ChatDeltaReader
 
 
 class Recorder(ChatDeltaReader):
@@ -19,8 +19,12 @@ class Recorder(ChatDeltaReader):
         self._read(chunk, out)
         return out
 
-    def finish(self):
+    def _finish(self):
+        self.finished = True
         return [("finish", self._finish_reason)]
+
+    def fail(self, kind, message):
+        return self._end_with_error(("fail", kind, message))
 
     def _reasoning_delta(self, text, out):
         out.append(("reasoning", text))
@@ -70,3 +74,14 @@ def test_end_with_error_is_sent_once_and_clears_the_final_reply():
     assert reader._end_with_error({"error": 1}) == [{"error": 1}]
     assert reader.finished and reader._final is None
     assert reader._end_with_error({"error": 2}) == []
+
+
+def test_finish_ends_once_and_an_overloaded_upstream_ends_as_a_failure():
+    reader = Recorder()
+    reader.feed({"choices": [{"delta": {}, "finish_reason": "stop"}]})
+    assert reader.finish() == [("finish", "stop")]
+    assert reader.finish() == []
+    overloaded = Recorder()
+    overloaded.feed({"choices": [{"delta": {"content": "par"}, "finish_reason": "insufficient_system_resource"}]})
+    assert overloaded.finish() == [("fail", "overloaded", OVERLOADED_MESSAGE)]
+    assert overloaded.finish() == [] and overloaded._final is None
