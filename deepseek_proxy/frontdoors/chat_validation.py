@@ -19,7 +19,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from .validation import openai_schema_check
+from .validation import openai_schema_check, tool_choice_schema
 
 _STRING = {"type": "string"}
 _OPT_STRING = {"type": ["string", "null"]}
@@ -105,23 +105,18 @@ _TOOL = {
         }},
     })],
 }
-_TOOL_CHOICE = {
-    "type": ["string", "object", "null"],
-    "if": {"type": "string"},
-    "then": {"enum": ["none", "auto", "required"]},
-    "else": {
-        "required": ["type"],
-        "properties": {"type": {"enum": ["function", "allowed_tools", "custom"]}},
-        "allOf": [
-            _when("type", ["function"], {"required": ["function"], "properties": {
-                "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}}}),
-            _when("type", ["allowed_tools"], {"required": ["allowed_tools"], "properties": {
-                "allowed_tools": {"type": "object", "required": ["mode", "tools"],
-                                  "properties": {"mode": {"enum": ["auto", "required"]},
-                                                 "tools": {"type": "array", "items": {"type": "object"}}}}}}),
-        ],
-    },
-}
+_TOOL_CHOICE = tool_choice_schema({
+    "required": ["type"],
+    "properties": {"type": {"enum": ["function", "allowed_tools", "custom"]}},
+    "allOf": [
+        _when("type", ["function"], {"required": ["function"], "properties": {
+            "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}}}),
+        _when("type", ["allowed_tools"], {"required": ["allowed_tools"], "properties": {
+            "allowed_tools": {"type": "object", "required": ["mode", "tools"],
+                              "properties": {"mode": {"enum": ["auto", "required"]},
+                                             "tools": {"type": "array", "items": {"type": "object"}}}}}}),
+    ],
+})
 _RESPONSE_FORMAT = {
     "type": ["object", "null"],
     "required": ["type"],

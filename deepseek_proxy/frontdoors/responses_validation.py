@@ -20,7 +20,7 @@ from typing import Any
 import jsonschema_rs
 
 from ..translate.responses_request import KNOWN_FIELDS
-from .validation import MAX_FIELD_DEPTH, dotted_path, openai_schema_check
+from .validation import MAX_FIELD_DEPTH, dotted_path, openai_schema_check, tool_choice_schema
 
 __all__ = ["MAX_FIELD_DEPTH", "RESPONSES_REQUEST_SCHEMA", "dotted_path", "validate_responses_request"]
 
@@ -119,24 +119,19 @@ def _tool(inner: bool) -> dict:
     return {"type": "object", "required": ["type"], "properties": {"type": _STRING}, "allOf": branches}
 
 
-_TOOL_CHOICE = {
-    "type": ["string", "object", "null"],
-    "if": {"type": "string"},
-    "then": {"enum": ["none", "auto", "required"]},
-    "else": {
-        "required": ["type"],
-        "properties": {"type": _STRING},
-        "allOf": [
-            _when_type(["function", "custom"], {"required": ["name"], "properties": {"name": _STRING}}),
-            _when_type(["allowed_tools"], {
-                "required": ["mode", "tools"],
-                "properties": {"mode": {"enum": ["auto", "required"]},
-                               "tools": {"type": "array", "items": {"type": "object"}}},
-            }),
-            _when_type(["mcp"], {"required": ["server_label"], "properties": {"server_label": _STRING}}),
-        ],
-    },
-}
+_TOOL_CHOICE = tool_choice_schema({
+    "required": ["type"],
+    "properties": {"type": _STRING},
+    "allOf": [
+        _when_type(["function", "custom"], {"required": ["name"], "properties": {"name": _STRING}}),
+        _when_type(["allowed_tools"], {
+            "required": ["mode", "tools"],
+            "properties": {"mode": {"enum": ["auto", "required"]},
+                           "tools": {"type": "array", "items": {"type": "object"}}},
+        }),
+        _when_type(["mcp"], {"required": ["server_label"], "properties": {"server_label": _STRING}}),
+    ],
+})
 
 _TEXT_FORMAT = {
     "type": "object",

@@ -84,6 +84,13 @@ def first_problem(validator: Any, body: Any) -> SchemaProblem | None:
     return SchemaProblem(path, False, None, short(error.message))
 
 
+def tool_choice_schema(object_form: dict) -> dict:
+    """`tool_choice` as both OpenAI APIs take it: "none", "auto" or "required", an object of `object_form` (each
+    API's own shapes), or null."""
+    return {"type": ["string", "object", "null"], "if": {"type": "string"},
+            "then": {"enum": ["none", "auto", "required"]}, "else": object_form}
+
+
 def dotted_path(path: Any) -> str:
     """['tools', 3, 'parameters'] → 'tools[3].parameters' (how OpenAI names a parameter in its errors)."""
     out = ""
