@@ -40,7 +40,7 @@ from .responses_request import (
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
 )
-from .tool_history import assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tool_history import HistoryBuilder, assistant_message, needs_repair, stray_output_text, tool_answers, user_message
 from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 # The GenerateContentRequest fields (google-genai 3.6 / the v1beta REST reference). Others are ignored and reported.
@@ -400,16 +400,10 @@ class _Call:
     args: Any
 
 
-class _MessageBuilder:
+class _MessageBuilder(HistoryBuilder):
     def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool,
                  repair: str):
-        self.model = model
-        self.codec = codec
-        self.cache = cache
-        self.thinking = thinking
-        self.repair = repair
-        self.messages: list[dict] = []
-        self.repaired: list[int] = []
+        super().__init__(model, codec, cache, thinking, repair)
         self.answered: dict[str, str] = {}  # call id → the response text it got (to drop verbatim repeats)
 
     def build(self, system: Any, contents: Any) -> list[dict]:
@@ -418,20 +412,16 @@ class _MessageBuilder:
             self.messages.append({"role": "system", "content": system_text})
         if not isinstance(contents, list) or not contents:
             raise RequestError("contents: a non-empty array is required", param="contents")
-        turns = self._turns(contents)
-        i = 0
-        while i < len(turns):
-            turn = turns[i]
-            i += 1
-            if turn.role == "user":
-                self._user(turn.parts, f"contents[{turn.index}]")
-            else:
-                calls = self._model(turn)
-                if calls:
-                    i = self._answer(calls, turns, i)
+        self.walk(self._turns(contents))
         if all(message["role"] == "system" for message in self.messages):
             raise RequestError("contents: nothing to send (every part is empty)", param="contents")
         return self.messages
+
+    def _turn(self, turn: _Turn) -> list[_Call]:
+        if turn.role == "user":
+            self._user(turn.parts, f"contents[{turn.index}]")
+            return []
+        return self._model(turn)
 
     @staticmethod
     def _system_text(system: Any) -> str:

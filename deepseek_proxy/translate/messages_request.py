@@ -37,7 +37,7 @@ from .responses_request import (
     IMAGE_PLACEHOLDER,
     JSON_SCHEMA_INSTRUCTION,
 )
-from .tool_history import assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tool_history import HistoryBuilder, assistant_message, needs_repair, stray_output_text, tool_answers, user_message
 from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
@@ -325,7 +325,7 @@ class _Call:
     input: Any
 
 
-class _MessageBuilder:
+class _MessageBuilder(HistoryBuilder):
     """Walks the Messages turns in order and builds Chat messages.
 
     Consecutive user (or assistant) turns are one turn, as Anthropic treats them. An assistant turn's tool calls are
@@ -334,36 +334,23 @@ class _MessageBuilder:
     result gets a placeholder answer, and a result without its call becomes user text.
     """
 
-    def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool,
-                 repair: str):
-        self.model = model
-        self.codec = codec
-        self.cache = cache
-        self.thinking = thinking
-        self.repair = repair
-        self.messages: list[dict] = []
-        self.repaired: list[int] = []
-
     def build(self, system: Any, messages: Any) -> list[dict]:
         system_text = self._system_text(system, "system", drop_billing_header=True)
         if system_text:
             self.messages.append({"role": "system", "content": system_text})
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages: a non-empty array is required", param="messages")
-        turns = self._turns(messages)
-        i = 0
-        while i < len(turns):
-            turn = turns[i]
-            i += 1
-            if turn.role == "system":
-                self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
-            elif turn.role == "user":
-                self._user(turn.blocks, turn.where)
-            else:
-                calls = self._assistant(turn)
-                if calls:
-                    i = self._answer(calls, turns, i)
+        self.walk(self._turns(messages))
         return self.messages
+
+    def _turn(self, turn: _Turn) -> list[_Call]:
+        if turn.role == "system":
+            self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
+        elif turn.role == "user":
+            self._user(turn.blocks, turn.where)
+        else:
+            return self._assistant(turn)
+        return []
 
     # ---- turns -------------------------------------------------------------------------------------------------
     def _turns(self, messages: list) -> list[_Turn]:

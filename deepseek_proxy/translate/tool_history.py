@@ -14,7 +14,9 @@ finished, a result resent on resume), so every door repairs its history with the
   parts matched by id or by name, repeats on resume dropped) and build their answers with `tool_answers`;
 - `assistant_message`, `tool_call_entries`, `arguments_json`: an assistant turn with its calls, written the same
   way by every translator (the same history must give the same bytes: DeepSeek's prefix cache);
-- `needs_repair`: which thinking-mode assistant turns that came back without reasoning get some.
+- `needs_repair`: which thinking-mode assistant turns that came back without reasoning get some;
+- `HistoryBuilder`: the walk the Messages and Gemini translators share: each turn in order, an assistant turn's
+  calls answered right after it from the turns that follow.
 """
 
 from __future__ import annotations
@@ -22,8 +24,10 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from typing import Any
 
+from ..config import ModelConfig
 from ..core.chat import TOOL_IMAGES, ChatMessage
 from ..jsonfast import dumps_str
+from .reasoning import ReasoningCache, ReasoningCodec
 from .tools import flat_tool_name
 
 NO_TOOL_OUTPUT = "[no output was recorded for this tool call]"
@@ -129,3 +133,33 @@ def user_message(parts: list[dict]) -> dict[str, Any]:
     if all(part["type"] == "text" for part in parts):
         return {"role": "user", "content": "\n".join(part["text"] for part in parts)}
     return {"role": "user", "content": parts}
+
+
+class HistoryBuilder:
+    """Builds the Chat messages of a client's history, walking its turns in order (`walk`). A subclass reads its
+    client's turns: `_turn` emits one turn's messages and returns an assistant turn's calls; `_answer` emits their
+    answers (tool_answers) from the turns right after it and says where the walk goes on."""
+
+    def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool,
+                 repair: str):
+        self.model = model
+        self.codec = codec
+        self.cache = cache
+        self.thinking = thinking  # assistant turns carry reasoning_content
+        self.repair = repair  # see needs_repair
+        self.messages: list[dict] = []
+        self.repaired: list[int] = []  # the turns given cached or placeholder reasoning
+
+    def walk(self, turns: list) -> None:
+        i = 0
+        while i < len(turns):
+            calls = self._turn(turns[i])
+            i += 1
+            if calls:
+                i = self._answer(calls, turns, i)
+
+    def _turn(self, turn: Any) -> list:
+        raise NotImplementedError
+
+    def _answer(self, calls: list, turns: list, i: int) -> int:
+        raise NotImplementedError
