@@ -20,17 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..clientconfig import (
-    NO_KEY_TOKEN,
-    KeyPlan,
-    SetupRefused,
-    backup_path,
-    key_plan,
-    print_next_steps,
-    proxy_base_url,
-    read_text,
-    write_atomically,
-)
+from .. import clientconfig
+from ..clientconfig import NO_KEY_TOKEN, KeyPlan, SetupRefused, key_plan, proxy_base_url
 from ..config import Config
 
 SETTINGS_FILE = "settings.json"
@@ -154,10 +145,10 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
     home = resolve_gemini_home(gemini_home, env)
     settings_path, env_path = home / SETTINGS_FILE, home / ENV_FILE
     try:
-        old_settings = read_text(settings_path, SETUP_COMMAND)
+        old_settings = clientconfig.read_text(settings_path, SETUP_COMMAND)
         new_data, changed = merged_settings(parse_settings(old_settings, str(settings_path)), offline=offline,
                                             where=str(settings_path))
-        old_env = read_text(env_path, SETUP_COMMAND)
+        old_env = clientconfig.read_text(env_path, SETUP_COMMAND)
         current = parse_env(old_env)
         key = key_value(config, current.get(KEY_VAR), env)
     except SetupRefused as exc:
@@ -192,12 +183,12 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
             if old == new:
                 continue
             if old is not None:
-                backup = backup_path(path)
-                write_atomically(backup, old, private=True)
+                backup = clientconfig.backup_path(path)
+                clientconfig.write_atomically(backup, old, private=True)
                 print(f"  updated    {path}  (backup: {backup.name})", file=out)
             else:
                 print(f"  created    {path}", file=out)
-            write_atomically(path, new, private=private or path == env_path)
+            clientconfig.write_atomically(path, new, private=private or path == env_path)
     except OSError as exc:
         print(f"deepseek-proxy gemini setup: cannot write: {exc.strerror or exc}", file=out)
         return 1
@@ -206,5 +197,5 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
           "To work in every folder, export them in your shell profile instead:", file=out)
     print(f"  export {BASE_URL_VAR}={shlex.quote(base_url)}", file=out)
     print(f"  export {KEY_VAR}=<the key in {env_path}>", file=out)
-    print_next_steps(config, "gemini", out)
+    clientconfig.print_next_steps(config, "gemini", out)
     return 0
