@@ -6,6 +6,7 @@ what is its own (file formats, variable names, its checks).
   `key_plan`: for a client whose config holds the key's value (Claude Code's settings.json, Gemini CLI's .env),
   the value to write and where it comes from (Codex's config names a variable instead);
 - `proxy_base_url`: the proxy's root URL, as the clients that append their API's path themselves want it;
+- `client_home`: where a client keeps its config;
 - `read_text`, `backup_path`, `write_atomically`: a config file's text (refused, with the fix, when it is not
   readable UTF-8), the name of its backup, and a write that never leaves half a file;
 - `proxy_command`, `print_next_steps`: deepseek-proxy command lines for this config, to show the user.
@@ -114,6 +115,20 @@ def proxy_command(config: Config, *words: str) -> str:
 
 
 # ------------------------------------------------------------------------------------------- files
+
+def client_home(given: Path | str | None, env: Mapping[str, str], variable: str, default: str, *,
+                inside: str = "") -> Path:
+    """A client's config directory: `given` (the --<client>-home option), else $`variable` (joined with `inside`),
+    else `default` under the home directory; absolute, so paths written from it do not depend on the directory the
+    client is started from."""
+    if given:
+        path = Path(given)
+    elif env.get(variable):
+        path = Path(env[variable]) / inside
+    else:
+        path = Path(env.get("HOME") or Path.home()) / default
+    return path.expanduser().absolute()
+
 
 def read_text(path: Path, command: str) -> str | None:
     """A config file's text, None when absent. Refuses what cannot be read as UTF-8 text (a directory, binary

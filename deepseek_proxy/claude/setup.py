@@ -25,6 +25,7 @@ from ..clientconfig import (  # noqa: F401 - KeyPlan, proxy_base_url: where test
     KeyPlan,
     SetupRefused,
     backup_path,
+    client_home,
     key_plan,
     print_next_steps,
     proxy_base_url,
@@ -51,13 +52,7 @@ PREFERRED_FAST = "deepseek-v4-flash"
 
 def resolve_claude_home(claude_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--claude-home, else $CLAUDE_CONFIG_DIR, else ~/.claude: the directory that holds settings.json."""
-    if claude_home:
-        path = Path(claude_home)
-    elif env.get("CLAUDE_CONFIG_DIR"):
-        path = Path(env["CLAUDE_CONFIG_DIR"])
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".claude"
-    return path.expanduser().absolute()
+    return client_home(claude_home, env, "CLAUDE_CONFIG_DIR", ".claude")
 
 
 def model_roles(config: Config) -> tuple[str, str]:

@@ -36,6 +36,7 @@ from ..clientconfig import (  # noqa: F401 - NO_KEY_TOKEN, KeyChoice: where test
     KeyChoice,
     SetupRefused,
     backup_path,
+    client_home,
     key_choice,
     read_text,
     write_atomically,
@@ -65,13 +66,7 @@ HEADER = (
 def resolve_codex_home(codex_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--codex-home, else $CODEX_HOME, else ~/.codex; absolute, because the catalog path written into the
     profile files must not depend on the directory Codex is started from."""
-    if codex_home:
-        path = Path(codex_home)
-    elif env.get("CODEX_HOME"):
-        path = Path(env["CODEX_HOME"])
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".codex"
-    return path.expanduser().absolute()
+    return client_home(codex_home, env, "CODEX_HOME", ".codex")
 
 
 def catalog_url(config: Config) -> str:

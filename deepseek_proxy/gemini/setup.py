@@ -41,13 +41,7 @@ OFFLINE_SETTINGS: tuple[tuple[tuple[str, ...], Any], ...] = (
 
 def resolve_gemini_home(gemini_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--gemini-home, else $GEMINI_CLI_HOME/.gemini (Gemini CLI's own override of the home), else ~/.gemini."""
-    if gemini_home:
-        path = Path(gemini_home)
-    elif env.get("GEMINI_CLI_HOME"):
-        path = Path(env["GEMINI_CLI_HOME"]) / ".gemini"
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".gemini"
-    return path.expanduser().absolute()
+    return clientconfig.client_home(gemini_home, env, "GEMINI_CLI_HOME", ".gemini", inside=".gemini")
 
 
 # ------------------------------------------------------------------------------------- what to write (pure)

@@ -13,6 +13,7 @@ from deepseek_proxy.clientconfig import (
     NO_KEY_TOKEN,
     SetupRefused,
     backup_path,
+    client_home,
     key_choice,
     key_plan,
     print_next_steps,
@@ -101,3 +102,12 @@ def test_write_atomically_keeps_modes_and_makes_private_files_owner_only(tmp_pat
     write_atomically(secret, "KEY=v\n", private=True)
     assert stat.S_IMODE(secret.stat().st_mode) == 0o600
     assert sorted(p.name for p in tmp_path.iterdir()) == [".env", "sub"]  # no temporary file left
+
+
+def test_client_home_prefers_the_option_then_the_variable_then_the_home_default(tmp_path):
+    env = {"HOME": str(tmp_path), "X_HOME": str(tmp_path / "from-var")}
+    assert client_home(tmp_path / "given", env, "X_HOME", ".x") == tmp_path / "given"
+    assert client_home(None, env, "X_HOME", ".x") == tmp_path / "from-var"
+    assert client_home(None, env, "X_HOME", ".x", inside=".x") == tmp_path / "from-var" / ".x"
+    assert client_home(None, {"HOME": str(tmp_path)}, "X_HOME", ".x") == tmp_path / ".x"
+    assert client_home("relative", env, "X_HOME", ".x").is_absolute()
