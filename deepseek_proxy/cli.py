@@ -56,47 +56,45 @@ def _parser() -> argparse.ArgumentParser:
     show = commands.add_parser("config", help="print the effective configuration (no secrets)")
     show.set_defaults(handler=_show_config)
 
-    proxy_url_help = ("the proxy's URL as the client reaches it, e.g. https://host/deepseek behind nginx (default: the "
-                      "running proxy, else the configured host and port)")
-    codex = commands.add_parser("codex", help="Codex CLI integration")
-    codex_commands = codex.add_subparsers(dest="codex_command", metavar="SUBCOMMAND", required=True)
-    setup = codex_commands.add_parser("setup",
-                                      help="write the provider, profiles and catalog into ~/.codex/config.toml")
-    setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
-    setup.add_argument("--codex-home", type=Path, default=None, help="default: $CODEX_HOME or ~/.codex")
-    setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
+    setup = _client_setup(commands, "codex", "Codex CLI integration",
+                          "write the provider, profiles and catalog into ~/.codex/config.toml", _codex_setup)
     setup.add_argument("--websockets", action="store_true",
                        help="let Codex use the Responses WebSocket transport (only new items are sent each turn)")
-    setup.set_defaults(handler=_codex_setup)
-
-    claude = commands.add_parser("claude", help="Claude Code integration")
-    claude_commands = claude.add_subparsers(dest="claude_command", metavar="SUBCOMMAND", required=True)
-    claude_setup = claude_commands.add_parser("setup",
-                                              help="merge the proxy's env block into Claude Code's settings.json")
-    claude_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
-    claude_setup.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
-    claude_setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
-    claude_setup.set_defaults(handler=_claude_setup)
-
-    gemini = commands.add_parser("gemini", help="Gemini CLI integration")
-    gemini_commands = gemini.add_subparsers(dest="gemini_command", metavar="SUBCOMMAND", required=True)
-    gemini_setup = gemini_commands.add_parser("setup",
-                                              help="point Gemini CLI at the proxy (~/.gemini/settings.json, .env)")
-    gemini_setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
-    gemini_setup.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
+    _client_setup(commands, "claude", "Claude Code integration",
+                  "merge the proxy's env block into Claude Code's settings.json", _claude_setup)
+    gemini_setup = _client_setup(commands, "gemini", "Gemini CLI integration",
+                                 "point Gemini CLI at the proxy (~/.gemini/settings.json, .env)", _gemini_setup)
     gemini_setup.add_argument("--offline", action="store_true", help="also switch off telemetry, usage statistics, "
                                                                      "auto-update and its notification")
-    gemini_setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
-    gemini_setup.set_defaults(handler=_gemini_setup)
 
     doctor = commands.add_parser("doctor", help="check proxy, upstream, key and Codex set-up; say what to fix")
     doctor.add_argument("--codex-home", type=Path, default=None)
-    doctor.add_argument("--claude-home", type=Path, default=None, help="default: $CLAUDE_CONFIG_DIR or ~/.claude")
-    doctor.add_argument("--gemini-home", type=Path, default=None, help="default: ~/.gemini")
-    doctor.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=proxy_url_help)
+    doctor.add_argument("--claude-home", type=Path, default=None, help=_HOME_HELP["claude"])
+    doctor.add_argument("--gemini-home", type=Path, default=None, help=_HOME_HELP["gemini"])
+    doctor.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=_PROXY_URL_HELP)
     doctor.set_defaults(handler=_doctor)
     _ops_commands(commands)
     return parser
+
+
+_PROXY_URL_HELP = ("the proxy's URL as the client reaches it, e.g. https://host/deepseek behind nginx (default: the "
+                   "running proxy, else the configured host and port)")
+_HOME_HELP = {"codex": "default: $CODEX_HOME or ~/.codex", "claude": "default: $CLAUDE_CONFIG_DIR or ~/.claude",
+              "gemini": "default: ~/.gemini"}
+
+
+def _client_setup(commands: Any, client: str, group_help: str, setup_help: str,
+                  handler: Any) -> argparse.ArgumentParser:
+    """`deepseek-proxy <client> setup` with the options every client's setup has (--dry-run, --<client>-home,
+    --proxy-url); the caller adds the client's own."""
+    group = commands.add_parser(client, help=group_help)
+    subcommands = group.add_subparsers(dest=f"{client}_command", metavar="SUBCOMMAND", required=True)
+    setup = subcommands.add_parser("setup", help=setup_help)
+    setup.add_argument("--dry-run", action="store_true", help="show the change, write nothing")
+    setup.add_argument(f"--{client}-home", type=Path, default=None, help=_HOME_HELP[client])
+    setup.add_argument("--proxy-url", dest="proxy_url", metavar="URL", help=_PROXY_URL_HELP)
+    setup.set_defaults(handler=handler)
+    return setup
 
 
 def _ops_commands(commands: Any) -> None:

@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import os
 import re
-import shlex
 import shutil
 import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ..codex.config_toml import key_choice
+from ..clientconfig import SetupRefused, key_choice, proxy_base_url, proxy_command, read_text
 from ..codex.doctor import Check
 from ..config import Config
 from .setup import (
@@ -25,22 +24,15 @@ from .setup import (
     BASE_URL_VAR,
     MODEL_VARS,
     SETTINGS_FILE,
+    SETUP_COMMAND,
     TOKEN_VAR,
-    SetupRefused,
     parse_settings,
-    proxy_base_url,
-    read_settings_text,
     resolve_claude_home,
 )
 
 TESTED_VERSION = "2.1.197"  # the Claude Code release CLIENTS.md and tests/e2e were measured with
 INSTALL_HINT = "npm install -g @anthropic-ai/claude-code"
 VERSION_TIMEOUT = 30.0
-
-
-def _cmd(config: Config, *words: str) -> str:
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
-    return " ".join(shlex.quote(w) for w in prefix + list(words))
 
 
 def find_claude(env: Mapping[str, str]) -> Path | None:
@@ -72,10 +64,10 @@ def check_claude_binary(env: Mapping[str, str]) -> Check:
 
 
 def check_settings(config: Config, home: Path, env: Mapping[str, str], *, setup: str | None = None) -> Iterator[Check]:
-    setup = setup or _cmd(config, "claude", "setup")
+    setup = setup or proxy_command(config, "claude", "setup")
     path = home / SETTINGS_FILE
     try:
-        text = read_settings_text(path)
+        text = read_text(path, SETUP_COMMAND)
         data = parse_settings(text, str(path)) if text is not None and text.strip() else None
     except SetupRefused as exc:
         yield Check("settings.json", False, str(exc).split(" Nothing was changed")[0],
@@ -150,7 +142,7 @@ def _check_models(config: Config, block: Mapping[str, object], setup: str) -> It
 def _opted_in(home: Path) -> bool:
     """Whether this user's Claude Code is meant to use a gateway: its settings set a base URL."""
     try:
-        text = read_settings_text(home / SETTINGS_FILE)
+        text = read_text(home / SETTINGS_FILE, SETUP_COMMAND)
         return text is not None and BASE_URL_VAR in (parse_settings(text, "").get("env") or {})
     except SetupRefused:
         return True  # a broken settings.json is worth a failure either way
@@ -164,7 +156,7 @@ def collect_claude_checks(config: Config, *, claude_home: Path | None,
     a base URL); anyone else gets one warning line saying how to set it up.
     """
     home = resolve_claude_home(claude_home, env)
-    setup = _cmd(config, "claude", "setup", *(["--claude-home", str(home)] if claude_home else []))
+    setup = proxy_command(config, "claude", "setup", *(["--claude-home", str(home)] if claude_home else []))
     if claude_home is None and not _opted_in(home):
         binary = check_claude_binary(env)
         if binary.ok:

@@ -14,18 +14,28 @@ from __future__ import annotations
 import difflib
 import json
 import os
-import shlex
 import sys
-import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..codex.config_toml import NO_KEY_TOKEN, key_choice
+from ..clientconfig import (  # noqa: F401 - KeyPlan, proxy_base_url: where tests and older imports look for them
+    NO_KEY_TOKEN,
+    KeyPlan,
+    SetupRefused,
+    backup_path,
+    client_home,
+    key_plan,
+    print_next_steps,
+    proxy_base_url,
+    read_text,
+    write_atomically,
+)
 from ..config import Config
 
 SETTINGS_FILE = "settings.json"
+SETUP_COMMAND = "claude setup"
 BASE_URL_VAR = "ANTHROPIC_BASE_URL"
 TOKEN_VAR = "ANTHROPIC_AUTH_TOKEN"  # sent as `Authorization: Bearer`; the proxy accepts it like x-api-key
 API_KEY_VAR = "ANTHROPIC_API_KEY"  # set to "" by setup (see env_entries)
@@ -38,29 +48,11 @@ PREFERRED_MAIN = "deepseek-v4-pro"
 PREFERRED_FAST = "deepseek-v4-flash"
 
 
-class SetupRefused(Exception):
-    """A file we must not overwrite, or a value we cannot know. The message says what to do."""
-
-
 # ------------------------------------------------------------------------------------- what to write (pure)
 
 def resolve_claude_home(claude_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--claude-home, else $CLAUDE_CONFIG_DIR, else ~/.claude: the directory that holds settings.json."""
-    if claude_home:
-        path = Path(claude_home)
-    elif env.get("CLAUDE_CONFIG_DIR"):
-        path = Path(env["CLAUDE_CONFIG_DIR"])
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".claude"
-    return path.expanduser().absolute()
-
-
-def proxy_base_url(config: Config, proxy_url: str | None = None) -> str:
-    """What ANTHROPIC_BASE_URL must be: the proxy's root URL (Claude Code appends `/v1/messages` itself).
-
-    `proxy_url` (--proxy-url) wins over the configured address; a trailing `/v1` or `/` is dropped from either."""
-    url = (proxy_url or config.public_base_url()).strip().rstrip("/")
-    return url.removesuffix("/v1").rstrip("/")
+    return client_home(claude_home, env, "CLAUDE_CONFIG_DIR", ".claude")
 
 
 def model_roles(config: Config) -> tuple[str, str]:
@@ -79,44 +71,10 @@ def model_roles(config: Config) -> tuple[str, str]:
     return main, pick(PREFERRED_FAST, "flash", main)
 
 
-@dataclass(frozen=True)
-class KeyPlan:
-    value: str | None  # what to write into ANTHROPIC_AUTH_TOKEN; None: keep what is there
-    source: str  # said to the user, never the value itself
-
-
 def key_value(config: Config, current: Mapping[str, Any], env: Mapping[str, str]) -> KeyPlan:
-    """The token Claude Code must send, with codex setup's semantics (`codex.config_toml.key_choice`):
-
-    * the proxy asks for no key: a fixed placeholder (Claude Code refuses to start without any key);
-    * it asks for one of its client keys: $DEEPSEEK_PROXY_KEY, which must be one of them; without it, a token
-      already in settings.json that is one of them is kept;
-    * an upstream takes the client's own key: $DEEPSEEK_API_KEY (or the token already there).
-    Settings hold values, not variable names, so the value is read now, from this shell.
-    """
-    choice = key_choice(config)
-    existing = current.get(TOKEN_VAR)
-    existing = existing if isinstance(existing, str) and existing and existing != NO_KEY_TOKEN else None
-    if choice.env_key is None:
-        return KeyPlan(NO_KEY_TOKEN, "a placeholder (the proxy asks for no key)")
-    value = env.get(choice.env_key, "").strip()
-    client_keys = set(config.server.client_keys)
-    if choice.env_key == "DEEPSEEK_PROXY_KEY":
-        if value:
-            if value not in client_keys:
-                raise SetupRefused(f"${choice.env_key} is set but is not one of the proxy's client keys "
-                                   f"(server.client_keys). Nothing was changed; export the right key and run again.")
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing in client_keys:
-            return KeyPlan(None, "the client key already in settings.json")
-    else:
-        if value:
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing:
-            return KeyPlan(None, "the key already in settings.json")
-    raise SetupRefused(f"the proxy asks Claude Code for a key. {choice.instructions} Then run "
-                       f"`deepseek-proxy claude setup` again; it copies the value into settings.json. "
-                       f"Nothing was changed.")
+    """The token Claude Code must send as ANTHROPIC_AUTH_TOKEN (clientconfig.key_plan)."""
+    return key_plan(config, current.get(TOKEN_VAR), env, client="Claude Code", command=SETUP_COMMAND,
+                    where=SETTINGS_FILE)
 
 
 def env_entries(config: Config, current_env: Mapping[str, Any], *, proxy_url: str | None,
@@ -316,44 +274,6 @@ def env_summary(old_env: Mapping[str, Any], new_env: Mapping[str, Any], secrets:
     return lines
 
 
-def backup_path(path: Path, now: float | None = None) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    candidate = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-        n += 1
-    return candidate
-
-
-def write_atomically(path: Path, text: str, *, private: bool) -> None:
-    """Write via a temporary file and rename. Keeps an existing file's permissions; a new file that holds a
-    real key is readable by its owner only."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    except FileNotFoundError:
-        if private:
-            os.chmod(tmp, 0o600)
-    os.replace(tmp, path)
-
-
-def read_settings_text(path: Path) -> str | None:
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise SetupRefused(f"{path} is a directory, not a file. Nothing was changed.") from None
-    except UnicodeDecodeError as exc:
-        raise SetupRefused(f"{path} is not UTF-8 text ({exc}). Nothing was changed; fix or move the file away "
-                           f"and run `deepseek-proxy claude setup` again.") from None
-    except OSError as exc:
-        raise SetupRefused(f"{path} cannot be read ({exc.strerror}). Nothing was changed.") from None
-
-
 # ------------------------------------------------------------------------------------------ the command
 
 def run_setup(config: Config, *, claude_home: Path | None, dry_run: bool, proxy_url: str | None = None,
@@ -363,7 +283,7 @@ def run_setup(config: Config, *, claude_home: Path | None, dry_run: bool, proxy_
     home = resolve_claude_home(claude_home, env)
     path = home / SETTINGS_FILE
     try:
-        old = read_settings_text(path)
+        old = read_text(path, SETUP_COMMAND)
         current_env = parse_settings(old, str(path)).get("env", {}) if old and old.strip() else {}
         entries, remove, key = env_entries(config, current_env, proxy_url=proxy_url, env=env)
         merged = merge_settings(old, entries, remove, where=str(path))
@@ -400,9 +320,5 @@ def run_setup(config: Config, *, claude_home: Path | None, dry_run: bool, proxy_
         print(f"  created    {path}", file=out)
     else:
         print(f"  updated    {path}  (backup: {backup.name}; changed: {', '.join(merged.changed)})", file=out)
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
-    print("\nNext:", file=out)
-    print(f"  {shlex.join(prefix + ['serve'])}           # if it is not running yet", file=out)
-    print("  claude", file=out)
-    print(f"  {shlex.join(prefix + ['doctor'])}          # checks every step", file=out)
+    print_next_steps(config, "claude", out)
     return 0

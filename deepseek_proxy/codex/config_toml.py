@@ -23,7 +23,6 @@ import json
 import os
 import re
 import sys
-import time
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,16 @@ from typing import Any, TextIO
 import tomlkit
 from tomlkit.exceptions import TOMLKitError
 
+from ..clientconfig import (  # noqa: F401 - NO_KEY_TOKEN, KeyChoice: where tests and older imports look for them
+    NO_KEY_TOKEN,
+    KeyChoice,
+    SetupRefused,
+    backup_path,
+    client_home,
+    key_choice,
+    read_text,
+    write_atomically,
+)
 from ..config import Config, ModelConfig
 from . import catalog as catalog_mod
 
@@ -41,56 +50,23 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 PROVIDER_ID = "deepseek-proxy"
+SETUP_COMMAND = "codex setup"
 # Never "OpenAI": Codex switches a provider of that name to OpenAI-only remote compaction (/responses/compact).
 PROVIDER_NAME = "DeepSeek proxy"
 CATALOG_PATH = "/codex/models.json"  # under the proxy's public base URL (…/v1)
 CATALOG_DIR = "deepseek-proxy"  # inside CODEX_HOME, holds the catalog file
-NO_KEY_TOKEN = "no-key-needed"  # what Codex sends when the proxy needs no key (see provider_settings)
 HEADER = (
     "Written by `deepseek-proxy codex setup`; re-run it after changing the proxy's config.",
     "The keys it manages are rewritten; anything else you add here is kept.",
 )
 
 
-class SetupRefused(Exception):
-    """A file we must not overwrite (broken, unreadable, or not safely mergeable). The message says what to do."""
-
-
 # ------------------------------------------------------------------------------------- what to write (pure)
-
-@dataclass(frozen=True)
-class KeyChoice:
-    env_key: str | None  # the variable whose value Codex sends as `Authorization: Bearer …`; None = no header
-    instructions: str | None  # shown by Codex when the variable is missing
-
-
-def key_choice(config: Config) -> KeyChoice:
-    """Which key Codex must send to this proxy.
-
-    An upstream that takes the client's own key gets the real DeepSeek key; otherwise a proxy with client keys
-    gets one of those; otherwise nothing (Codex then sends no Authorization header at all).
-    """
-    used = {m.upstream for m in config.models.values()}
-    if any(getattr(config.upstreams.get(u), "api_key", "") == "client" for u in used):
-        return KeyChoice("DEEPSEEK_API_KEY",
-                         "Set DEEPSEEK_API_KEY to your DeepSeek API key; deepseek-proxy passes it on to DeepSeek.")
-    if config.server.client_keys:
-        where = f" in {config.path}" if config.path else ""
-        return KeyChoice("DEEPSEEK_PROXY_KEY",
-                         f"Set DEEPSEEK_PROXY_KEY to one of the proxy's client keys (server.client_keys{where}).")
-    return KeyChoice(None, None)
-
 
 def resolve_codex_home(codex_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--codex-home, else $CODEX_HOME, else ~/.codex; absolute, because the catalog path written into the
     profile files must not depend on the directory Codex is started from."""
-    if codex_home:
-        path = Path(codex_home)
-    elif env.get("CODEX_HOME"):
-        path = Path(env["CODEX_HOME"])
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".codex"
-    return path.expanduser().absolute()
+    return client_home(codex_home, env, "CODEX_HOME", ".codex")
 
 
 def catalog_url(config: Config) -> str:
@@ -329,22 +305,6 @@ class Plan:
     bundled: catalog_mod.Bundled | None
 
 
-def read_text(path: Path) -> str | None:
-    """A file's text, None when absent. Refuses what we cannot read as UTF-8 text (a directory, binary data…)."""
-    try:
-        return path.read_bytes().decode("utf-8")
-    except FileNotFoundError:
-        return None
-    except IsADirectoryError:
-        raise SetupRefused(f"{path} is a directory, not a file. Nothing was changed; move it away and run "
-                           f"`deepseek-proxy codex setup` again.") from None
-    except UnicodeDecodeError as exc:
-        raise SetupRefused(f"{path} is not UTF-8 text ({exc}). Nothing was changed; fix or move the file away "
-                           f"and run `deepseek-proxy codex setup` again.") from None
-    except OSError as exc:
-        raise SetupRefused(f"{path} cannot be read ({exc.strerror}). Nothing was changed.") from None
-
-
 def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | None, *,
                websockets: bool = False) -> Plan:
     """Everything setup would write, computed from the current files; nothing is written here."""
@@ -356,7 +316,7 @@ def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | 
         raise SetupRefused("two model ids map to the same profile file name; rename one of them in the proxy config")
 
     main_path = codex_home / "config.toml"
-    main_old = read_text(main_path)
+    main_old = read_text(main_path, SETUP_COMMAND)
     settings, remove = provider_settings(config, websockets=websockets)
     main = merge_main_config(main_old or "", settings=settings, remove=remove, profile_names=set(names),
                              where=str(main_path))
@@ -366,7 +326,7 @@ def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | 
 
     for name, model in names.items():
         path = profile_file(codex_home, model.id)
-        old = read_text(path)
+        old = read_text(path, SETUP_COMMAND)
         p_settings, p_remove = profile_settings(config, model, codex_home)
         merged = merge_profile_config(old, settings=p_settings, remove=p_remove,
                                       legacy=main.legacy_profiles.get(name), where=str(path))
@@ -382,33 +342,12 @@ def plan_setup(config: Config, codex_home: Path, bundled: catalog_mod.Bundled | 
         summary = (f"{ours} proxy model(s) {', '.join(catalog_mod.catalog_slugs(built)[:ours])} + "
                    f"{len(built['models']) - ours} bundled, template {built['generated_by']['template']} "
                    f"from Codex {bundled.codex_version}")
-        changes.append(FileChange(path, read_text(path), json.dumps(built, indent=1) + "\n", summary, backup=False))
+        changes.append(FileChange(path, read_text(path, SETUP_COMMAND), json.dumps(built, indent=1) + "\n", summary,
+                                  backup=False))
     return Plan(codex_home, changes, notes, warnings, bundled)
 
 
 # --------------------------------------------------------------------------------------------- writing
-
-def backup_path(path: Path, now: float | None = None) -> Path:
-    stamp = time.strftime("%Y%m%d-%H%M%S", time.localtime(now))
-    candidate = path.with_name(f"{path.name}.bak-{stamp}")
-    n = 1
-    while candidate.exists():
-        candidate = path.with_name(f"{path.name}.bak-{stamp}-{n}")
-        n += 1
-    return candidate
-
-
-def _write(path: Path, text: str) -> None:
-    """Write via a temporary file and rename, keeping the old file's permissions."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    try:
-        os.chmod(tmp, path.stat().st_mode & 0o7777)
-    except FileNotFoundError:
-        pass
-    os.replace(tmp, path)
-
 
 def apply_plan(plan: Plan, out: TextIO) -> None:
     for change in plan.changes:
@@ -419,10 +358,10 @@ def apply_plan(plan: Plan, out: TextIO) -> None:
         if change.old is not None and change.backup:
             backup = backup_path(change.path)
             backup.write_text(change.old, encoding="utf-8")
-            _write(change.path, change.new)
+            write_atomically(change.path, change.new)
             print(f"  updated    {rel}  (backup: {backup.name})", file=out)
         else:
-            _write(change.path, change.new)
+            write_atomically(change.path, change.new)
             verb = "created" if change.old is None else "rewrote"
             print(f"  {verb:<10} {rel}" + (f"  ({change.summary})" if change.summary else ""), file=out)
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shlex
 import sys
 import tempfile
 from collections.abc import Iterator, Mapping
@@ -22,10 +21,12 @@ from typing import TextIO
 
 import requests
 
+from ..clientconfig import proxy_command, read_text
 from ..config import Config, key_source_fix
 from . import catalog as catalog_mod
 from .config_toml import (
     PROVIDER_ID,
+    SETUP_COMMAND,
     SetupRefused,
     catalog_file,
     catalog_url,
@@ -34,7 +35,6 @@ from .config_toml import (
     profile_file,
     profile_name,
     provider_settings,
-    read_text,
     resolve_codex_home,
 )
 
@@ -49,12 +49,6 @@ class Check:
     message: str
     fix: str | None = None
     warning: bool = False  # shown, but does not fail the run
-
-
-def _cmd(config: Config, *words: str) -> str:
-    """A deepseek-proxy command line for this config (with --config when one was given)."""
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
-    return " ".join(shlex.quote(w) for w in prefix + list(words))
 
 
 def proxy_root(config: Config) -> str:
@@ -79,14 +73,15 @@ def check_proxy(config: Config, session: requests.Session) -> Check:
             return Check("proxy", False, f"Nothing answers at {root} (--proxy-url).",
                          "check that URL and that the proxy behind it is running")
         return Check("proxy", False, f"Nothing answers at {root}: the proxy is not running (or listens elsewhere).",
-                     _cmd(config, "serve"))
+                     proxy_command(config, "serve"))
     except requests.Timeout:
         return Check("proxy", False, f"{root} accepted the connection but did not answer within {HTTP_TIMEOUT:g} s.",
-                     f"restart it: {_cmd(config, 'serve')}")
+                     f"restart it: {proxy_command(config, 'serve')}")
     if response.status_code != 200:
         return Check("proxy", False, f"{root}/healthz answered HTTP {response.status_code}: another program is "
                      f"listening on port {config.server.port}, not deepseek-proxy.",
-                     f"stop that program, or set [server] port in the proxy config, then {_cmd(config, 'serve')}")
+                     "stop that program, or set [server] port in the proxy config, then "
+                     + proxy_command(config, "serve"))
     return Check("proxy", True, f"deepseek-proxy answers at {root}")
 
 
@@ -95,10 +90,10 @@ def check_proxy(config: Config, session: requests.Session) -> Check:
 def _upstream_fix(config: Config, name: str, status: int | None, detail: str) -> str:
     upstream = config.upstreams[name]
     source = upstream.api_key
-    restart = f"then restart `{_cmd(config, 'serve')}`"
+    restart = f"then restart `{proxy_command(config, 'serve')}`"
     no_key = status is None and any(w in detail for w in ("not set", "gave no key", "could not run"))
     if no_key and source.startswith(("env:", "pass:")):
-        return key_source_fix(upstream, restart=_cmd(config, "serve"))  # the words `serve` itself uses
+        return key_source_fix(upstream, restart=proxy_command(config, "serve"))  # the words `serve` itself uses
     if status in (401, 403) or "not set" in detail or "gave no key" in detail:
         if source == "client":
             return "export DEEPSEEK_API_KEY=<a valid DeepSeek key> (Codex sends it; the proxy passes it on)"
@@ -241,10 +236,10 @@ def check_codex(env: Mapping[str, str]) -> tuple[Check, Path | None, str | None]
 # ----------------------------------------------------------------------------------------- 4. config.toml
 
 def check_codex_config(config: Config, home: Path, env: Mapping[str, str]) -> Iterator[Check]:
-    setup = _cmd(config, "codex", "setup")
+    setup = proxy_command(config, "codex", "setup")
     path = home / "config.toml"
     try:
-        text = read_text(path)
+        text = read_text(path, SETUP_COMMAND)
         plain = parse_toml(text, str(path))[1] if text is not None else None
     except SetupRefused as exc:
         yield Check("config.toml", False, str(exc).split(" Nothing was changed")[0],
@@ -313,7 +308,7 @@ def _check_profile(config: Config, home: Path, model_id: str, name: str, *, in_l
         yield Check(label, False, f"config.toml still has a [profiles.{name}] table: Codex 0.169 refuses "
                     f"`codex -p {name}` while it exists.", f"{setup}  (moves it into {path.name})")
     try:
-        text = read_text(path)
+        text = read_text(path, SETUP_COMMAND)
         plain = parse_toml(text, str(path))[1] if text is not None else None
     except SetupRefused as exc:
         yield Check(label, False, str(exc).split(" Nothing was changed")[0], f"repair or delete {path}, then {setup}")
@@ -349,7 +344,7 @@ def parse_with_codex(codex: Path, catalog_path: Path, env: Mapping[str, str]) ->
 
 def check_catalog(config: Config, home: Path, codex: Path | None, installed_version: str | None,
                   session: requests.Session, env: Mapping[str, str]) -> Iterator[Check]:
-    setup = _cmd(config, "codex", "setup")
+    setup = proxy_command(config, "codex", "setup")
     if config.codex.catalog == "file":
         path = catalog_file(home)
         if not path.is_file():
@@ -373,7 +368,7 @@ def check_catalog(config: Config, home: Path, codex: Path | None, installed_vers
                                headers=_client_bearer(config, env), timeout=DEEP_TIMEOUT)
     except requests.RequestException:
         yield Check("catalog", False, f"cannot fetch the model catalog from {url}: the proxy is not answering.",
-                    _cmd(config, "serve"))
+                    proxy_command(config, "serve"))
         return
     if response.status_code != 200:
         yield Check("catalog", False, f"{url} answered HTTP {response.status_code}: {_error_text(response)}",

@@ -19,8 +19,7 @@ from typing import Any
 
 import jsonschema_rs
 
-from ..translate.errors import RequestError
-from .responses_validation import MAX_FIELD_DEPTH, _short, _too_deep, dotted_path
+from .validation import openai_schema_check, tool_choice_schema
 
 _STRING = {"type": "string"}
 _OPT_STRING = {"type": ["string", "null"]}
@@ -106,23 +105,18 @@ _TOOL = {
         }},
     })],
 }
-_TOOL_CHOICE = {
-    "type": ["string", "object", "null"],
-    "if": {"type": "string"},
-    "then": {"enum": ["none", "auto", "required"]},
-    "else": {
-        "required": ["type"],
-        "properties": {"type": {"enum": ["function", "allowed_tools", "custom"]}},
-        "allOf": [
-            _when("type", ["function"], {"required": ["function"], "properties": {
-                "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}}}),
-            _when("type", ["allowed_tools"], {"required": ["allowed_tools"], "properties": {
-                "allowed_tools": {"type": "object", "required": ["mode", "tools"],
-                                  "properties": {"mode": {"enum": ["auto", "required"]},
-                                                 "tools": {"type": "array", "items": {"type": "object"}}}}}}),
-        ],
-    },
-}
+_TOOL_CHOICE = tool_choice_schema({
+    "required": ["type"],
+    "properties": {"type": {"enum": ["function", "allowed_tools", "custom"]}},
+    "allOf": [
+        _when("type", ["function"], {"required": ["function"], "properties": {
+            "function": {"type": "object", "required": ["name"], "properties": {"name": _STRING}}}}),
+        _when("type", ["allowed_tools"], {"required": ["allowed_tools"], "properties": {
+            "allowed_tools": {"type": "object", "required": ["mode", "tools"],
+                              "properties": {"mode": {"enum": ["auto", "required"]},
+                                             "tools": {"type": "array", "items": {"type": "object"}}}}}}),
+    ],
+})
 _RESPONSE_FORMAT = {
     "type": ["object", "null"],
     "required": ["type"],
@@ -193,21 +187,4 @@ _VALIDATOR = jsonschema_rs.Draft202012Validator(CHAT_REQUEST_SCHEMA)
 def validate_chat_request(body: Any) -> None:
     """Raise RequestError (400, `param` the dotted path of the first offending value) unless `body` is a Chat
     Completions create request this proxy can forward."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    for key in _DEPTH_CHECKED:
-        value = body.get(key)
-        if isinstance(value, (dict, list)) and _too_deep(value, MAX_FIELD_DEPTH):
-            raise RequestError(f"`{key}` is nested more than {MAX_FIELD_DEPTH} levels deep", param=key,
-                               code="invalid_value")
-    if _VALIDATOR.is_valid(body):  # the common case: one pass, no error objects built
-        return
-    error = next(iter(_VALIDATOR.iter_errors(body)))
-    path = list(error.instance_path)
-    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
-        path.append(error.kind.property)  # the missing parameter is the one to name
-        param = dotted_path(path)
-        raise RequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    param = dotted_path(path)
-    raise RequestError(f"Invalid value for '{param}': {_short(error.message)}", param=param or None,
-                       code="invalid_value" if param else None)
+    openai_schema_check(body, _VALIDATOR, _DEPTH_CHECKED)

@@ -12,6 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from ..translate.errors import RequestError
+from .validation import too_deep
 
 # Deepest nesting accepted in the body: the reply and the upstream request wrap parts in a few more levels, and
 # orjson refuses to write beyond 254.
@@ -36,24 +37,10 @@ def _is_number(value: Any) -> bool:
     return isinstance(value, (int, float)) and not isinstance(value, bool)
 
 
-def _depth(value: Any, limit: int) -> bool:
-    """True when `value` nests deeper than `limit` (iterative: a hostile body cannot exhaust the stack)."""
-    stack = [(value, 1)]
-    while stack:
-        node, level = stack.pop()
-        if level > limit:
-            return True
-        if isinstance(node, dict):
-            stack.extend((v, level + 1) for v in node.values())
-        elif isinstance(node, list):
-            stack.extend((v, level + 1) for v in node)
-    return False
-
-
 def validate_gemini_request(body: Any) -> None:
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object (a GenerateContentRequest).")
-    if _depth(body, MAX_DEPTH):
+    if too_deep(body, MAX_DEPTH, count_values=True):  # the whole body, a value counting as a level
         raise RequestError(f"The request is nested more than {MAX_DEPTH} levels deep.")
     key, contents = _get(body, "contents", "contents")
     if not isinstance(contents, list) or not contents:

@@ -19,7 +19,7 @@ from typing import Any
 import jsonschema_rs
 
 from ..translate.errors import RequestError
-from .responses_validation import MAX_FIELD_DEPTH, _short, _too_deep
+from .validation import MAX_FIELD_DEPTH, first_problem, too_deep_field
 
 # Fields whose value may reach the reply or the upstream request as the client built it.
 _DEPTH_CHECKED = ("tools", "tool_choice", "metadata", "system", "output_config", "thinking", "context_management")
@@ -92,21 +92,16 @@ def validate_messages_request(body: Any, *, count_tokens: bool = False) -> None:
     create (or count_tokens) request of the right types and ranges."""
     if not isinstance(body, dict):
         raise RequestError("The request body must be a JSON object.")
-    for key in _DEPTH_CHECKED:
-        value = body.get(key)
-        if isinstance(value, (dict, list)) and _too_deep(value, MAX_FIELD_DEPTH):
-            raise RequestError(f"{key}: nested more than {MAX_FIELD_DEPTH} levels deep", param=key)
-    validator = _VALIDATORS[count_tokens]
-    if validator.is_valid(body):
+    key = too_deep_field(body, _DEPTH_CHECKED)
+    if key is not None:
+        raise RequestError(f"{key}: nested more than {MAX_FIELD_DEPTH} levels deep", param=key)
+    problem = first_problem(_VALIDATORS[count_tokens], body)
+    if problem is None:
         return
-    error = next(iter(validator.iter_errors(body)))
-    path = list(error.instance_path)
-    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
-        path.append(error.kind.property)
-        param = _dotted(path)
+    param = _dotted(problem.path)
+    if problem.missing:
         raise RequestError(f"{param}: Field required", param=param)
-    param = _dotted(path)
-    raise RequestError(f"{param}: {_short(error.message)}" if param else _short(error.message), param=param or None)
+    raise RequestError(f"{param}: {problem.message}" if param else problem.message, param=param or None)
 
 
 def _dotted(path: list) -> str:

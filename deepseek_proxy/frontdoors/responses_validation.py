@@ -19,16 +19,14 @@ from typing import Any
 
 import jsonschema_rs
 
-from ..translate.errors import RequestError
 from ..translate.responses_request import KNOWN_FIELDS
+from .validation import MAX_FIELD_DEPTH, dotted_path, openai_schema_check, tool_choice_schema
 
-# Deepest nesting accepted under a top-level field (a tool's JSON Schema is rarely deeper than 10). The reply
-# wraps an echoed field in about 4 more levels; orjson's limit is 254.
-MAX_FIELD_DEPTH = 64
+__all__ = ["MAX_FIELD_DEPTH", "RESPONSES_REQUEST_SCHEMA", "dotted_path", "validate_responses_request"]
+
 # Fields whose value may reach the reply or the upstream request as the client built it.
 _DEPTH_CHECKED = ("tools", "tool_choice", "text", "reasoning", "metadata", "prompt", "client_metadata",
                   "context_management", "stream_options", "conversation")
-_MESSAGE_LIMIT = 200  # an error message quotes at most this much of the offending value
 
 
 def _nullable(schema: dict) -> dict:
@@ -84,11 +82,12 @@ _INPUT_ITEM = {
     },
 }
 
+# What every named tool (function, custom, namespace) has; each kind adds its own fields after these.
+_TOOL_NAME_AND_DESCRIPTION = {"name": {"type": "string", "minLength": 1}, "description": _OPT_STRING}
 _FUNCTION_TOOL = {
     "required": ["name"],
     "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "description": _OPT_STRING,
+        **_TOOL_NAME_AND_DESCRIPTION,
         # A JSON Schema document is an object (or true/false, which no function-calling API takes).
         "parameters": _OPT_OBJECT,
         "strict": _OPT_BOOL,
@@ -97,8 +96,7 @@ _FUNCTION_TOOL = {
 _CUSTOM_TOOL = {
     "required": ["name"],
     "properties": {
-        "name": {"type": "string", "minLength": 1},
-        "description": _OPT_STRING,
+        **_TOOL_NAME_AND_DESCRIPTION,
         "format": _nullable({
             "type": "object",
             "required": ["type"],
@@ -116,30 +114,24 @@ def _tool(inner: bool) -> dict:
     if not inner:
         branches.append(_when_type(["namespace"], {
             "required": ["name", "tools"],
-            "properties": {"name": {"type": "string", "minLength": 1}, "description": _OPT_STRING,
-                           "tools": {"type": "array", "items": _tool(inner=True)}},
+            "properties": {**_TOOL_NAME_AND_DESCRIPTION, "tools": {"type": "array", "items": _tool(inner=True)}},
         }))
     return {"type": "object", "required": ["type"], "properties": {"type": _STRING}, "allOf": branches}
 
 
-_TOOL_CHOICE = {
-    "type": ["string", "object", "null"],
-    "if": {"type": "string"},
-    "then": {"enum": ["none", "auto", "required"]},
-    "else": {
-        "required": ["type"],
-        "properties": {"type": _STRING},
-        "allOf": [
-            _when_type(["function", "custom"], {"required": ["name"], "properties": {"name": _STRING}}),
-            _when_type(["allowed_tools"], {
-                "required": ["mode", "tools"],
-                "properties": {"mode": {"enum": ["auto", "required"]},
-                               "tools": {"type": "array", "items": {"type": "object"}}},
-            }),
-            _when_type(["mcp"], {"required": ["server_label"], "properties": {"server_label": _STRING}}),
-        ],
-    },
-}
+_TOOL_CHOICE = tool_choice_schema({
+    "required": ["type"],
+    "properties": {"type": _STRING},
+    "allOf": [
+        _when_type(["function", "custom"], {"required": ["name"], "properties": {"name": _STRING}}),
+        _when_type(["allowed_tools"], {
+            "required": ["mode", "tools"],
+            "properties": {"mode": {"enum": ["auto", "required"]},
+                           "tools": {"type": "array", "items": {"type": "object"}}},
+        }),
+        _when_type(["mcp"], {"required": ["server_label"], "properties": {"server_label": _STRING}}),
+    ],
+})
 
 _TEXT_FORMAT = {
     "type": "object",
@@ -222,49 +214,4 @@ _VALIDATOR = jsonschema_rs.Draft202012Validator(RESPONSES_REQUEST_SCHEMA)
 def validate_responses_request(body: Any) -> None:
     """Raise RequestError (400, `param` the dotted path of the first offending value) unless `body` is a
     Responses create request this proxy can translate."""
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    for key in _DEPTH_CHECKED:
-        value = body.get(key)
-        if isinstance(value, (dict, list)) and _too_deep(value, MAX_FIELD_DEPTH):
-            raise RequestError(f"`{key}` is nested more than {MAX_FIELD_DEPTH} levels deep", param=key,
-                               code="invalid_value")
-    if _VALIDATOR.is_valid(body):  # the common case: one pass, no error objects built
-        return
-    error = next(iter(_VALIDATOR.iter_errors(body)))
-    path = list(error.instance_path)
-    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.AdditionalProperties) and not path:
-        unknown = error.kind.unexpected[0]  # as OpenAI (and the translator) name it
-        raise RequestError(f"Unknown parameter: '{unknown}'.", param=unknown, code="unknown_parameter")
-    if isinstance(error.kind, jsonschema_rs.ValidationErrorKind.Required):
-        path.append(error.kind.property)  # the missing parameter is the one to name
-        param = dotted_path(path)
-        raise RequestError(f"Missing required parameter: '{param}'.", param=param, code="missing_required_parameter")
-    param = dotted_path(path)
-    raise RequestError(f"Invalid value for '{param}': {_short(error.message)}", param=param or None,
-                       code="invalid_value" if param else None)
-
-
-def dotted_path(path: Any) -> str:
-    """['tools', 3, 'parameters'] → 'tools[3].parameters' (how OpenAI names a parameter in its errors)."""
-    out = ""
-    for step in path:
-        out += f"[{step}]" if isinstance(step, int) else (f".{step}" if out else str(step))
-    return out
-
-
-def _short(message: str) -> str:
-    return message if len(message) <= _MESSAGE_LIMIT else message[:_MESSAGE_LIMIT] + "…"
-
-
-def _too_deep(value: Any, limit: int) -> bool:
-    """Whether `value` nests more than `limit` containers deep (iterative: a hostile value cannot exhaust
-    the stack)."""
-    stack = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        if depth > limit:
-            return True
-        children = node.values() if isinstance(node, dict) else node
-        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
-    return False
+    openai_schema_check(body, _VALIDATOR, _DEPTH_CHECKED)

@@ -14,8 +14,7 @@ import subprocess
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 
-from ..claude.setup import SetupRefused, proxy_base_url, read_settings_text
-from ..codex.config_toml import key_choice
+from ..clientconfig import SetupRefused, key_choice, proxy_base_url, proxy_command, read_text
 from ..codex.doctor import Check
 from ..config import Config
 from .setup import (
@@ -24,6 +23,7 @@ from .setup import (
     ENV_FILE,
     KEY_VAR,
     SETTINGS_FILE,
+    SETUP_COMMAND,
     parse_env,
     parse_settings,
     resolve_gemini_home,
@@ -32,11 +32,6 @@ from .setup import (
 TESTED_VERSION = "0.61.0"  # the Gemini CLI release CLIENTS.md and tests/e2e were measured with
 INSTALL_HINT = "npm install -g @google/gemini-cli"
 VERSION_TIMEOUT = 30.0
-
-
-def _cmd(config: Config, *words: str) -> str:
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
-    return " ".join(shlex.quote(w) for w in prefix + list(words))
 
 
 def check_gemini_binary(env: Mapping[str, str]) -> Check:
@@ -60,8 +55,8 @@ def check_gemini_binary(env: Mapping[str, str]) -> Check:
 def check_gemini_settings(config: Config, home: Path, env: Mapping[str, str], *, setup: str) -> Iterator[Check]:
     settings_path, env_path = home / SETTINGS_FILE, home / ENV_FILE
     try:
-        data = parse_settings(read_settings_text(settings_path), str(settings_path))
-        env_file = parse_env(read_settings_text(env_path))
+        data = parse_settings(read_text(settings_path, SETUP_COMMAND), str(settings_path))
+        env_file = parse_env(read_text(env_path, SETUP_COMMAND))
     except SetupRefused as exc:
         yield Check("gemini settings", False, str(exc).split(" Nothing was changed")[0], setup)
         return
@@ -106,7 +101,7 @@ def _opted_in(home: Path, env: Mapping[str, str]) -> bool:
     if env.get(BASE_URL_VAR):
         return True
     try:
-        return BASE_URL_VAR in parse_env(read_settings_text(home / ENV_FILE))
+        return BASE_URL_VAR in parse_env(read_text(home / ENV_FILE, SETUP_COMMAND))
     except SetupRefused:
         return True
 
@@ -115,7 +110,7 @@ def collect_gemini_checks(config: Config, *, gemini_home: Path | None, env: Mapp
     """The Gemini CLI section of doctor: binary, then settings and variables. Failures only for a Gemini CLI meant
     to use the proxy (--gemini-home given, or a base URL set); anyone else gets one warning line."""
     home = resolve_gemini_home(gemini_home, env)
-    setup = _cmd(config, "gemini", "setup", *(["--gemini-home", str(home)] if gemini_home else []))
+    setup = proxy_command(config, "gemini", "setup", *(["--gemini-home", str(home)] if gemini_home else []))
     if gemini_home is None and not _opted_in(home, env):
         binary = check_gemini_binary(env)
         if binary.ok:

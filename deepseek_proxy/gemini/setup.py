@@ -17,22 +17,16 @@ import os
 import shlex
 import sys
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TextIO
 
-from ..claude.setup import (
-    SetupRefused,
-    backup_path,
-    proxy_base_url,
-    read_settings_text,
-    write_atomically,
-)
-from ..codex.config_toml import NO_KEY_TOKEN, key_choice
+from .. import clientconfig
+from ..clientconfig import NO_KEY_TOKEN, KeyPlan, SetupRefused, key_plan, proxy_base_url
 from ..config import Config
 
 SETTINGS_FILE = "settings.json"
 ENV_FILE = ".env"
+SETUP_COMMAND = "gemini setup"
 BASE_URL_VAR = "GOOGLE_GEMINI_BASE_URL"
 KEY_VAR = "GEMINI_API_KEY"
 AUTH_TYPE = "gemini-api-key"
@@ -47,46 +41,15 @@ OFFLINE_SETTINGS: tuple[tuple[tuple[str, ...], Any], ...] = (
 
 def resolve_gemini_home(gemini_home: Path | str | None, env: Mapping[str, str] = os.environ) -> Path:
     """--gemini-home, else $GEMINI_CLI_HOME/.gemini (Gemini CLI's own override of the home), else ~/.gemini."""
-    if gemini_home:
-        path = Path(gemini_home)
-    elif env.get("GEMINI_CLI_HOME"):
-        path = Path(env["GEMINI_CLI_HOME"]) / ".gemini"
-    else:
-        path = Path(env.get("HOME") or Path.home()) / ".gemini"
-    return path.expanduser().absolute()
+    return clientconfig.client_home(gemini_home, env, "GEMINI_CLI_HOME", ".gemini", inside=".gemini")
 
 
 # ------------------------------------------------------------------------------------- what to write (pure)
 
-@dataclass(frozen=True)
-class KeyPlan:
-    value: str | None  # what to write as GEMINI_API_KEY; None: keep the one in .env
-    source: str  # said to the user, never the value
-
-
 def key_value(config: Config, existing: str | None, env: Mapping[str, str]) -> KeyPlan:
-    """The key Gemini CLI must send, with codex/claude setup's semantics (codex.config_toml.key_choice). Gemini CLI
-    refuses to start without a key, so a proxy that asks for none gets a placeholder."""
-    choice = key_choice(config)
-    existing = existing if existing and existing != NO_KEY_TOKEN else None
-    if choice.env_key is None:
-        return KeyPlan(NO_KEY_TOKEN, "a placeholder (the proxy asks for no key)")
-    value = env.get(choice.env_key, "").strip()
-    if choice.env_key == "DEEPSEEK_PROXY_KEY":
-        if value:
-            if value not in config.server.client_keys:
-                raise SetupRefused(f"${choice.env_key} is set but is not one of the proxy's client keys "
-                                   f"(server.client_keys). Nothing was changed; export the right key and run again.")
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing in config.server.client_keys:
-            return KeyPlan(None, "the client key already in .env")
-    else:
-        if value:
-            return KeyPlan(value, f"${choice.env_key}")
-        if existing:
-            return KeyPlan(None, "the key already in .env")
-    raise SetupRefused(f"the proxy asks Gemini CLI for a key. {choice.instructions} Then run `deepseek-proxy gemini "
-                       f"setup` again; it copies the value into .env. Nothing was changed.")
+    """The key Gemini CLI must send as GEMINI_API_KEY (clientconfig.key_plan). Gemini CLI refuses to start without
+    a key, so a proxy that asks for none gets a placeholder."""
+    return key_plan(config, existing, env, client="Gemini CLI", command=SETUP_COMMAND, where=ENV_FILE)
 
 
 def parse_settings(text: str | None, where: str) -> dict:
@@ -176,10 +139,10 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
     home = resolve_gemini_home(gemini_home, env)
     settings_path, env_path = home / SETTINGS_FILE, home / ENV_FILE
     try:
-        old_settings = read_settings_text(settings_path)
+        old_settings = clientconfig.read_text(settings_path, SETUP_COMMAND)
         new_data, changed = merged_settings(parse_settings(old_settings, str(settings_path)), offline=offline,
                                             where=str(settings_path))
-        old_env = read_settings_text(env_path)
+        old_env = clientconfig.read_text(env_path, SETUP_COMMAND)
         current = parse_env(old_env)
         key = key_value(config, current.get(KEY_VAR), env)
     except SetupRefused as exc:
@@ -214,23 +177,19 @@ def run_setup(config: Config, *, gemini_home: Path | None, dry_run: bool, offlin
             if old == new:
                 continue
             if old is not None:
-                backup = backup_path(path)
-                write_atomically(backup, old, private=True)
+                backup = clientconfig.backup_path(path)
+                clientconfig.write_atomically(backup, old, private=True)
                 print(f"  updated    {path}  (backup: {backup.name})", file=out)
             else:
                 print(f"  created    {path}", file=out)
-            write_atomically(path, new, private=private or path == env_path)
+            clientconfig.write_atomically(path, new, private=private or path == env_path)
     except OSError as exc:
         print(f"deepseek-proxy gemini setup: cannot write: {exc.strerror or exc}", file=out)
         return 1
-    prefix = ["deepseek-proxy"] + (["--config", str(config.path)] if config.path else [])
     print("\nGemini CLI reads ~/.gemini/.env only in folders it trusts (elsewhere it stops with \"you must specify "
           "the GEMINI_API_KEY\") and when the project has no .env of its own; the shell's variables always win. "
           "To work in every folder, export them in your shell profile instead:", file=out)
     print(f"  export {BASE_URL_VAR}={shlex.quote(base_url)}", file=out)
     print(f"  export {KEY_VAR}=<the key in {env_path}>", file=out)
-    print("\nNext:", file=out)
-    print(f"  {shlex.join(prefix + ['serve'])}           # if it is not running yet", file=out)
-    print("  gemini", file=out)
-    print(f"  {shlex.join(prefix + ['doctor'])}          # checks every step", file=out)
+    clientconfig.print_next_steps(config, "gemini", out)
     return 0

@@ -35,7 +35,7 @@ from .responses_request import FILE_PLACEHOLDER, IMAGE_PLACEHOLDER
 from .responses_request import (
     _apply_text_format as _apply_json_format,  # shared, not copied
 )
-from .tools import flat_tool_name
+from .tools import flat_tool_name, offer_tools
 
 # Forwarded as the client sent them (validated by frontdoors/chat_validation.py).
 FORWARDED = ("temperature", "top_p", "stop", "presence_penalty", "frequency_penalty", "logprobs", "top_logprobs",
@@ -92,12 +92,8 @@ def translate_chat_request(body: dict[str, Any], model: ModelConfig, profile, *,
     messages = [_message(m, i, model) for i, m in enumerate(body["messages"])]
     chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
     _response_format(chat, body.get("response_format"))
-    if tools:
-        chat["tools"] = tools
-        if choice is not None:
-            chat["tool_choice"] = choice
-        if isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]  # dropped for upstreams without it
+    parallel = body["parallel_tool_calls"] if isinstance(body.get("parallel_tool_calls"), bool) else None
+    offer_tools(chat, tools, choice, parallel)  # parallel_tool_calls is dropped for upstreams without it
     chat.update(thinking.fields)
     max_tokens = body.get("max_completion_tokens")
     if max_tokens is None:

@@ -27,7 +27,7 @@ from typing import Any
 
 from ..config import ModelConfig
 from ..jsonfast import dumps_str
-from .errors import RequestError
+from .errors import RequestError, each_object
 from .messages_request import (
     REASONING_PLACEHOLDER,
     REPAIR_MODES,
@@ -40,9 +40,9 @@ from .responses_request import (
     IMAGE_PLACEHOLDER,
     JSON_OBJECT_INSTRUCTION,
     JSON_SCHEMA_INSTRUCTION,
-    NO_TOOL_OUTPUT,
 )
-from .tools import ToolMap, ToolOrigin, flat_tool_name
+from .tool_history import HistoryBuilder, assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 # The GenerateContentRequest fields (google-genai 3.6 / the v1beta REST reference). Others are ignored and reported.
 KNOWN_FIELDS = frozenset({
@@ -164,10 +164,7 @@ def translate_gemini_request(
     messages = builder.build(_field(body, "systemInstruction", "system_instruction"), body.get("contents"))
     chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
     _apply_response_format(chat, config)
-    if tools:
-        chat["tools"] = tools
-        if choice is not None:
-            chat["tool_choice"] = choice
+    offer_tools(chat, tools, choice)
     chat.update(thinking.fields)
 
     candidates = _field(config, "candidateCount", "candidate_count")
@@ -338,20 +335,14 @@ def translate_gemini_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]:
     if not isinstance(tools, list):
         raise RequestError("tools: an array is required", param="tools")
     out: list[dict] = []
-    for index, tool in enumerate(tools):
-        where = f"tools[{index}]"
-        if not isinstance(tool, dict):
-            raise RequestError(f"{where}: an object is required", param=where)
+    for _, where, tool in each_object(tools, "tools[{}]"):
         for key in tool:
             if key not in ("functionDeclarations", "function_declarations"):
                 tool_map.dropped.append(key)
         declarations = _field(tool, "functionDeclarations", "function_declarations") or []
         if not isinstance(declarations, list):
             raise RequestError(f"{where}.functionDeclarations: an array is required", param=where)
-        for j, declaration in enumerate(declarations):
-            dwhere = f"{where}.functionDeclarations[{j}]"
-            if not isinstance(declaration, dict):
-                raise RequestError(f"{dwhere}: an object is required", param=dwhere)
+        for _, dwhere, declaration in each_object(declarations, where + ".functionDeclarations[{}]"):
             name = declaration.get("name")
             if not isinstance(name, str) or not name:
                 raise RequestError(f"{dwhere}.name: a non-empty string is required", param=f"{dwhere}.name")
@@ -418,16 +409,10 @@ class _Call:
     args: Any
 
 
-class _MessageBuilder:
+class _MessageBuilder(HistoryBuilder):
     def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool,
                  repair: str):
-        self.model = model
-        self.codec = codec
-        self.cache = cache
-        self.thinking = thinking
-        self.repair = repair
-        self.messages: list[dict] = []
-        self.repaired: list[int] = []
+        super().__init__(model, codec, cache, thinking, repair)
         self.answered: dict[str, str] = {}  # call id → the response text it got (to drop verbatim repeats)
 
     def build(self, system: Any, contents: Any) -> list[dict]:
@@ -436,20 +421,16 @@ class _MessageBuilder:
             self.messages.append({"role": "system", "content": system_text})
         if not isinstance(contents, list) or not contents:
             raise RequestError("contents: a non-empty array is required", param="contents")
-        turns = self._turns(contents)
-        i = 0
-        while i < len(turns):
-            turn = turns[i]
-            i += 1
-            if turn.role == "user":
-                self._user(turn.parts, f"contents[{turn.index}]")
-            else:
-                calls = self._model(turn)
-                if calls:
-                    i = self._answer(calls, turns, i)
+        self.walk(self._turns(contents))
         if all(message["role"] == "system" for message in self.messages):
             raise RequestError("contents: nothing to send (every part is empty)", param="contents")
         return self.messages
+
+    def _turn(self, turn: _Turn) -> list[_Call]:
+        if turn.role == "user":
+            self._user(turn.parts, f"contents[{turn.index}]")
+            return []
+        return self._model(turn)
 
     @staticmethod
     def _system_text(system: Any) -> str:
@@ -466,10 +447,7 @@ class _MessageBuilder:
     def _turns(contents: list) -> list[_Turn]:
         """Model contents in a row are one turn (their calls are answered together); user contents stay apart."""
         turns: list[_Turn] = []
-        for index, content in enumerate(contents):
-            where = f"contents[{index}]"
-            if not isinstance(content, dict):
-                raise RequestError(f"{where}: an object is required", param=where)
+        for index, where, content in each_object(contents, "contents[{}]"):
             role = content.get("role") or "user"
             if role not in ("user", "model", "function"):
                 raise RequestError(f"{where}.role: must be user or model", param=f"{where}.role")
@@ -504,19 +482,11 @@ class _MessageBuilder:
                 texts.append(part["text"])
             else:
                 texts.append(_other_part_text(part, where, self.model) or "")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
+        reasoning = None
         if self.thinking:
             reasoning = (signed if signed is not None
                          else self._restore(calls, "".join(texts), "".join(thoughts), turn.index))
-            if reasoning is not None:
-                message["reasoning_content"] = reasoning
-        if calls:
-            message["tool_calls"] = [
-                {"id": c.id, "type": "function",
-                 "function": {"name": flat_tool_name(c.name), "arguments": _arguments(c.args)}}
-                for c in calls
-            ]
-        self.messages.append(message)
+        self.messages.append(assistant_message("".join(texts), reasoning, ((c.id, c.name, c.args) for c in calls)))
         return calls
 
     @staticmethod
@@ -544,7 +514,7 @@ class _MessageBuilder:
                 return cached
         if thoughts:
             return thoughts
-        if self.repair == "off" or (not calls and self.repair != "always"):
+        if not needs_repair(self.repair, bool(calls)):
             return None
         self.repaired.append(content_index)
         return REASONING_PLACEHOLDER
@@ -553,7 +523,7 @@ class _MessageBuilder:
     def _answer(self, calls: list[_Call], turns: list[_Turn], i: int) -> int:
         """One tool message per call, in the calls' order, from the function responses of the user contents that
         follow; the rest of those contents follows the answers. Returns the index of the next turn to walk."""
-        answers: dict[str, str] = {}
+        answers: dict[str, dict] = {}  # call id → its tool message
         leftovers: list[tuple[list[dict], str]] = []
         by_name: dict[str, list[str]] = {}
         for call in calls:
@@ -571,15 +541,15 @@ class _MessageBuilder:
                 if call_id is None:
                     rest.append(part)
                 else:
-                    answers[call_id] = self._response_text(response, where)
+                    answers[call_id] = {"role": "tool", "tool_call_id": call_id,
+                                        "content": self._response_text(response, where)}
             leftovers.append((rest, f"contents[{turn.index}]"))
             i += 1
             if len(answers) == len(calls):
                 break
-        for call in calls:
-            content = answers.get(call.id, NO_TOOL_OUTPUT)
-            self.answered[call.id] = content
-            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
+        for answer in tool_answers((call.id for call in calls), answers):  # no images: a tool message each
+            self.answered[answer["tool_call_id"]] = answer["content"]
+            self.messages.append(answer)
         for rest, where in leftovers:
             self._user(rest, where)
         return i
@@ -632,7 +602,7 @@ class _MessageBuilder:
                 if isinstance(call_id, str) and self.answered.get(call_id) == text:
                     continue  # already answered with the same output (Gemini CLI resends responses on --resume)
                 label = call_id or (response.get("name") if isinstance(response, dict) else "") or "?"
-                out.append({"type": "text", "text": f"Output of tool call {label}:\n{text}"})
+                out.append({"type": "text", "text": stray_output_text(label, text)})
             elif isinstance(part.get("text"), str):
                 out.append({"type": "text", "text": part["text"]})
             elif _field(part, "functionCall", "function_call") is not None:
@@ -645,12 +615,8 @@ class _MessageBuilder:
                     other = _other_part_text(part, pwhere, self.model)
                     if other is not None:
                         out.append({"type": "text", "text": other})
-        if not out:
-            return
-        if all(p["type"] == "text" for p in out):
-            self.messages.append({"role": "user", "content": "\n".join(p["text"] for p in out)})
-        else:
-            self.messages.append({"role": "user", "content": out})
+        if out:
+            self.messages.append(user_message(out))
 
 
 def _parts(parts: Any, where: str) -> list[dict]:
@@ -704,9 +670,3 @@ def _other_part_text(part: dict, where: str, model: ModelConfig) -> str | None:
         return None
     raise RequestError(f"{where}: unsupported part ({', '.join(sorted(part))})", param=where)
 
-
-def _arguments(value: Any) -> str:
-    """A functionCall's args → the Chat arguments string: compact JSON in the client's key order (deterministic)."""
-    if isinstance(value, str):
-        return value
-    return dumps_str(value if value is not None else {})

@@ -27,19 +27,18 @@ from typing import Any
 import orjson
 
 from ..jsonfast import dumps
+from .chat_deltas import ChatDeltaReader
 from .gemini_errors import error_chunk
 from .gemini_request import answer_key, encode_signature
 from .messages_request import reasoning_key
 from .messages_tokens import estimate_text_tokens
 from .reasoning import ReasoningCodec
-from .responses_stream import completion_as_chunks
 from .tools import ToolMap
 
 Response = dict[str, Any]
 
 _FINISH_REASONS = {"stop": "STOP", "tool_calls": "STOP", "function_call": "STOP", "length": "MAX_TOKENS",
                    "content_filter": "SAFETY"}
-OVERLOADED_MESSAGE = "The upstream ran out of capacity (insufficient_system_resource); try again."
 MALFORMED_MESSAGE = "The model called {name} with arguments that are not a JSON object."
 
 
@@ -75,7 +74,7 @@ class _Call:
         self.sent = False
 
 
-class GeminiStream:
+class GeminiStream(ChatDeltaReader):
     def __init__(
         self,
         *,
@@ -118,28 +117,8 @@ class GeminiStream:
     def feed(self, chunk: dict) -> list[Response]:
         if self.finished:
             return []
-        if chunk.get("usage"):
-            self._usage = chunk["usage"]
         parts: list[dict] = []
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # n > 1 is never requested
-            delta = choice.get("delta") or choice.get("message") or {}
-            reasoning = delta.get("reasoning_content")
-            if reasoning and self.thinking:
-                self._reasoning.append(reasoning)
-                if self.include_thoughts:
-                    parts.append({"text": reasoning, "thought": True})
-            content = delta.get("content")
-            if content:
-                if self._held is not None:
-                    parts.append(self._text_part(self._held))
-                self._held = content
-                self._text.append(content)
-            for call in delta.get("tool_calls") or ():
-                self._tool_call_delta(call, parts)
-            if choice.get("finish_reason"):
-                self._finish_reason = choice["finish_reason"]
+        self._read(chunk, parts)
         return [self._chunk(parts)] if parts else []
 
     def keepalive(self) -> list[Response]:
@@ -149,12 +128,8 @@ class GeminiStream:
         parser only ever consumes `data:` lines from the front of its buffer."""
         return [] if self.finished else [{"modelVersion": self.model, "responseId": self.response_id}]
 
-    def finish(self) -> list[Response]:
+    def _finish(self) -> list[Response]:
         """The upstream ended the reply normally: the last content, finishReason and usageMetadata."""
-        if self.finished:
-            return []
-        if self._finish_reason == "insufficient_system_resource":
-            return self.fail("overloaded", OVERLOADED_MESSAGE)
         parts: list[dict] = []
         if self._held is not None:
             parts.append(self._text_part(self._held))
@@ -179,22 +154,7 @@ class GeminiStream:
 
     def fail(self, kind: str, message: str) -> list[Response]:
         """The upstream broke mid-reply. `kind` is a neutral error kind (see gemini_errors.KINDS)."""
-        if self.finished:
-            return []
-        self.finished = True
-        self._final = None
-        return [error_chunk(kind, message)]
-
-    def replay(self, completion: dict) -> list[Response]:
-        """A complete (non-streamed) chat.completion: every object its stream would have produced, finish included."""
-        out: list[Response] = []
-        for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)  # type: ignore[arg-type]
-        return out + self.finish()
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._finish_reason
+        return self._end_with_error(error_chunk(kind, message))
 
     @property
     def response(self) -> Response | None:
@@ -211,6 +171,20 @@ class GeminiStream:
         if not reasoning or not (calls or text):
             return []
         return [(reasoning_key(calls) if calls else answer_key(text), reasoning)]
+
+    # ---- the pieces of a chunk (chat_deltas.ChatDeltaReader) ---------------------------------------------------
+    def _reasoning_delta(self, text: str, parts: list[dict]) -> None:
+        if not self.thinking:
+            return
+        self._reasoning.append(text)
+        if self.include_thoughts:
+            parts.append({"text": text, "thought": True})
+
+    def _text_delta(self, text: str, parts: list[dict]) -> None:
+        if self._held is not None:
+            parts.append(self._text_part(self._held))
+        self._held = text
+        self._text.append(text)
 
     # ---- parts -------------------------------------------------------------------------------------------------
     def _signature(self) -> str | None:

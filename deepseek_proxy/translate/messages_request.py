@@ -27,17 +27,18 @@ from typing import Any
 import orjson
 
 from ..config import ModelConfig
+from ..core.chat import TOOL_IMAGES
 from ..jsonfast import dumps_str
 from ..upstream.profiles import ThinkingChoice
-from .errors import RequestError
+from .errors import RequestError, each_object
 from .reasoning import ReasoningCache, ReasoningCodec
 from .responses_request import (
     IMAGE_FOLLOWS,
     IMAGE_PLACEHOLDER,
     JSON_SCHEMA_INSTRUCTION,
-    NO_TOOL_OUTPUT,
 )
-from .tools import ToolMap, ToolOrigin, flat_tool_name
+from .tool_history import HistoryBuilder, assistant_message, needs_repair, stray_output_text, tool_answers, user_message
+from .tools import ToolMap, ToolOrigin, flat_tool_name, offer_tools
 
 BILLING_HEADER_PREFIX = "x-anthropic-billing-header:"
 # The top-level fields of the Messages create call (anthropic SDK 2.15, beta params included). Fields outside this
@@ -163,12 +164,7 @@ def translate_messages_request(
     messages = builder.build(body.get("system"), body.get("messages"))
     chat: dict[str, Any] = {"model": model.upstream_model or model.id, "messages": messages}
     _apply_output_format(chat, body)
-    if tools:
-        chat["tools"] = tools
-        if choice is not None:
-            chat["tool_choice"] = choice
-        if parallel is not None and profile.accepts_parallel_tool_calls:
-            chat["parallel_tool_calls"] = parallel
+    offer_tools(chat, tools, choice, parallel if profile.accepts_parallel_tool_calls else None)
     chat.update(thinking.fields)
     chat["max_tokens"] = min(max_tokens, model.max_output_tokens)
 
@@ -266,10 +262,7 @@ def translate_anthropic_tools(tools: Any, profile) -> tuple[list[dict], ToolMap]
     if not isinstance(tools, list):
         raise RequestError("tools: an array is required", param="tools")
     out: list[dict] = []
-    for index, tool in enumerate(tools):
-        where = f"tools.{index}"
-        if not isinstance(tool, dict):
-            raise RequestError(f"{where}: an object is required", param=where)
+    for _, where, tool in each_object(tools, "tools.{}"):
         kind = tool.get("type")
         if kind not in (None, "custom"):
             tool_map.dropped.append(str(kind))
@@ -332,7 +325,7 @@ class _Call:
     input: Any
 
 
-class _MessageBuilder:
+class _MessageBuilder(HistoryBuilder):
     """Walks the Messages turns in order and builds Chat messages.
 
     Consecutive user (or assistant) turns are one turn, as Anthropic treats them. An assistant turn's tool calls are
@@ -341,44 +334,28 @@ class _MessageBuilder:
     result gets a placeholder answer, and a result without its call becomes user text.
     """
 
-    def __init__(self, model: ModelConfig, codec: ReasoningCodec, cache: ReasoningCache | None, thinking: bool,
-                 repair: str):
-        self.model = model
-        self.codec = codec
-        self.cache = cache
-        self.thinking = thinking
-        self.repair = repair
-        self.messages: list[dict] = []
-        self.repaired: list[int] = []
-
     def build(self, system: Any, messages: Any) -> list[dict]:
         system_text = self._system_text(system, "system", drop_billing_header=True)
         if system_text:
             self.messages.append({"role": "system", "content": system_text})
         if not isinstance(messages, list) or not messages:
             raise RequestError("messages: a non-empty array is required", param="messages")
-        turns = self._turns(messages)
-        i = 0
-        while i < len(turns):
-            turn = turns[i]
-            i += 1
-            if turn.role == "system":
-                self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
-            elif turn.role == "user":
-                self._user(turn.blocks, turn.where)
-            else:
-                calls = self._assistant(turn)
-                if calls:
-                    i = self._answer(calls, turns, i)
+        self.walk(self._turns(messages))
         return self.messages
+
+    def _turn(self, turn: _Turn) -> list[_Call]:
+        if turn.role == "system":
+            self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
+        elif turn.role == "user":
+            self._user(turn.blocks, turn.where)
+        else:
+            return self._assistant(turn)
+        return []
 
     # ---- turns -------------------------------------------------------------------------------------------------
     def _turns(self, messages: list) -> list[_Turn]:
         turns: list[_Turn] = []
-        for index, message in enumerate(messages):
-            where = f"messages.{index}"
-            if not isinstance(message, dict):
-                raise RequestError(f"{where}: an object is required", param=where)
+        for _, where, message in each_object(messages, "messages.{}"):
             role = message.get("role")
             if role not in ("user", "assistant", "system"):
                 raise RequestError(f"{where}.role: must be user, assistant or system", param=f"{where}.role")
@@ -430,23 +407,13 @@ class _MessageBuilder:
             else:
                 raise RequestError(f"{where}.type: {kind!r} is not allowed in an assistant message",
                                    param=f"{where}.type")
-        message: dict[str, Any] = {"role": "assistant", "content": "".join(texts)}
-        if self.thinking:
-            text = "".join(reasoning) or self._repair(calls)
-            if text is not None:
-                message["reasoning_content"] = text
-        if calls:
-            message["tool_calls"] = [
-                {"id": call.id, "type": "function",
-                 "function": {"name": flat_tool_name(call.name), "arguments": _arguments(call.input)}}
-                for call in calls
-            ]
-        self.messages.append(message)
+        text = ("".join(reasoning) or self._repair(calls)) if self.thinking else None
+        self.messages.append(assistant_message("".join(texts), text, ((c.id, c.name, c.input) for c in calls)))
         return calls
 
     def _repair(self, calls: list[_Call]) -> str | None:
         """Reasoning for a thinking-mode assistant turn that came back without any."""
-        if self.repair == "off" or (not calls and self.repair != "always"):
+        if not needs_repair(self.repair, bool(calls)):
             return None
         self.repaired.append(len(self.messages))
         if calls and self.cache is not None:
@@ -473,18 +440,14 @@ class _MessageBuilder:
                 else:
                     rest.append(block)
             i += 1
-        images: list[dict] = []
-        for call in calls:
+        answers: dict[str, dict] = {}
+        for call in calls:  # in the calls' order: a malformed result is reported as it always was
             result = results.get(call.id)
-            if result is None:
-                content = NO_TOOL_OUTPUT
-            else:
+            if result is not None:
                 content, found = self._tool_result_content(result, user.where if user else "")
-                if found:
-                    images += [{"type": "text", "text": f"Image output of tool call {call.id}:"}, *found]
-            self.messages.append({"role": "tool", "tool_call_id": call.id, "content": content})
-        if images:  # a tool message carries text only: the images follow the answers, as a user message
-            self.messages.append({"role": "user", "content": images})
+                answers[call.id] = {"role": "tool", "tool_call_id": call.id, "content": content,
+                                    **({TOOL_IMAGES: found} if found else {})}
+        self.messages += tool_answers((call.id for call in calls), answers)
         for turn in deferred:
             self.messages.append({"role": "system", "content": self._system_text(turn.blocks, turn.where)})
         if user is not None and rest:
@@ -501,16 +464,12 @@ class _MessageBuilder:
                 # message (a 400 at DeepSeek).
                 call_id = _string(block, "tool_use_id", block_where)
                 content, images = self._tool_result_content(block, block_where)
-                parts.append({"type": "text", "text": f"Output of tool call {call_id}:\n{content}"})
+                parts.append({"type": "text", "text": stray_output_text(call_id, content)})
                 parts += images
             else:
                 parts += self._content_parts(block, block_where)
-        if not parts:
-            return
-        if all(part["type"] == "text" for part in parts):
-            self.messages.append({"role": "user", "content": "\n".join(part["text"] for part in parts)})
-        else:
-            self.messages.append({"role": "user", "content": parts})
+        if parts:
+            self.messages.append(user_message(parts))
 
     # ---- content -----------------------------------------------------------------------------------------------
     def _content_parts(self, block: dict, where: str) -> list[dict]:
@@ -626,9 +585,3 @@ def _string(block: dict, key: str, where: str) -> str:
         raise RequestError(f"{where}.{key}: a string is required", param=f"{where}.{key}")
     return value
 
-
-def _arguments(value: Any) -> str:
-    """A tool_use input → the Chat arguments string: compact JSON in the client's key order (deterministic)."""
-    if isinstance(value, str):
-        return value
-    return dumps_str(value if value is not None else {})

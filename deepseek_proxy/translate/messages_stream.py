@@ -20,8 +20,8 @@ import uuid
 from collections.abc import Callable, Iterable
 from typing import Any
 
-from ..core.chat import completion_as_chunks
 from ..jsonfast import dumps
+from .chat_deltas import ChatDeltaReader
 from .messages_errors import error_event
 from .messages_request import reasoning_key, tool_input_object
 from .messages_tokens import estimate_text_tokens
@@ -33,7 +33,6 @@ Event = dict[str, Any]
 _STOP_REASONS = {"stop": "end_turn", "length": "max_tokens", "tool_calls": "tool_use", "function_call": "tool_use",
                  "content_filter": "refusal"}
 _SAFE_ID = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-")
-OVERLOADED_MESSAGE = "The upstream ran out of capacity (insufficient_system_resource); try again."
 
 
 def new_id(prefix: str) -> str:
@@ -57,7 +56,7 @@ class _Block:
         self.closed = False
 
 
-class MessagesStream:
+class MessagesStream(ChatDeltaReader):
     def __init__(
         self,
         *,
@@ -97,42 +96,16 @@ class MessagesStream:
 
     def feed(self, chunk: dict) -> list[Event]:
         out: list[Event] = []
-        if self.finished:
-            return out
-        usage = chunk.get("usage")
-        if usage:
-            self._usage = usage
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # n > 1 is never requested
-            delta = choice.get("delta") or choice.get("message") or {}
-            reasoning = delta.get("reasoning_content")
-            if reasoning and self.thinking:
-                self._append("thinking", reasoning, out)
-            content = delta.get("content")
-            if content:
-                self._append("text", content, out)
-            for call in delta.get("tool_calls") or ():
-                self._tool_call_delta(call, out)
-            if choice.get("finish_reason"):
-                self._finish_reason = choice["finish_reason"]
-                # vLLM (`stop_reason`) and SGLang (`matched_stop`) say which stop string ended the reply; DeepSeek and
-                # OpenAI do not, and then the reply is reported as an end_turn.
-                for key in ("stop_reason", "matched_stop"):
-                    if choice.get(key) in self.stop_sequences:
-                        self._matched_stop = choice[key]
+        if not self.finished:
+            self._read(chunk, out)
         return out
 
     def keepalive(self) -> list[Event]:
         """Something to send through an upstream silence (a queued DeepSeek request)."""
         return [] if self.finished else [{"type": "ping"}]
 
-    def finish(self) -> list[Event]:
+    def _finish(self) -> list[Event]:
         """The upstream ended the reply normally: close the open block, then message_delta and message_stop."""
-        if self.finished:
-            return []
-        if self._finish_reason == "insufficient_system_resource":
-            return self.fail("overloaded", OVERLOADED_MESSAGE)
         out: list[Event] = []
         self._close_open(out)
         stop_reason, stop_sequence = self._stop()
@@ -146,22 +119,7 @@ class MessagesStream:
 
     def fail(self, kind: str, message: str) -> list[Event]:
         """The upstream broke mid-reply. `kind` is a neutral error kind (see messages_errors.KINDS)."""
-        if self.finished:
-            return []
-        self.finished = True
-        self._final = None
-        return [error_event(kind, message)]
-
-    def replay(self, completion: dict) -> list[Event]:
-        """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
-        out: list[Event] = []
-        for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)  # type: ignore[arg-type]
-        return out + self.finish()
-
-    @property
-    def finish_reason(self) -> str | None:
-        return self._finish_reason
+        return self._end_with_error(error_event(kind, message))
 
     @property
     def message(self) -> dict | None:
@@ -176,6 +134,21 @@ class MessagesStream:
         if not calls or not reasoning:
             return []
         return [(reasoning_key(calls), reasoning)]
+
+    # ---- the pieces of a chunk (chat_deltas.ChatDeltaReader) ---------------------------------------------------
+    def _reasoning_delta(self, text: str, out: list[Event]) -> None:
+        if self.thinking:
+            self._append("thinking", text, out)
+
+    def _text_delta(self, text: str, out: list[Event]) -> None:
+        self._append("text", text, out)
+
+    def _finished_choice(self, choice: dict) -> None:
+        # vLLM (`stop_reason`) and SGLang (`matched_stop`) say which stop string ended the reply; DeepSeek and
+        # OpenAI do not, and then the reply is reported as an end_turn.
+        for key in ("stop_reason", "matched_stop"):
+            if choice.get(key) in self.stop_sequences:
+                self._matched_stop = choice[key]
 
     # ---- blocks ------------------------------------------------------------------------------------------------
     def _append(self, kind: str, text: str, out: list[Event]) -> None:

@@ -18,13 +18,14 @@ from typing import Any, cast
 from ..config import ModelConfig
 from ..core.chat import TOOL_IMAGES, ChatMessage, ChatRequest
 from ..jsonfast import dumps_str
-from ..upstream.prepare import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .errors import RequestError
 from .reasoning import ReasoningCodec
+from .tool_history import NO_TOOL_OUTPUT  # noqa: F401 - where tests and older imports look for it
 from .tools import (
     CUSTOM_INPUT_ARG,
     ToolMap,
     flat_tool_name,
+    offer_tools,
     translate_tool_choice,
     translate_tools,
 )
@@ -96,13 +97,9 @@ def translate_request(
     chat: ChatRequest = {"model": model.upstream_model or model.id, "messages": cast("list[ChatMessage]", messages)}
     _apply_text_format(chat, _object(body, "text"))
 
-    if tools:
-        chat["tools"] = tools
-        choice = translate_tool_choice(body.get("tool_choice"), tool_map)
-        if choice is not None:
-            chat["tool_choice"] = choice
-        if isinstance(body.get("parallel_tool_calls"), bool):
-            chat["parallel_tool_calls"] = body["parallel_tool_calls"]  # dropped for upstreams without it
+    choice = translate_tool_choice(body.get("tool_choice"), tool_map) if tools else None
+    parallel = body["parallel_tool_calls"] if isinstance(body.get("parallel_tool_calls"), bool) else None
+    offer_tools(chat, tools, choice, parallel)  # parallel_tool_calls is dropped for upstreams without it
     chat.update(thinking.fields)
 
     max_tokens = body.get("max_output_tokens")

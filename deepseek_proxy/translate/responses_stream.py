@@ -26,6 +26,7 @@ from typing import Any
 
 from ..core.chat import completion_as_chunks
 from ..jsonfast import JSONDecodeError, loads
+from .chat_deltas import OVERLOADED_MESSAGE, OVERLOADED_REASON, ChatDeltaReader
 from .partial_json import StringFieldStream
 from .reasoning import ReasoningCodec
 from .tools import CUSTOM_INPUT_ARG, ToolMap
@@ -35,8 +36,7 @@ __all__ = ["ResponseStream", "completion_as_chunks", "new_id", "replay_events", 
 
 # finish_reason → (final event, incomplete reason or failure code)
 _INCOMPLETE = {"length": "max_output_tokens", "content_filter": "content_filter"}
-_FAILED = {"insufficient_system_resource": (
-    "server_is_overloaded", "The upstream ran out of capacity (insufficient_system_resource); try again.")}
+_FAILED = {OVERLOADED_REASON: ("server_is_overloaded", OVERLOADED_MESSAGE)}
 
 
 def new_id(prefix: str) -> str:
@@ -61,7 +61,7 @@ class _Item:
         self.done = False
 
 
-class ResponseStream:
+class ResponseStream(ChatDeltaReader):
     def __init__(
         self,
         *,
@@ -110,23 +110,7 @@ class ResponseStream:
 
     def feed(self, chunk: dict) -> list[Event]:
         out: list[Event] = []
-        usage = chunk.get("usage")
-        if usage:
-            self._usage = usage
-        for choice in chunk.get("choices") or ():
-            if choice.get("index", 0) != 0:
-                continue  # n > 1 is never requested
-            delta = choice.get("delta") or choice.get("message") or {}
-            reasoning = delta.get("reasoning_content")
-            if reasoning:
-                self._reasoning_delta(reasoning, out)
-            content = delta.get("content")
-            if content:
-                self._text_delta(content, out)
-            for call in delta.get("tool_calls") or ():
-                self._tool_call_delta(call, out)
-            if choice.get("finish_reason"):
-                self._finish_reason = choice["finish_reason"]
+        self._read(chunk, out)
         return out
 
     def keepalive(self) -> list[Event]:
@@ -134,7 +118,8 @@ class ResponseStream:
         return [self._event("response.in_progress", response=self._snapshot("in_progress"))]
 
     def finish(self) -> list[Event]:
-        """The upstream ended the reply normally: close what is open, then the terminal event."""
+        """The upstream ended the reply: close what is open, then the terminal event (response.failed when the
+        upstream ran out of capacity). Not ChatDeltaReader's: a Response always ends with its terminal event."""
         out: list[Event] = []
         self._close_all(out)
         reason = self._finish_reason
@@ -148,21 +133,9 @@ class ResponseStream:
             out.append(self._terminal("response.completed", "completed"))
         return out
 
-    def replay(self, completion: dict) -> list[Event]:
-        """A complete (non-streamed) chat.completion: every event its stream would have produced, finish included."""
-        out: list[Event] = []
-        for chunk in completion_as_chunks(completion):
-            out += self.feed(chunk)  # type: ignore[arg-type]  # a ChatChunk is a dict
-        return out + self.finish()
-
     def fail(self, code: str, message: str) -> list[Event]:
         """The upstream broke mid-reply. Items already done stay done (Codex keeps them); open ones are dropped."""
         return [self._terminal("response.failed", "failed", error={"code": code, "message": message})]
-
-    @property
-    def finish_reason(self) -> str | None:
-        """The upstream's finish_reason, once it has sent one."""
-        return self._finish_reason
 
     @property
     def response(self) -> dict:
@@ -364,6 +337,16 @@ def replay_events(response: dict) -> list[Event]:
     def event(kind: str, **fields: Any) -> None:
         events.append({"type": kind, "sequence_number": len(events), **fields})
 
+    def text_part(where: dict, part_events: str, text_events: str, slot: dict, empty: dict, part: dict,
+                  **extra: Any) -> None:
+        """One text part of an item: the part added (empty), its whole text as one delta, the text done, the part
+        done. `slot` names the part's place (summary_index or content_index); `extra` goes with the text events."""
+        text = part.get("text", "")
+        event(f"response.{part_events}.added", **where, **slot, part=empty)
+        event(f"response.{text_events}.delta", **where, **slot, delta=text, **extra)
+        event(f"response.{text_events}.done", **where, **slot, text=text, **extra)
+        event(f"response.{part_events}.done", **where, **slot, part=part)
+
     started = {**response, "status": "in_progress", "output": [], "usage": None, "error": None,
                "incomplete_details": None, "completed_at": None}
     event("response.created", response=started)
@@ -376,32 +359,18 @@ def replay_events(response: dict) -> list[Event]:
                   item={"id": item.get("id"), "type": "reasoning", "summary": [],
                         **({} if item.get("summary") else {"content": []})})
             for summary_index, part in enumerate(item.get("summary") or []):
-                event("response.reasoning_summary_part.added", **where, summary_index=summary_index,
-                      part={"type": "summary_text", "text": ""})
-                event("response.reasoning_summary_text.delta", **where, summary_index=summary_index,
-                      delta=part.get("text", ""))
-                event("response.reasoning_summary_text.done", **where, summary_index=summary_index,
-                      text=part.get("text", ""))
-                event("response.reasoning_summary_part.done", **where, summary_index=summary_index, part=part)
+                text_part(where, "reasoning_summary_part", "reasoning_summary_text", {"summary_index": summary_index},
+                          {"type": "summary_text", "text": ""}, part)
             if not item.get("summary"):
                 for content_index, part in enumerate(item.get("content") or []):
-                    event("response.content_part.added", **where, content_index=content_index,
-                          part={"type": "reasoning_text", "text": ""})
-                    event("response.reasoning_text.delta", **where, content_index=content_index,
-                          delta=part.get("text", ""))
-                    event("response.reasoning_text.done", **where, content_index=content_index,
-                          text=part.get("text", ""))
-                    event("response.content_part.done", **where, content_index=content_index, part=part)
+                    text_part(where, "content_part", "reasoning_text", {"content_index": content_index},
+                              {"type": "reasoning_text", "text": ""}, part)
         elif kind == "message":
             event("response.output_item.added", output_index=index,
                   item={**item, "status": "in_progress", "content": []})
             for content_index, part in enumerate(item.get("content") or []):
-                text = part.get("text", "")
-                event("response.content_part.added", **where, content_index=content_index,
-                      part={"type": "output_text", "text": "", "annotations": []})
-                event("response.output_text.delta", **where, content_index=content_index, delta=text, logprobs=[])
-                event("response.output_text.done", **where, content_index=content_index, text=text, logprobs=[])
-                event("response.content_part.done", **where, content_index=content_index, part=part)
+                text_part(where, "content_part", "output_text", {"content_index": content_index},
+                          {"type": "output_text", "text": "", "annotations": []}, part, logprobs=[])
         elif kind == "function_call":
             event("response.output_item.added", output_index=index,
                   item={**item, "status": "in_progress", "arguments": ""})

@@ -127,6 +127,19 @@ def _custom_parameters() -> dict:
     }
 
 
+def offer_tools(chat: Any, tools: list[dict], choice: Any = None, parallel: bool | None = None) -> None:
+    """Put the translated `tools` into the Chat request `chat`, with `tool_choice` (None: none sent, the upstream's
+    default) and `parallel_tool_calls` (None: none sent). Without tools neither is sent: both mean nothing then,
+    and a body without them is the same bytes as one that never had them."""
+    if not tools:
+        return
+    chat["tools"] = tools
+    if choice is not None:
+        chat["tool_choice"] = choice
+    if parallel is not None:
+        chat["parallel_tool_calls"] = parallel
+
+
 def translate_tool_choice(choice: Any, tool_map: ToolMap) -> Any:
     """Responses tool_choice → Chat tool_choice. None means: send no tool_choice."""
     if choice is None or choice in ("auto", "none", "required"):

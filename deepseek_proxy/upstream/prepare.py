@@ -4,7 +4,8 @@ A door translates its client's request into the hub form (`core.chat.ChatRequest
 upstream needs on top of that is done here, once, driven by the upstream's profile:
 
 - every assistant tool call is answered right after its message (DeepSeek 400s otherwise): missing answers are
-  filled in, answers whose call is unknown become user text, images a tool returned follow as a user message;
+  filled in, answers whose call is unknown become user text, images a tool returned follow as a user message
+  (translate/tool_history.py, whose pieces the Messages and Gemini translators also use on their clients' shapes);
 - in thinking mode every assistant turn carries `reasoning_content` (DeepSeek rejects a tool-call turn without
   it): what the door passed on, else what this proxy produced for one of the turn's calls (the reasoning cache),
   else ""; outside thinking mode none does;
@@ -20,12 +21,13 @@ from __future__ import annotations
 from typing import Any
 
 from ..config import ModelConfig
-from ..core.chat import TOOL_IMAGES, ChatMessage, ChatRequest
+from ..core.chat import ChatMessage, ChatRequest
 from ..translate.reasoning import ReasoningCache
+from ..translate.tool_history import NO_TOOL_OUTPUT, answer_every_tool_call
 from ..translate.tools import flat_tool_name
 from .profiles import OpenAICompatibleProfile
 
-NO_TOOL_OUTPUT = "[no output was recorded for this tool call]"
+__all__ = ["NO_TOOL_OUTPUT", "answer_every_tool_call", "prepare_request"]
 
 # The order keys leave in. A door may build its dict in any order; the bytes sent never depend on it.
 _KEY_ORDER = ("model", "messages", "response_format", "tools", "tool_choice", "parallel_tool_calls", "thinking",
@@ -93,51 +95,3 @@ def _with_reasoning(messages: list[ChatMessage], thinking: bool, cache: Reasonin
         rebuilt.setdefault("reasoning_content", reasoning)
         out.append(rebuilt)  # type: ignore[arg-type]
     return out
-
-
-def answer_every_tool_call(messages: list[ChatMessage]) -> list[ChatMessage]:
-    """Each assistant tool-call message is followed by exactly its answers; missing ones are filled in,
-    outputs whose call is unknown become user text (a `tool` message without its call is a 400)."""
-    out: list[ChatMessage] = []
-    i = 0
-    while i < len(messages):
-        message = messages[i]
-        i += 1
-        if message["role"] == "tool":
-            out.append(_stray_output(message))
-            continue
-        out.append(message)
-        calls = message.get("tool_calls")
-        if not calls:
-            continue
-        wanted = {call["id"] for call in calls}
-        answers: dict[str, dict] = {}
-        strays: list[dict] = []
-        while i < len(messages) and messages[i]["role"] == "tool":
-            answer: dict = messages[i]  # type: ignore[assignment]
-            i += 1
-            if answer["tool_call_id"] in wanted and answer["tool_call_id"] not in answers:
-                answers[answer["tool_call_id"]] = answer
-            else:
-                strays.append(answer)
-        images: list[dict] = []
-        for call in calls:
-            answer = answers.get(call["id"]) or {"role": "tool", "tool_call_id": call["id"], "content": NO_TOOL_OUTPUT}
-            if TOOL_IMAGES in answer:
-                answer = dict(answer)
-                images += [{"type": "text", "text": f"Image output of tool call {call['id']}:"},
-                           *answer.pop(TOOL_IMAGES)]
-            out.append(answer)  # type: ignore[arg-type]
-        if images:  # tool messages cannot carry images: they follow the answers as a user message
-            out.append({"role": "user", "content": images})
-        for stray in strays:
-            out.append(_stray_output(stray))
-    return out
-
-
-def _stray_output(message: Any) -> ChatMessage:
-    """A tool output whose call is not in the preceding assistant message, as user text (plus its images)."""
-    text = f"Output of tool call {message['tool_call_id']}:\n{message['content']}"
-    if TOOL_IMAGES not in message:
-        return {"role": "user", "content": text}
-    return {"role": "user", "content": [{"type": "text", "text": text}, *message[TOOL_IMAGES]]}
