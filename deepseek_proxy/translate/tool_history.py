@@ -66,23 +66,53 @@ def answer_every_tool_call(messages: list[ChatMessage]) -> list[ChatMessage]:
         if message["role"] == "tool":
             out.append(_stray_output(message))
             continue
-        out.append(message)
         calls = message.get("tool_calls")
         if not calls:
+            out.append(message)
             continue
-        wanted = {call["id"] for call in calls}
+        named = [call["id"] for call in calls]
+        ids = distinct_call_ids(named)
+        if ids is not None:  # a turn that names one call id twice: the upstream would take a second answer for a stray
+            calls = [{**call, "id": new_id} for call, new_id in zip(calls, ids, strict=True)]
+            message = {**message, "tool_calls": calls}
+        out.append(message)
+        # The n-th answer to an id answers the n-th call that had that id (one call each, unless the turn repeated it).
+        unanswered: dict[str, list[str]] = {}
+        for name, call in zip(named, calls, strict=True):
+            unanswered.setdefault(name, []).append(call["id"])
         answers: dict[str, dict] = {}
         strays: list[dict] = []
         while i < len(messages) and messages[i]["role"] == "tool":
             answer: dict = messages[i]  # type: ignore[assignment]
             i += 1
-            if answer["tool_call_id"] in wanted and answer["tool_call_id"] not in answers:
-                answers[answer["tool_call_id"]] = answer
+            waiting = unanswered.get(answer["tool_call_id"])
+            if waiting:
+                call_id = waiting.pop(0)
+                answers[call_id] = answer if call_id == answer["tool_call_id"] else {**answer, "tool_call_id": call_id}
             else:
                 strays.append(answer)
         out += tool_answers((call["id"] for call in calls), answers)
         for stray in strays:
             out.append(_stray_output(stray))
+    return out
+
+
+def distinct_call_ids(ids: list[str]) -> list[str] | None:
+    """None when no id repeats (the common case); else the ids with each repeat renamed `ID~2`, `ID~3`, … (skipping
+    names the turn already uses), so every call can get its own answer and the same history stays the same bytes."""
+    if len(set(ids)) == len(ids):
+        return None
+    taken, seen = set(ids), set()
+    out = []
+    for call_id in ids:
+        if call_id in seen:
+            n = 2
+            while f"{call_id}~{n}" in taken:
+                n += 1
+            call_id = f"{call_id}~{n}"
+            taken.add(call_id)
+        seen.add(call_id)
+        out.append(call_id)
     return out
 
 

@@ -9,6 +9,7 @@ from deepseek_proxy.translate.tool_history import (
     answer_every_tool_call,
     arguments_json,
     assistant_message,
+    distinct_call_ids,
     needs_repair,
     stray_output_text,
     tool_answers,
@@ -108,3 +109,19 @@ def test_offer_tools_sends_choice_and_parallel_only_with_tools():
     offer_tools(chat, tools, "required", False)
     assert list(chat) == ["model", "tools", "tool_choice", "parallel_tool_calls"]
     assert chat["tool_choice"] == "required" and chat["parallel_tool_calls"] is False
+
+
+def test_a_turn_that_repeats_a_call_id_gets_one_answer_per_call_and_no_stray():
+    """Found by the Gemini property test: two calls named `c1` in one turn used to send two `tool` messages for
+    `c1`, and DeepSeek refuses the second as an answer to no call."""
+    history = [{"role": "user", "content": "go"}, calling("c1", "c1", "c1~2"), tool("c1", "first"), tool("c1", "second")]
+    out = answer_every_tool_call(history)
+    assert [call["id"] for call in out[1]["tool_calls"]] == ["c1", "c1~3", "c1~2"]
+    assert out[2:] == [tool("c1", "first"), tool("c1~3", "second"), tool("c1~2", NO_TOOL_OUTPUT)]
+    assert history[1]["tool_calls"][1]["id"] == "c1"  # the input is not modified
+    assert answer_every_tool_call(history) == out  # the same history, the same upstream bytes
+
+
+def test_distinct_call_ids_leave_distinct_ids_alone():
+    assert distinct_call_ids(["a", "b"]) is None
+    assert distinct_call_ids(["a", "a", "a"]) == ["a", "a~2", "a~3"]
