@@ -1,5 +1,12 @@
 """For the pass-through mode (a Messages request sent on to DeepSeek's own `/anthropic` endpoint): only the
-thinking repair, and the billing-header drop that keeps the prefix cache hitting. Pure: no I/O.
+thinking repair, and what keeps the prefix cache hitting (the billing-header drop, messages in one form). Pure: no I/O.
+
+Claude Code sends a user prompt as a plain string while it is history, but as a text block (carrying the
+`cache_control` marker) while it is the newest message (tests/fixtures/claude-code/interactive_thinking_replay_turn3):
+the same message in two forms from one request to the next, so the prompt rendered from it can differ there and the
+cached prefix stops at the message before. A non-empty string content of a user or assistant message is therefore
+sent as the one text block it stands for (Anthropic's own reading of the shorthand); then only the marker moves, and
+the upstream does not render that.
 
 DeepSeek's Anthropic endpoint refuses, in thinking mode, an assistant tool-use turn sent back without a thinking
 block ("The content[].thinking in the thinking mode must be passed back to the API."): after a model switch, a
@@ -34,11 +41,14 @@ def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None =
     system = body.get("system")
     if isinstance(system, list) and starts_with_billing_header(system):
         out = {**body, "system": system[1:]}
-    thinking = body.get("thinking")
-    if repair == "off" or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
-        return out, []
     messages = body.get("messages")
     if not isinstance(messages, list):
+        return out, []
+    in_blocks = text_as_blocks(messages)
+    if in_blocks is not messages:
+        out, messages = {**out, "messages": in_blocks}, in_blocks
+    thinking = body.get("thinking")
+    if repair == "off" or (isinstance(thinking, dict) and thinking.get("type") == "disabled"):
         return out, []
     repaired: list[int] = []
     new_messages = list(messages)
@@ -65,6 +75,21 @@ def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None =
     if repaired:
         out = {**out, "messages": new_messages}
     return out, repaired
+
+
+def text_as_blocks(messages: list[Any]) -> list[Any]:
+    """`messages` with each user or assistant message whose content is a non-empty string given that text as one text
+    block, so a message reads the same whether the client sent it as the newest (blocks) or as history (a string).
+    The same list when nothing is a string (the messages themselves are never modified)."""
+    out = None
+    for index, message in enumerate(messages):
+        if not isinstance(message, dict) or message.get("role") not in ("user", "assistant"):
+            continue
+        content = message.get("content")
+        if isinstance(content, str) and content:
+            out = out if out is not None else list(messages)
+            out[index] = {**message, "content": [{"type": "text", "text": content}]}
+    return messages if out is None else out
 
 
 def reasoning_entries_of_message(message: dict[str, Any]) -> list[tuple[str, str]]:

@@ -11,6 +11,7 @@ import pytest
 from deepseek_proxy.translate.messages_passthrough import (
     reasoning_entries_of_message,
     repair_passthrough_body,
+    text_as_blocks,
 )
 from deepseek_proxy.translate.messages_request import REASONING_PLACEHOLDER
 from deepseek_proxy.translate.reasoning import ReasoningCache
@@ -48,7 +49,41 @@ def test_the_cache_supplies_the_real_reasoning_keyed_like_the_reply_that_made_it
 @pytest.mark.parametrize("name", ["p_default_turn3_parallel_tools", "interactive_thinking_replay_turn3"])
 def test_turns_that_carry_thinking_are_left_alone(name):
     body = fixture_body(name)
-    assert repair_passthrough_body(body) == (body, [])
+    sent, repaired = repair_passthrough_body(body)
+    assert repaired == []
+    assistant = [i for i, m in enumerate(body["messages"]) if m["role"] == "assistant"]
+    assert assistant and [sent["messages"][i] for i in assistant] == [body["messages"][i] for i in assistant]
+
+
+def unmarked(value):
+    if isinstance(value, dict):
+        return {k: unmarked(v) for k, v in value.items() if k != "cache_control"}
+    return [unmarked(v) for v in value] if isinstance(value, list) else value
+
+
+def test_a_prompt_reads_the_same_as_the_newest_message_and_as_history():
+    """Claude Code sends the newest prompt as a marked text block and, one turn later, the same prompt as a string
+    (the captured turn 3 has turn 2's 'second' as a string): sent on as is, the previous upstream prompt would stop
+    being a prefix of the next one at that message, and the cached prefix with it."""
+    turn3 = fixture_body("interactive_thinking_replay_turn3")
+    assert turn3["messages"][3] == {"role": "user", "content": "second"}
+    turn2 = {**turn3, "messages": [*turn3["messages"][:3], {"role": "user", "content": [
+        {"type": "text", "text": "second", "cache_control": {"type": "ephemeral"}}]}]}
+    original = copy.deepcopy(turn3)
+    sent2, sent3 = repair_passthrough_body(turn2)[0], repair_passthrough_body(turn3)[0]
+    assert turn3 == original
+    assert unmarked(sent2["messages"]) == unmarked(sent3["messages"][:4])
+    assert sent3["messages"][3] == {"role": "user", "content": [{"type": "text", "text": "second"}]}
+    assert sent3["messages"][1] == turn3["messages"][1]  # Claude Code's `role: system` entry: as it came
+
+
+def test_only_non_empty_user_and_assistant_strings_become_a_block():
+    messages = [{"role": "user", "content": "hi"}, {"role": "assistant", "content": ""},
+                {"role": "system", "content": "steer"}, {"role": "user", "content": [{"type": "text", "text": "x"}]}]
+    assert text_as_blocks(messages) == [{"role": "user", "content": [{"type": "text", "text": "hi"}]}, *messages[1:]]
+    assert messages[0] == {"role": "user", "content": "hi"}
+    rest = messages[1:]
+    assert text_as_blocks(rest) is rest  # nothing to change: the same list, no copy
 
 
 def test_no_repair_when_thinking_is_off_or_repair_is_off_but_the_billing_header_always_goes():
