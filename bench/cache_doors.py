@@ -8,6 +8,7 @@ replayed the way the client keeps it.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 from collections.abc import Callable
@@ -220,11 +221,16 @@ class ClaudeCodeSession:
     back, the session-title side call, and a resume: a new session id (new billing suffix), the proxy restarted, the
     transcript sent again."""
 
+    path = "/v1/messages?beta=true"
+    models = (CLAUDE_MAIN, CLAUDE_SWITCHED)
+    api_key = "sk-bench"
+    billing = True  # the billing block first in `system` (its cch a nonce per request)
+
     def __init__(self, url: Callable[[], str], restart: Callable[[], None]):
         self.url, self.restart = url, restart
         self.parts = claude_parts()
         self.session, self.suffix = CLAUDE_SESSIONS[0]
-        self.model = CLAUDE_MAIN
+        self.model = self.models[0]
         self.messages: list[dict] = []
         self.requests = self.prompts = 0
         self.http = requests.Session()
@@ -243,18 +249,21 @@ class ClaudeCodeSession:
         self.session, self.suffix = CLAUDE_SESSIONS[1]
 
     def switch_model(self, back: bool) -> None:
-        self.model = CLAUDE_MAIN if back else CLAUDE_SWITCHED
+        self.model = self.models[0 if back else 1]
+
+    def system(self, blocks: list[dict]) -> list[dict]:
+        return [billing_block(self.suffix, self.requests), *blocks] if self.billing else list(blocks)
 
     def side_calls(self, call: int) -> None:
         if call == 1:
             body = dict(self.parts["title_fields"], model=self.model, stream=True, tools=[],
-                        system=[billing_block(self.suffix, self.requests), *self.parts["title_system"]],
+                        system=self.system(self.parts["title_system"]),
                         messages=[{"role": "user", "content": [{"type": "text", "text": title_prompt(USER_TASKS[0])}]}])
             self.post(body, call)
 
     def call(self, call: int) -> ModelTurn:
         body = dict(self.parts["fields"], model=self.model, stream=True, tools=self.parts["tools"],
-                    system=[billing_block(self.suffix, self.requests), *self.parts["system"]],
+                    system=self.system(self.parts["system"]),
                     messages=with_cache_marker(self.messages),
                     metadata={"user_id": json.dumps({"device_id": "d21f7f56a3c881ba", "account_uuid": "",
                                                      "session_id": self.session}, separators=(",", ":"))})
@@ -270,17 +279,41 @@ class ClaudeCodeSession:
     def user(self, text: str) -> None:
         """A prompt: the text alone, or after a `<system-reminder>` block (every other prompt here)."""
         self.prompts += 1
-        self.messages.append({"role": "user", "content": text if self.prompts % 2 else [
-            {"type": "text", "text": TODO_REMINDER}, {"type": "text", "text": text}]})
+        self.messages.append({"role": "user", "content": self.prompt_content(
+            [text] if self.prompts % 2 else [TODO_REMINDER, text])})
+
+    def prompt_content(self, texts: list[str]) -> str | list[dict]:
+        """Claude Code keeps a lone text as a string (`with_cache_marker` makes it a block while it is newest)."""
+        return texts[0] if len(texts) == 1 else [{"type": "text", "text": text} for text in texts]
 
     def post(self, body: dict, call: int) -> list[dict]:
         self.requests += 1
         headers = {k: v for k, v in self.parts["headers"].items() if k.lower().startswith(("anthropic-", "x-app"))}
-        headers.update({"x-api-key": "sk-bench", "X-Claude-Code-Session-Id": self.session})
-        with self.http.post(self.url() + "/v1/messages?beta=true", json=body, headers=headers, stream=True,
+        headers.update({"x-api-key": self.api_key, "X-Claude-Code-Session-Id": self.session})
+        with self.http.post(self.url() + self.path, json=body, headers=headers, stream=True,
                             timeout=60) as response:
             check(response, call)
             return anthropic_content(response, call)
+
+
+class IdealAnthropicSession(ClaudeCodeSession):
+    """The Claude Code conversation as the ideal Anthropic client sends it straight to DeepSeek's Anthropic endpoint
+    (the pass-through mode's direct baseline): DeepSeek's model names, no billing block (so no per-request nonce in
+    the prompt), and each message in one form for good (a prompt's text as a block from its first send on, not a
+    string once it is no longer the newest message), so each prompt's messages are the last prompt's plus the new
+    ones. The rest as Claude Code sends it: the same system and tool blocks, the `cache_control` marker on the newest
+    block (request metadata: the upstream does not render it), the title side call, the model switch, the resume.
+    `billing=True` keeps Claude Code's billing block: the control (a nonce atop the system prompt)."""
+
+    path = "/anthropic/v1/messages"
+    models = ("deepseek-v4-pro", "deepseek-v4-flash")
+
+    def __init__(self, base_url: str, api_key: str, *, billing: bool = False):
+        super().__init__(lambda: base_url, lambda: None)
+        self.api_key, self.billing = api_key, billing
+
+    def prompt_content(self, texts: list[str]) -> list[dict]:
+        return [{"type": "text", "text": text} for text in texts]
 
 
 def with_cache_marker(messages: list[dict]) -> list[dict]:
@@ -328,6 +361,20 @@ CLAUDE_CODE = Door(
                     "Edit", _edit_args),
     steer_text="The user changed the plan: also keep CHANGELOG.md up to date with every file you touch.",
     chat_start=claude_chat_start, proxy_session=ClaudeCodeSession, switches=True, proxy_config=CLAUDE_CONFIG)
+
+
+# ---- Claude Code through the Messages door's pass-through mode (DeepSeek's own Anthropic endpoint) -------------------
+
+# Both DeepSeek models the session uses (the /model switch goes to the other one) go to the Anthropic endpoint.
+PASSTHROUGH_CONFIG = CLAUDE_CONFIG + "".join(f'[models.{model}]\nmessages_upstream = "anthropic"\n'
+                                             for model in IdealAnthropicSession.models)
+
+CLAUDE_CODE_PASSTHROUGH = dataclasses.replace(
+    CLAUDE_CODE, key="messages-passthrough", title="Claude Code → Messages door, pass-through mode",
+    notes=CLAUDE_CODE.notes + "; messages_upstream = \"anthropic\", the direct baseline the ideal Anthropic "
+                              "requests sent to the upstream's Anthropic endpoint",
+    proxy_config=PASSTHROUGH_CONFIG,
+    direct=lambda fake, nonce: IdealAnthropicSession(fake.base_url, fake.api_key, billing=nonce))
 
 
 # ---- Gemini CLI through the Gemini door --------------------------------------------------------------------------
@@ -449,4 +496,4 @@ CHAT = Door(
     chat_start=codex_chat_start, proxy_session=chat_door_session)
 
 
-DOORS = [CODEX, CLAUDE_CODE, GEMINI_CLI, CHAT]
+DOORS = [CODEX, CLAUDE_CODE, CLAUDE_CODE_PASSTHROUGH, GEMINI_CLI, CHAT]

@@ -330,19 +330,28 @@ class Door:
     proxy_config: str = ""  # appended to the proxy's TOML config
     notes: str = ""  # what the session does, for the table
 
-    def direct_session(self, base_url: str, *, nonce: bool = False) -> ChatSession:
-        return ChatSession(self.chat_start(), lambda: base_url, nonce=nonce)
+    # the direct baseline in the client's own protocol, if not ideal Chat: (fake, nonce) -> session
+    direct: Callable[[FakeDeepSeek, bool], Session] | None = None
+
+    def direct_session(self, fake: FakeDeepSeek, *, nonce: bool = False) -> Session:
+        if self.direct is not None:
+            return self.direct(fake, nonce)
+        return ChatSession(self.chat_start(), lambda: fake.base_url, nonce=nonce)
 
 
 def hit_share(fake: FakeDeepSeek, from_call: int = FROM_CALL) -> dict:
     """The share of input tokens that hit the cache, over every upstream request from the `from_call`-th model call
     of the session on (side calls after it included)."""
-    records = [r for r in fake.chat_requests if r.rejection is None]
+    # Chat or Anthropic endpoint alike (the fake records prompt_tokens / cache_hit_tokens for both; its Anthropic
+    # usage says the same as input_tokens + cache_read_input_tokens / cache_read_input_tokens)
+    prompts = {id(r) for r in fake.chat_requests + fake.anthropic_requests}
+    sent = [r for r in fake.requests if id(r) in prompts]
+    records = [r for r in sent if r.rejection is None]
     steps = [i for i, r in enumerate(records) if not is_side_call(r.body or {})]
     counted = records[steps[from_call - 1]:] if len(steps) >= from_call else []
     prompt = sum(r.prompt_tokens for r in counted)
     hit = sum(r.cache_hit_tokens for r in counted)
-    rejected = [r.rejection for r in fake.chat_requests if r.rejection]
+    rejected = [r.rejection for r in sent if r.rejection]
     return {"calls": len(steps), "side_calls": len(records) - len(steps), "prompt_tokens": prompt,
             "hit_tokens": hit, "share": hit / prompt if prompt else None,
             "per_call": [(r.prompt_tokens, r.cache_hit_tokens, (r.body or {}).get("model")) for r in records],
@@ -367,11 +376,11 @@ def run_door(door: Door, start_proxy: StartProxy | None, smoke: bool) -> dict:
     def play(session: Session, switches: bool = door.switches) -> None:
         drive(session, plan, door.tools, steer_text=door.steer_text, switches=switches)
 
-    _measure(door, out, "direct", lambda fake: play(door.direct_session(fake.base_url)))
+    _measure(door, out, "direct", lambda fake: play(door.direct_session(fake)))
     # the control proves the measurement sees a broken prefix
-    _measure(door, out, "control", lambda fake: play(door.direct_session(fake.base_url, nonce=True)))
+    _measure(door, out, "control", lambda fake: play(door.direct_session(fake, nonce=True)))
     if door.switches:  # what the model switch costs: the same session, direct, without it
-        _measure(door, out, "unswitched", lambda fake: play(door.direct_session(fake.base_url), switches=False))
+        _measure(door, out, "unswitched", lambda fake: play(door.direct_session(fake), switches=False))
     if start_proxy is None:
         out["proxy_skip"] = "no proxy"
         return out
@@ -399,7 +408,7 @@ if __name__ == "__main__":  # the direct halves alone, for a quick look: python 
         if len(sys.argv) > 1 and _door.key not in sys.argv[1:]:
             continue
         with scripted_fake(_door.tools) as _fake:
-            drive(_door.direct_session(_fake.base_url), plan_for(bool(os.environ.get("SMOKE")), _door.switches),
+            drive(_door.direct_session(_fake), plan_for(bool(os.environ.get("SMOKE")), _door.switches),
                   _door.tools,
                   steer_text=_door.steer_text, switches=_door.switches)
             print(_door.key, json.dumps({k: v for k, v in hit_share(_fake).items() if k != "per_call"}))
