@@ -496,4 +496,4 @@ CHAT = Door(
     chat_start=codex_chat_start, proxy_session=chat_door_session)
 
 
-DOORS = [CODEX, CLAUDE_CODE, CLAUDE_CODE_PASSTHROUGH, GEMINI_CLI, CHAT]
+DOORS: list[Door] = [CODEX, CLAUDE_CODE, CLAUDE_CODE_PASSTHROUGH, GEMINI_CLI, CHAT]
