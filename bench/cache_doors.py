@@ -1,5 +1,6 @@
 """Scenario (i)'s door scripts: each client's session in its own protocol, and the same conversation in ideal Chat
-form (the direct baseline). The driver, the scripted model and the counting are in ``cache_session.py``.
+form (the direct baseline; the Messages pass-through's is the ideal Anthropic form). The driver, the scripted model
+and the counting are in ``cache_session.py``.
 
 Every script is shaped like its client's captured requests (tests/fixtures/<client>/, redacted prose put back at
 its length): the system prompt, the tools and the request fields as the client sends them, the history kept and

@@ -1,13 +1,15 @@
 """Scenario (i): does DeepSeek's prefix cache keep hitting through the proxy over a long agent session? (issue 14)
 
 One scripted 50-model-call agent session per door (``bench/cache_doors.py``: Codex through the Responses door,
-Claude Code through the Messages door, Gemini CLI through the Gemini door, an editor / SDK agent loop through the
-Chat Completions door), each shaped like its client's captured requests (tests/fixtures/), is replayed
+Claude Code through the Messages door, translating and in its pass-through mode, Gemini CLI through the Gemini door,
+an editor / SDK agent loop through the Chat Completions door), each shaped like its client's captured requests
+(tests/fixtures/), is replayed
 
 - ``proxy``: through the real proxy's door, streamed as the client streams, the proxy restarted at the resume where
   the door's script says so;
 - ``direct``: straight to the upstream as the ideal Chat Completions requests a client would send by hand for the
-  same conversation (nothing to translate: each turn's messages appended to the last).
+  same conversation (nothing to translate: each turn's messages appended to the last); for the pass-through mode,
+  which does not translate, the ideal Anthropic requests sent to the upstream's Anthropic endpoint.
 
 This module is what every door shares: the session plan (when the steer, the resume and a model switch come), the
 scripted model (the same tool-call / answer rhythm for every door, under each door's tool names), the driver that
