@@ -10,8 +10,9 @@ stream translator) → SSE out, with a `ping` through every upstream silence. A 
 into one Message.
 
 A model whose config says `messages_upstream = "anthropic"` is not translated: the body goes on to the upstream's
-own Anthropic endpoint (DeepSeek's `/anthropic/v1/messages`) with only the thinking repair and the billing-header
-drop applied (translate/messages_passthrough.py), and the reply comes back byte for byte.
+own Anthropic endpoint (DeepSeek's `/anthropic/v1/messages`) with only the thinking repair, the billing-header
+drop and a message's text in one form however old it is (translate/messages_passthrough.py: what keeps the prefix
+cache hitting), and the reply comes back byte for byte.
 
 Errors are Anthropic's, with the status and headers Claude Code acts on (translate/messages_errors.py): 429 with
 `retry-after`; a rejected key (the upstream's or this proxy's) and an empty balance with `x-should-retry: false`;
