@@ -47,3 +47,41 @@ def test_a_connection_the_upstream_closed_is_replaced_not_reused(monkeypatch):
     finally:
         session.close()
         server.close()
+
+
+def test_the_pool_of_a_url_is_looked_up_once_and_again_after_a_close(monkeypatch):
+    lookups = []
+    requests_lookup = requests.adapters.HTTPAdapter.get_connection_with_tls_context
+
+    def counting_lookup(self, request, verify, proxies=None, cert=None):
+        lookups.append(request.url)
+        return requests_lookup(self, request, verify, proxies=proxies, cert=cert)
+
+    monkeypatch.setattr(requests.adapters.HTTPAdapter, "get_connection_with_tls_context", counting_lookup)
+    server = CannedHTTPServer(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 2\r\n\r\n{}")
+    session = requests.Session()
+    adapter = PooledAdapter(max_retries=0)
+    session.mount("http://", adapter)
+    try:
+        url = f"http://127.0.0.1:{server.port}/chat/completions"
+        for _ in range(3):
+            assert session.post(url, data=b"{}", timeout=5).json() == {}
+        assert lookups == [url], "requests worked out the pool once; later requests used the same pool"
+        assert len(server.client_ports) == 1, "... and its pooled connection"
+
+        pool = adapter.get_connection_with_tls_context(requests.Request("POST", url).prepare(), True)
+        pool.close()  # what a pool manager that disposes of pools does
+        assert session.post(url, data=b"{}", timeout=5).json() == {}
+        assert len(lookups) == 2, "a closed pool is not kept: requests is asked again (as it would be anyway)"
+
+        adapter.close()  # the session's close: requests would start from an empty pool manager
+        assert session.post(url, data=b"{}", timeout=5).json() == {}
+        assert len(lookups) == 3
+
+        proxied = requests.Request("POST", url).prepare()
+        for _ in range(2):
+            adapter.get_connection_with_tls_context(proxied, True, proxies={"http": "http://127.0.0.1:9"})
+        assert len(lookups) == 5, "through a proxy, requests decides every time"
+    finally:
+        session.close()
+        server.close()
