@@ -451,6 +451,9 @@ def main(argv=None) -> int:
     ap.add_argument("--baseline-env", action="append", default=[], metavar="K=V",
                     help="extra environment for the --baseline proxy only (repeatable), e.g. "
                          "DEEPSEEK_PROXY_BODY_READER=iter_content to compare the body readers of one tree")
+    ap.add_argument("--baseline-config", action="append", default=[], metavar="TOML",
+                    help="a TOML line for the --baseline proxy's config only (repeatable; each `[section] key = "
+                         "value`), e.g. '[cache] detect_prefix_breaks = false' to compare a setting in one tree")
     args = ap.parse_args(argv)
     reps = args.reps or (1 if args.smoke else 5)
     chosen = select_scenarios(args.only, args.smoke)
@@ -546,7 +549,16 @@ def main(argv=None) -> int:
             port = free_port()
             base_dir = os.path.abspath(args.baseline)
             benv = dict(penv, PYTHONPATH=base_dir, **dict(kv.split("=", 1) for kv in args.baseline_env))
-            argv_ = [py, "-m", "deepseek_proxy.cli", "--config", empty_cfg, "serve", "--host", "127.0.0.1",
+            base_cfg = empty_cfg
+            if args.baseline_config:
+                base_cfg = os.path.join(logdir, "baseline-config.toml")
+                sections: dict[str, list[str]] = {}
+                for line in args.baseline_config:
+                    section, _, setting = line.partition("]")
+                    sections.setdefault(section.strip() + "]", []).append(setting.strip())
+                with open(base_cfg, "w") as f:
+                    f.write("".join(f"{name}\n" + "".join(f"{kv}\n" for kv in kvs) for name, kvs in sections.items()))
+            argv_ = [py, "-m", "deepseek_proxy.cli", "--config", base_cfg, "serve", "--host", "127.0.0.1",
                      "--port", str(port)]
             srv = Server(args.baseline_name, argv_, benv, port, logdir, cwd=base_dir)
             srv.start()
@@ -556,7 +568,8 @@ def main(argv=None) -> int:
             head = subprocess.run(["git", "-C", base_dir, "rev-parse", "--short", "HEAD"], capture_output=True,
                                   text=True, check=False).stdout.strip()
             notes.append(f"{args.baseline_name} = the proxy of {base_dir} (commit {head or '?'})"
-                         + (f" with {' '.join(args.baseline_env)}" if args.baseline_env else ""))
+                         + (f" with {' '.join(args.baseline_env + args.baseline_config)}"
+                            if args.baseline_env or args.baseline_config else ""))
         if "passthrough" in wanted:
             port = free_port()
             argv_ = [venv_bin("gunicorn") or "gunicorn", "-k", "gevent", "-w", str(args.passthrough_workers),

@@ -6,7 +6,7 @@
     except Refused as refusal:        # no key, revoked, model not allowed, budget spent, over a limit
         return the door's error for ErrorKind(refusal.kind), refusal.status, refusal.message, refusal.retry_after
     ... send upstream (with_failover(send, ops.pool(model.upstream))), relay ...
-    scope.first_token()               # when the first reply byte leaves (relay: the first non-empty write)
+    scope.first_token()               # when the first reply bytes have left (relay: after the first non-empty write)
     scope.finish(usage=final_usage, status=200, outcome="completed", upstream_key=lease.entry.source)
                                       # once, however the reply ended (the relay's on_end); idempotent
 

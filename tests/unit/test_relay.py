@@ -75,8 +75,46 @@ def test_relay_writes_start_chunks_ticks_and_the_end():
     assert types.count("response.output_text.delta") == 2
     assert "response.in_progress" in types[2:]  # the tick
     assert types[-1] == "response.completed"
-    assert len(frames) == 4, "start, one write per upstream read, the tick, the end (with the items' done events)"
+    assert len(frames) == 5, ("start, the first output on its own, then one write per upstream read, the tick, "
+                              "the end (with the items' done events)")
     assert events.closed and ended == [True]
+
+
+ROLE = {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
+USAGE = {"choices": [], "usage": {"prompt_tokens": 5, "completion_tokens": 3, "total_tokens": 8}}
+
+
+class ScopeRecorder:
+    """The relay's view of a RequestScope, recording what it is told and when (after which write)."""
+
+    def __init__(self, frames: list):
+        self.frames, self.calls = frames, []
+
+    def first_token(self):
+        self.calls.append(("first_token", len(self.frames)))
+
+    def touch(self):
+        self.calls.append(("touch", len(self.frames)))
+
+    def finish(self, **outcome):
+        self.calls.append(("finish", outcome["status"], outcome["usage"]))
+
+
+def test_the_first_output_leaves_ahead_of_the_rest_of_its_read_then_one_write_per_read():
+    frames: list[bytes] = []
+    scope = ScopeRecorder(frames)
+    events = FakeEvents(batch(ROLE, CHUNK, CHUNK, CHUNK), batch(CHUNK, USAGE), END)
+    for frame in relay(events, door(), scope=scope):  # type: ignore[arg-type]
+        frames.append(frame)
+    per_write = [[e["type"] for e in decoded([frame])] for frame in frames]
+    assert per_write[1] == ["response.output_item.added", "response.content_part.added",
+                            "response.output_text.delta"], "the first token, alone, as soon as it is translated"
+    assert per_write[2] == ["response.output_text.delta"] * 2, "the rest of that read in one write"
+    assert per_write[3] == ["response.output_text.delta"], "the next read in one write"
+    assert per_write[4][-1] == "response.completed" and len(frames) == 5
+    assert scope.calls[0] == ("first_token", 2), "told once the first token's write returned"
+    assert [call[0] for call in scope.calls].count("first_token") == 1
+    assert scope.calls[-1] == ("finish", 200, USAGE["usage"])
 
 
 def test_relay_failure_event_renders_the_neutral_error():
