@@ -6,7 +6,8 @@
 
 writes one JSON object on one line to the `deepseek_proxy.access` logger (the proxy's log handler puts it on
 stderr, which journald or docker collect; a JSON log pipeline parses it as it is). Only the fields above and a few
-more (`error_kind`, `upstream_key` (masked), `client_ip`, `user_agent`) are accepted: never a body, a header
+more (`error_kind`, `upstream_key` (masked), `conversation` (the key usage rows and prefix-break lines carry),
+`client_ip`, `user_agent`) are accepted: never a body, a header
 or a key; a value that looks like a secret (an `sk-…`/`dsp-…` key, a bearer token) is replaced by `[redacted]`
 anyway, since a message can quote what a client sent.
 
@@ -35,7 +36,7 @@ access_log = logging.getLogger("deepseek_proxy.access")
 log = logging.getLogger("deepseek_proxy.capture")
 
 FIELDS = ("request_id", "method", "path", "door", "status", "key", "model", "upstream", "upstream_key", "stream",
-          "duration_ms", "ttft_ms", "outcome", "error_kind", "client_ip", "user_agent")
+          "duration_ms", "ttft_ms", "outcome", "error_kind", "conversation", "client_ip", "user_agent")
 SECRET_VALUE = re.compile(r"(?:\b(?:sk|dsp)-[A-Za-z0-9_\-]{8,}|\bBearer\s+[^\s\"']+)", re.IGNORECASE)
 SECRET_FIELD = re.compile(r"authorization|api[-_]?key|password|secret|cookie|^token$|access_token|refresh_token",
                           re.IGNORECASE)

@@ -97,7 +97,8 @@ class RequestScope:
             request_log(request_id=self.request_id, method=self.method, path=self.path, door=self.door,
                         status=status, key=self.identity.name, model=self.model.id, upstream=self.model.upstream,
                         upstream_key=upstream_key or self.upstream_key, stream=self.stream, duration_ms=duration_ms,
-                        ttft_ms=ttft_ms, outcome=outcome or None, error_kind=error_kind, usage=usage)
+                        ttft_ms=ttft_ms, outcome=outcome or None, error_kind=error_kind,
+                        conversation=self.conversation, usage=usage)
         finally:
             self.admission.release()
 

@@ -116,6 +116,19 @@ def test_a_request_without_a_key_gets_the_first_messages_key(tmp_path):
 
 
 @responses.activate
+def test_the_access_log_line_names_the_conversation_its_usage_row_and_break_lines_carry(tmp_path, caplog):
+    caplog.set_level(logging.INFO, logger="deepseek_proxy.access")
+    responses.add(responses.POST, f"{BASE}/chat/completions", json=COMPLETION)
+    ops = ops_with(tmp_path)
+    send(ops, chat(1), rid="req_named")
+    send(ops, chat(1), conversation=None, rid="req_unnamed")
+    lines = {line["request_id"]: line for line in
+             (json.loads(r.getMessage()) for r in caplog.records if r.name == "deepseek_proxy.access")}
+    assert lines["req_named"]["conversation"] == "responses:thread-1"
+    assert lines["req_unnamed"]["conversation"].startswith("first:")
+
+
+@responses.activate
 def test_a_refused_request_teaches_the_memory_nothing(tmp_path):
     responses.add(responses.POST, f"{BASE}/chat/completions", status=400,
                   json={"error": {"message": "bad", "type": "invalid_request_error"}})
