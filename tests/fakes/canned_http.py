@@ -28,8 +28,8 @@ class CannedHTTPServer(LoopbackHTTPServer):
                 head, sep, rest = data.partition(b"\r\n\r\n")
                 if sep and len(rest) >= content_length(head):
                     data = rest[content_length(head):]
+                    self.requests += 1  # counted before the reply leaves: a client that has it may check the count
                     connection.sendall(self.reply)
-                    self.requests += 1
                     replies += 1
                     continue
                 received = connection.recv(65536)
