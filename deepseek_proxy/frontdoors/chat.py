@@ -39,7 +39,7 @@ from .common import (
     upstream_error_response,
 )
 from .gate import admit, complete_chat, open_chat
-from .relay import client_gone, relay
+from .relay import SSE_HEADERS, client_gone, relay
 from .responses import (
     _model_of as configured_model,  # configured names as themselves, else 404
 )
@@ -48,7 +48,6 @@ log = logging.getLogger("deepseek_proxy.chat")
 bp = Blueprint("chat", __name__)
 bp.before_request(require_client_key)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 @bp.post("/v1/chat/completions")

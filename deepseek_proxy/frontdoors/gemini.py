@@ -58,12 +58,11 @@ from ..translate.messages_tokens import count_chat_tokens
 from .common import Gateway, gateway, json_body
 from .gate import admit, client_refusal, complete_chat, open_chat
 from .gemini_validation import validate_gemini_request
-from .relay import client_gone, client_socket, relay, replay_completion
+from .relay import SSE_HEADERS, client_gone, client_socket, relay, replay_completion
 
 log = logging.getLogger("deepseek_proxy.gemini")
 bp = Blueprint("gemini", __name__)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # How long the relay waits before a mid-stream failure that follows data, so the JS SDK reads the error object in a
 # network read of its own (relay.py; the SDK misses it when it shares a read with earlier data). Failure path only.
 FAILURE_SETTLE_SECONDS = 0.2

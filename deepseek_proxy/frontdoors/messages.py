@@ -68,13 +68,12 @@ from ..upstream.sse import SSEDecoder
 from .common import Gateway, bearer_token, gateway, json_body
 from .gate import admit, client_refusal, complete_chat, open_chat
 from .messages_validation import validate_messages_request
-from .relay import client_gone, relay, replay_completion
+from .relay import SSE_HEADERS, client_gone, relay, replay_completion
 
 log = logging.getLogger("deepseek_proxy.messages")
 bp = Blueprint("messages", __name__)
 root_bp = Blueprint("root", __name__)  # HEAD / and GET /: Claude Code's start-up probe, answered without a key
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 # Request headers of Anthropic's API that the pass-through mode forwards (the upstream may act on them).
 _FORWARDED = ("anthropic-version", "anthropic-beta")
 

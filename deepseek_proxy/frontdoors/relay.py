@@ -47,6 +47,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("deepseek_proxy.relay")
 
 SHUTDOWN_MESSAGE = "The proxy is shutting down; send the request again."
+# Every door's event-stream reply: no cache may keep it, and nginx must pass each event on as it comes.
+SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 class DoorStream(Protocol):

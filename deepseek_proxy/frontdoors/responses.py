@@ -58,7 +58,7 @@ from .common import (
     upstream_error_response,
 )
 from .gate import admit, complete_chat, open_chat
-from .relay import client_gone, relay, replay_completion
+from .relay import SSE_HEADERS, client_gone, relay, replay_completion
 from .responses_state import (
     StoredContext,
     needs_store,
@@ -71,7 +71,6 @@ log = logging.getLogger("deepseek_proxy.responses")
 bp = Blueprint("responses", __name__)
 bp.before_request(require_client_key)
 
-SSE_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 # Codex stops at once on these codes (any other response.failed code is retried with backoff).
 FINAL_CODE = "invalid_prompt"  # ... and shows the error's own message
