@@ -297,12 +297,9 @@ def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | 
     position = start
     if old.block_bytes == new.block_bytes:
         block = old.block_bytes
-        same_blocks = 0
-        for index in range(min(len(old.block_digests), len(new.block_digests)) // DIGEST_BYTES):
-            cut = slice(index * DIGEST_BYTES, (index + 1) * DIGEST_BYTES)
-            if old.block_digests[cut] != new.block_digests[cut]:
-                break
-            same_blocks += 1
+        # The chain's common byte prefix, in whole digests: the blocks before the first that differs.
+        same_blocks = _common_prefix(old.block_digests, new.block_digests,
+                                     min(len(old.block_digests), len(new.block_digests))) // DIGEST_BYTES
         limit = min(old.part_ends[shared], new.part_ends[shared])  # both have this part: shared < min(parts)
         position = max(start, min(same_blocks * block, limit))
     # What changed, by the earlier kind in reading order of the two prompts' parts there: a system message moved to
