@@ -17,7 +17,6 @@ translating mode), otherwise a placeholder. Everything else goes through untouch
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 from .messages_request import (
@@ -27,6 +26,7 @@ from .messages_request import (
     starts_with_billing_header,
 )
 from .reasoning import ReasoningCache
+from .tool_history import needs_repair
 
 
 def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None = None, *,
@@ -58,7 +58,7 @@ def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None =
         content = message.get("content")
         blocks = content if isinstance(content, list) else []
         calls = [b for b in blocks if isinstance(b, dict) and b.get("type") == "tool_use"]
-        if not calls and repair != "always":
+        if not needs_repair(repair, bool(calls)):
             continue
         if any(isinstance(b, dict) and b.get("type") == "thinking" and b.get("thinking") for b in blocks):
             continue
@@ -67,10 +67,9 @@ def repair_passthrough_body(body: dict[str, Any], cache: ReasoningCache | None =
             reasoning = cache.get(reasoning_key((c.get("id", ""), c.get("name", ""), c.get("input", {}))
                                                 for c in calls))
         block = {"type": "thinking", "thinking": reasoning or REASONING_PLACEHOLDER, "signature": ""}
+        # text_as_blocks has made any text content blocks (an empty string reads as no blocks).
         kept = [b for b in blocks if not (isinstance(b, dict) and b.get("type") in ("thinking", "redacted_thinking"))]
-        if isinstance(content, str):
-            kept = [{"type": "text", "text": content}] if content else []
-        new_messages[index] = {**copy.copy(message), "content": [block, *kept]}
+        new_messages[index] = {**message, "content": [block, *kept]}
         repaired.append(index)
     if repaired:
         out = {**out, "messages": new_messages}
