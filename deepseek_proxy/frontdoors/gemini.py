@@ -38,6 +38,7 @@ from ..core.errors import ErrorKind, ProxyError
 from ..core.prefix import gemini_conversation_key
 from ..jsonfast import dumps
 from ..ops.keys import INVALID, MISSING
+from ..translate.chat_deltas import OVERLOADED_REASON
 from ..translate.errors import RequestError
 from ..translate.gemini_errors import (
     GeminiError,
@@ -309,7 +310,7 @@ class GeminiDoorStream(GeminiStream):
         return super().fail(error, message or "")
 
     def finish(self) -> list[dict]:
-        if self.finish_reason == "insufficient_system_resource" and not self.finished:
+        if self.finish_reason == OVERLOADED_REASON and not self.finished:
             time.sleep(self.failure_settle)  # this finish is a failure: the same settle as relay() gives one
         return super().finish()
 

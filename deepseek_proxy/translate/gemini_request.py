@@ -15,7 +15,7 @@ Reasoning comes back as `reasoning_content` (DeepSeek rejects a thinking-mode to
 base64, as Gemini CLI checks that signatures are base64), else from the turn's thought parts' text, else — Gemini
 CLI's `skip_thought_signature_validator`, a resumed session, a model switch — from the reasoning cache (keyed by a
 fingerprint of the turn's calls, messages_request.reasoning_key, or of its text for a turn that answered in text:
-answer_key) or the configured repair.
+turn_key) or the configured repair.
 """
 
 from __future__ import annotations
@@ -87,12 +87,13 @@ def encode_signature(codec: ReasoningCodec, reasoning: str) -> str:
     return base64.b64encode(_SIGNATURE_PREFIX + codec.encode(reasoning).encode("ascii")).decode("ascii")
 
 
-def answer_key(text: str) -> str:
-    """The reasoning cache key of a model turn that answered in text, without calls: a digest of the text (as one
-    nameless pseudo-call, so it never equals a real turn's key). Gemini CLI's `--resume` replaces the signatures of
-    such turns too; restoring their reasoning byte for byte keeps the resumed prompt's prefix the one DeepSeek
-    cached."""
-    return reasoning_key([("", "", text)])
+def turn_key(calls: list[tuple[str, str, Any]], text: str) -> str:
+    """The reasoning cache key of a model turn: its calls' key (messages_request.reasoning_key), or for a turn that
+    answered in text without calls, a digest of the text (as one nameless pseudo-call, so it never equals a real
+    turn's key). Gemini CLI's `--resume` replaces the signatures of such turns too; restoring their reasoning byte
+    for byte keeps the resumed prompt's prefix the one DeepSeek cached. The stream writes under this key and the
+    request reads under it."""
+    return reasoning_key(calls if calls else [("", "", text)])
 
 
 def decode_signature(codec: ReasoningCodec, signature: Any) -> str | None:
@@ -507,8 +508,7 @@ class _MessageBuilder(HistoryBuilder):
         calls, or of its text when it made none (byte-exact, so the prefix stays cached), else the turn's thought
         text (Gemini CLI trims it when it records a session), else the repair."""
         if self.repair != "off" and (calls or text) and self.cache is not None:
-            cached = self.cache.get(reasoning_key((c.id, c.name, c.args) for c in calls) if calls
-                                    else answer_key(text))
+            cached = self.cache.get(turn_key([(c.id, c.name, c.args) for c in calls], text))
             if cached:
                 self.repaired.append(content_index)
                 return cached

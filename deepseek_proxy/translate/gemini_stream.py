@@ -29,8 +29,7 @@ import orjson
 from ..jsonfast import dumps
 from .chat_deltas import ChatDeltaReader
 from .gemini_errors import error_chunk
-from .gemini_request import answer_key, encode_signature
-from .messages_request import reasoning_key
+from .gemini_request import encode_signature, turn_key
 from .messages_tokens import estimate_text_tokens
 from .reasoning import ReasoningCodec
 from .tools import ToolMap
@@ -170,7 +169,7 @@ class GeminiStream(ChatDeltaReader):
         text = "".join(self._text)
         if not reasoning or not (calls or text):
             return []
-        return [(reasoning_key(calls) if calls else answer_key(text), reasoning)]
+        return [(turn_key(calls, text), reasoning)]
 
     # ---- the pieces of a chunk (chat_deltas.ChatDeltaReader) ---------------------------------------------------
     def _reasoning_delta(self, text: str, parts: list[dict]) -> None:
