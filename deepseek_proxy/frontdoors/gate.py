@@ -19,6 +19,8 @@ finishes it however a stream ends; `complete_chat` finishes it with the completi
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 from flask import current_app, request
@@ -78,31 +80,35 @@ def key_pool(ops: Ops, client: UpstreamClient) -> KeyPool | None:
 def open_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestScope,
               **call: Any) -> upstream_chat.ChatEvents:
     """upstream.chat.open_chat through the upstream's key pool; a refusal before the first byte ends the scope."""
-    try:
-        return upstream_chat.open_chat(client, chat, keys=key_pool(scope.ops, client), on_key=_on_key(scope),
-                                       on_prepared=_on_prepared(scope), **call)
-    except ProxyError as exc:
-        scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
-        raise
-    except BaseException:
-        scope.finish(usage=None, status=500, outcome="error")
-        raise
+    with _refusal_ends(scope):
+        return upstream_chat.open_chat(client, chat, **_scope_hooks(scope, client), **call)
 
 
 def complete_chat(client: UpstreamClient, chat: ChatRequest, *, scope: RequestScope, **call: Any) -> dict:
     """upstream.chat.complete_chat through the key pool; the scope ends with the completion's usage."""
+    with _refusal_ends(scope):
+        completion = upstream_chat.complete_chat(client, chat, **_scope_hooks(scope, client), **call)
+    scope.first_token()
+    scope.finish(usage=completion.get("usage"), status=200, outcome="completed")
+    return completion
+
+
+@contextmanager
+def _refusal_ends(scope: RequestScope) -> Iterator[None]:
+    """An upstream call that fails before its reply ends the request's scope: refused (its kind) or an error."""
     try:
-        completion = upstream_chat.complete_chat(client, chat, keys=key_pool(scope.ops, client),
-                                                 on_key=_on_key(scope), on_prepared=_on_prepared(scope), **call)
+        yield
     except ProxyError as exc:
         scope.finish(usage=None, status=exc.status, outcome="refused", error_kind=exc.kind.value)
         raise
     except BaseException:
         scope.finish(usage=None, status=500, outcome="error")
         raise
-    scope.first_token()
-    scope.finish(usage=completion.get("usage"), status=200, outcome="completed")
-    return completion
+
+
+def _scope_hooks(scope: RequestScope, client: UpstreamClient) -> dict[str, Any]:
+    """What an upstream call takes from the request's scope: the key pool and the hooks that report back to it."""
+    return {"keys": key_pool(scope.ops, client), "on_key": _on_key(scope), "on_prepared": _on_prepared(scope)}
 
 
 def _on_key(scope: RequestScope) -> Any:

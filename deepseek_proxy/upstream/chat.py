@@ -84,8 +84,7 @@ class Failure:
     error: ProxyError
 
 
-BATCH = GeneratorType  # the chunks of one network read (a tuple when the read held one chunk)
-BATCHES = frozenset({GeneratorType, tuple})
+BATCHES = frozenset({GeneratorType, tuple})  # the chunks of one network read (a tuple when it held one)
 ChatEvent = Any  # batch (an iterator of ChatChunk) | TICK | END | Failure
 ChatEvents = Generator[ChatEvent, None, None]
 
