@@ -330,40 +330,24 @@ class Store(ABC):
         return (horizon if since is None else max(since, horizon)), (math.inf if until is None else until)
 
     # ---- rate-limit counters and concurrency slots -------------------------------------------------------------
-    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        """Count one event against `limit` per sliding `window_seconds`: (True, 0) and counted, or (False, seconds
-        until one more would be allowed) and not counted."""
-        raise NotImplementedError
-
-    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
-        """One of `limit` slots (a token to release), or None when all are held. A slot not refreshed or released
-        within ttl_seconds is free again."""
-        raise NotImplementedError
-
     def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
         """Several limits at once: `rates` (counter, window_seconds, limit) as `hit`, `slots` (name, limit,
         ttl_seconds) as `acquire_slot`. All granted (every counter counted, every slot taken: `tokens` in the
         order of `slots`) or none: nothing is counted or taken when one refuses, so a request may try again.
-        SQLite does it in one transaction, Redis in one script (one round trip), memory under its lock. This
-        default, for a backend without its own, takes the slots, then counts, giving the slots back on a refusal
-        (a rate counted before a later one refuses stays counted)."""
-        tokens: list[str] = []
-        for index, (name, limit, ttl) in enumerate(slots):
-            token = self.acquire_slot(name, limit, ttl)
-            if token is None:
-                self._give_back(slots, tokens)
-                return Admitted(False, refused_slot=index)
-            tokens.append(token)
-        for index, (counter, window, limit) in enumerate(rates):
-            allowed, wait = self.hit(counter, window, limit)
-            if not allowed:
-                self._give_back(slots, tokens)
-                return Admitted(False, refused_rate=index, wait=wait)
-        return Admitted(True, tokens=tokens)
+        SQLite does it in one transaction, Redis in one script (one round trip), memory under its lock."""
+        raise NotImplementedError
 
-    def _give_back(self, slots: list[tuple[str, int, float]], tokens: list[str]) -> None:
-        for (name, _, _), token in zip(slots, tokens, strict=True):
-            self.release_slot(name, token)
+    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
+        """Count one event against `limit` per sliding `window_seconds`: (True, 0) and counted, or (False, seconds
+        until one more would be allowed) and not counted. `admit` with one rate."""
+        admitted = self.admit([(counter, window_seconds, limit)], [])
+        return admitted.granted, admitted.wait
+
+    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
+        """One of `limit` slots (a token to release), or None when all are held. A slot not refreshed or released
+        within ttl_seconds is free again. `admit` with one slot."""
+        admitted = self.admit([], [(name, limit, ttl_seconds)])
+        return admitted.tokens[0] if admitted.granted else None
 
     def refresh_slot(self, name: str, token: str, ttl_seconds: float) -> None:
         raise NotImplementedError

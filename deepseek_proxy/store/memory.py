@@ -161,32 +161,6 @@ class MemoryStore(Store):
             return self._spent.get(key_name, 0.0)
 
     # ---- limits ------------------------------------------------------------------------------------------------
-    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        now = now_seconds()
-        start = window_start(now, window_seconds)
-        with self._lock:
-            previous = self._counters.get((counter, start - window_seconds), 0)
-            current = self._counters.get((counter, start), 0)
-            allowed, wait = sliding_window(previous, current, now - start, window_seconds, limit)
-            if allowed:
-                self._counters[(counter, start)] = current + 1
-                for stale in [k for k in self._counters if k[0] == counter and k[1] < start - window_seconds]:
-                    del self._counters[stale]
-            return allowed, wait
-
-    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
-        import uuid
-
-        now = now_seconds()
-        with self._lock:
-            held = {t: e for t, e in self._slots.get(name, {}).items() if e > now}
-            self._slots[name] = held
-            if len(held) >= limit:
-                return None
-            token = uuid.uuid4().hex
-            held[token] = now + ttl_seconds
-            return token
-
     def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
         import uuid
 
@@ -205,9 +179,12 @@ class MemoryStore(Store):
                                                window, limit)
                 if not allowed:
                     return Admitted(False, refused_rate=index, wait=wait)
-                counted.append(((counter, start), current + 1))
-            for key, count in counted:
-                self._counters[key] = count
+                counted.append((counter, start, current + 1, window))
+            for counter, start, count, window in counted:
+                self._counters[(counter, start)] = count
+                if count == 1:  # a new window: the one before the previous is of no more use
+                    for stale in [k for k in self._counters if k[0] == counter and k[1] < start - window]:
+                        del self._counters[stale]
             tokens = [uuid.uuid4().hex for _ in slots]
             for (name, _, ttl), token in zip(slots, tokens, strict=True):
                 self._slots[name][token] = now + ttl

@@ -86,13 +86,6 @@ for i = 1, ns do
 end
 return {1}
 """
-# KEYS: the slot set. ARGV: now, limit, token, expires at.
-_ACQUIRE = """
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', ARGV[1])
-if redis.call('ZCARD', KEYS[1]) >= tonumber(ARGV[2]) then return 0 end
-redis.call('ZADD', KEYS[1], ARGV[4], ARGV[3])
-return 1
-"""
 
 
 class RedisStore(Store):
@@ -375,18 +368,6 @@ class RedisStore(Store):
         return float(value) if value is not None else 0.0
 
     # ---- limits ------------------------------------------------------------------------------------------------
-    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        admitted = self.admit([(counter, window_seconds, limit)], [])
-        return admitted.granted, admitted.wait
-
-    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
-        now = now_seconds()
-        token = uuid.uuid4().hex
-        script = self._script("acquire", _ACQUIRE)
-        got = self._call(lambda r: script(keys=[f"{self.prefix}slots:{name}"],
-                                          args=[repr(now), limit, token, repr(now + ttl_seconds)], client=r))
-        return token if got else None
-
     def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
         """One script, one round trip, atomic on the server."""
         now = now_seconds()

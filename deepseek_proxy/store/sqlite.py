@@ -435,47 +435,6 @@ class SQLiteStore(Store):
         return float(row[0]) if row else 0.0
 
     # ---- limits ------------------------------------------------------------------------------------------------
-    def hit(self, counter: str, window_seconds: float, limit: int) -> tuple[bool, float]:
-        now = now_seconds()
-        start = window_start(now, window_seconds)
-
-        def write(conn: sqlite3.Connection) -> tuple[bool, float]:
-            counts = dict(conn.execute("SELECT window_start, count FROM counters WHERE name = ? AND window_start "
-                                       "IN (?, ?)", (counter, start - window_seconds, start)).fetchall())
-            current = counts.get(start, 0)
-            allowed, wait = sliding_window(counts.get(start - window_seconds, 0), current, now - start,
-                                           window_seconds, limit)
-            if allowed:
-                conn.execute("INSERT OR REPLACE INTO counters (name, window_start, count) VALUES (?, ?, ?)",
-                             (counter, start, current + 1))
-                if not current:  # a new window: the one before the previous is of no more use
-                    conn.execute("DELETE FROM counters WHERE name = ? AND window_start < ?",
-                                 (counter, start - window_seconds))
-            return allowed, wait
-
-        result = self._retrying(write, write=True)
-        self._wrote(100)  # counts toward the off-worker checkpoint, like every write
-        return result
-
-    def acquire_slot(self, name: str, limit: int, ttl_seconds: float) -> str | None:
-        import uuid
-
-        now = now_seconds()
-        token = uuid.uuid4().hex
-
-        def write(conn: sqlite3.Connection) -> str | None:
-            conn.execute("DELETE FROM slots WHERE name = ? AND expires_at <= ?", (name, now))
-            held = conn.execute("SELECT COUNT(*) FROM slots WHERE name = ?", (name,)).fetchone()[0]
-            if held >= limit:
-                return None
-            conn.execute("INSERT INTO slots (name, token, expires_at) VALUES (?, ?, ?)",
-                         (name, token, now + ttl_seconds))
-            return token
-
-        result = self._retrying(write, write=True)
-        self._wrote(100)
-        return result
-
     def admit(self, rates: list[tuple[str, float, int]], slots: list[tuple[str, int, float]]) -> Admitted:
         """One IMMEDIATE transaction: every decision read first, then written only when all are granted."""
         import uuid

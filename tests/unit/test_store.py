@@ -488,6 +488,16 @@ def test_hit_counts_up_to_the_limit_then_refuses_with_a_wait(store, clock):
     assert store.hit("key:alice", 60, 3)[0] is True
 
 
+def test_a_memory_store_keeps_two_windows_of_a_counter_however_long_it_counts(clock):
+    """Only the current and the previous window take part in a decision; `admit` (every request's path) forgets the
+    older ones, as SQLite does, so a long-running `memory://` store does not grow by a counter a minute."""
+    store = MemoryStore(**LIMITS)
+    for _ in range(10):
+        assert store.admit([("key:alice", 60, 3)], []).granted
+        clock.advance(60)
+    assert len([key for key in store._counters if key[0] == "key:alice"]) <= 2
+
+
 def test_slots_are_limited_released_and_expire(store, clock):
     first = store.acquire_slot("streams:alice", 2, 30)
     second = store.acquire_slot("streams:alice", 2, 30)
