@@ -27,6 +27,7 @@ from __future__ import annotations
 import logging
 import socket
 import time
+from collections.abc import Callable
 from typing import Any
 
 from flask import Blueprint, Response, request
@@ -106,11 +107,12 @@ def request_error(exc: RequestError) -> Response:
     return google_error(kind, exc.message)
 
 
-def upstream_error(error: ProxyError, model: ModelConfig | None = None, input_tokens: int = 0,
+def upstream_error(error: ProxyError, model: ModelConfig | None = None, input_tokens: Callable[[], int] = lambda: 0,
                    max_tokens: int = 0) -> Response:
-    """An upstream refusal before the first byte, as Google's error with the status Gemini CLI acts on."""
+    """An upstream refusal before the first byte, as Google's error with the status Gemini CLI acts on.
+    `input_tokens` counts the prompt, for a context overflow's numbers only."""
     if error.kind is ErrorKind.CONTEXT_OVERFLOW and model is not None:
-        return google_response(context_overflow_error(error.message, input_tokens=input_tokens,
+        return google_response(context_overflow_error(error.message, input_tokens=input_tokens(),
                                                       max_tokens=max_tokens or 0,
                                                       context_window=model.context_window))
     retry_after = error.retry_after
@@ -243,7 +245,11 @@ def _generate(name: str, *, stream: bool, sse: bool) -> Response:
         chat.body["max_tokens"] = min(settings.max_output_tokens, model.max_output_tokens)
     if chat.unknown_fields:
         log.info("ignored request fields: %s", ", ".join(chat.unknown_fields))
-    input_tokens = count_chat_tokens(chat.body)
+    def input_tokens() -> int:
+        """The prompt's size as DeepSeek would count it: only for a reply without usage or a context overflow
+        (tens of ms for a long history, which the request need not wait for before the upstream sees it)."""
+        return count_chat_tokens(chat.body)
+
     door = GeminiDoorStream(model=name, tool_map=chat.tool_map, codec=gw.codec, input_tokens=input_tokens,
                             thinking=chat.thinking, include_thoughts=chat.include_thoughts, sse=sse)
     done = _Completion(gw, door, started, name, model.id, stream)

@@ -80,14 +80,15 @@ class GeminiStream(ChatDeltaReader):
         model: str,
         tool_map: ToolMap,
         codec: ReasoningCodec,
-        input_tokens: int = 0,
+        input_tokens: int | Callable[[], int] = 0,
         thinking: bool = True,
         include_thoughts: bool = False,
         response_id: str | None = None,
         make_call_id: Callable[[str], str] = new_call_id,
     ):
         """`model` is the name the client asked for (modelVersion); `input_tokens` the estimate reported when the
-        upstream reports no usage; `thinking` False drops reasoning an upstream sends anyway; `include_thoughts`
+        upstream reports no usage, or the function that makes it (counting a long history takes tens of ms, so it
+        is only worth doing when needed); `thinking` False drops reasoning an upstream sends anyway; `include_thoughts`
         streams the reasoning as thought parts."""
         self.model = model
         self.tool_map = tool_map
@@ -273,7 +274,8 @@ class GeminiStream(ChatDeltaReader):
             thoughts = estimate_text_tokens("".join(self._reasoning))
             output = estimate_text_tokens("".join(self._text)) + sum(
                 estimate_text_tokens("".join(c.fragments)) for c in self._calls.values())
-            prompt, cached = self.input_estimate, 0
+            estimate = self.input_estimate
+            prompt, cached = (estimate() if callable(estimate) else estimate), 0
         else:
             prompt = usage.get("prompt_tokens") or 0
             details_cached = (usage.get("prompt_tokens_details") or {}).get("cached_tokens")

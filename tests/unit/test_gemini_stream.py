@@ -221,6 +221,19 @@ def test_usage_estimated_when_the_upstream_reports_none():
     assert metadata["totalTokenCount"] == 42 + metadata["candidatesTokenCount"]
 
 
+def test_the_input_estimate_may_be_a_function_called_only_when_the_upstream_reports_no_usage():
+    counted: list[int] = []
+
+    def count() -> int:
+        counted.append(42)
+        return 42
+
+    objects = run(make_stream(input_tokens=count), [delta(content="hello"), delta("stop"), usage()])
+    assert objects[-1]["usageMetadata"]["promptTokenCount"] == 100 and counted == []  # the upstream's figure
+    objects = run(make_stream(input_tokens=count), [delta(content="hello"), delta("stop")])
+    assert objects[-1]["usageMetadata"]["promptTokenCount"] == 42 and counted == [42]
+
+
 def test_insufficient_system_resource_is_an_unavailable_error_not_a_cut_answer():
     stream = make_stream()
     objects = run(stream, [delta(content="partial"), delta("insufficient_system_resource")])
