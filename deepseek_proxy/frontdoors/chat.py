@@ -31,6 +31,7 @@ from .chat_validation import validate_chat_request
 from .common import (
     Gateway,
     bearer_token,
+    configured_model,
     gateway,
     json_body,
     openai_type_and_code,
@@ -40,14 +41,10 @@ from .common import (
 )
 from .gate import admit, complete_chat, open_chat
 from .relay import SSE_HEADERS, client_gone, relay
-from .responses import (
-    _model_of as configured_model,  # configured names as themselves, else 404
-)
 
 log = logging.getLogger("deepseek_proxy.chat")
 bp = Blueprint("chat", __name__)
 bp.before_request(require_client_key)
-
 
 
 @bp.post("/v1/chat/completions")

@@ -88,6 +88,22 @@ class SharedReasoningCache(ReasoningCache):
         return len(self.local)
 
 
+def configured_model(gw: Gateway, body: Any) -> ModelConfig:
+    """The configured model the body names (by its own name), else a 404 naming the models served here: the
+    OpenAI doors' lookup (the Messages and Gemini doors also map their clients' model names)."""
+    if not isinstance(body, dict):
+        raise RequestError("the request body must be a JSON object")
+    name = body.get("model")
+    if not isinstance(name, str):
+        raise RequestError("`model` is required and must be a string", param="model")
+    model = gw.config.model(name)
+    if model is None:
+        raise RequestError(f"The model `{name}` does not exist or you do not have access to it. "
+                           f"Models served here: {', '.join(gw.config.models)}.",
+                           param="model", code="model_not_found", status=404)
+    return model
+
+
 def gateway() -> Gateway:
     return current_app.extensions[EXTENSION]
 

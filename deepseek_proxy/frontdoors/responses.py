@@ -38,7 +38,6 @@ from typing import Any, cast
 
 from flask import Blueprint, Response, request
 
-from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..core.prefix import responses_conversation_key
 from ..jsonfast import dumps
@@ -50,6 +49,7 @@ from ..upstream.sse import encode_events
 from .common import (
     Gateway,
     bearer_token,
+    configured_model,
     gateway,
     json_body,
     openai_error,
@@ -85,7 +85,7 @@ def create_response() -> Response:
     try:
         body = json_body()
         validate_responses_request(body)
-        model = _model_of(gw, body)
+        model = configured_model(gw, body)
         client = gw.client_for(model)
         stream = bool(body.get("stream", False))
         keep = body.get("store") is not False  # OpenAI's default is to store
@@ -356,20 +356,6 @@ def stream_failure_code(error: ProxyError) -> str:
     if error.kind in (ErrorKind.OVERLOADED, ErrorKind.SHUTTING_DOWN):
         return "server_error"  # Codex does not retry server_is_overloaded: it tells the user to switch models
     return error.upstream_code or "server_error"  # retried by Codex (the upstream's own code, as it came)
-
-
-def _model_of(gw: Gateway, body) -> ModelConfig:
-    if not isinstance(body, dict):
-        raise RequestError("the request body must be a JSON object")
-    name = body.get("model")
-    if not isinstance(name, str):
-        raise RequestError("`model` is required and must be a string", param="model")
-    model = gw.config.model(name)
-    if model is None:
-        raise RequestError(f"The model `{name}` does not exist or you do not have access to it. "
-                           f"Models served here: {', '.join(gw.config.models)}.",
-                           param="model", code="model_not_found", status=404)
-    return model
 
 
 class _Completion:

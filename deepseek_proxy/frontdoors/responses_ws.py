@@ -72,6 +72,7 @@ from ..upstream.pool import readable_now
 from .common import (
     Gateway,
     bearer_token,
+    configured_model,
     gateway,
     openai_error,
     openai_type_and_code,
@@ -79,7 +80,7 @@ from .common import (
 )
 from .gate import admit, open_chat
 from .relay import client_socket, relay
-from .responses import ResponsesDoorStream, _Completion, _echo_fields, _model_of
+from .responses import ResponsesDoorStream, _Completion, _echo_fields
 from .responses_state import expand_stored_context
 from .responses_validation import validate_responses_request
 
@@ -444,7 +445,7 @@ class _Session:
                 body = self.history.expand(body) or body
             body = _expand_from_store(body, gw.store)  # a no-op without previous_response_id or item_reference
             validate_responses_request(body)
-            model = _model_of(gw, body)
+            model = configured_model(gw, body)
             client = gw.client_for(model)
             chat = translate_request(body, model, client.profile, gw.codec, upstream_stream=model.stream)
         except RequestError as exc:
