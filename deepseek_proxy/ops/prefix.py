@@ -50,11 +50,23 @@ BYTES_PER_TOKEN = 3.5  # DeepSeek's tokenizer on code and English, about
 _UNPRINTABLE = re.compile(r"[^\x21-\x7e]")
 
 
-def fallback_conversation(prompt: Any) -> str | None:
-    """The key of a request whose client names no conversation: a hash of its first messages (never raises)."""
+def built_prompt(prompt: Any) -> dict | None:
+    """The prompt itself: a door may hand over the function that builds it (the pass-through's Anthropic body as
+    the detector reads it), called here once. Never raises: None when it cannot be built."""
     try:
         prompt = prompt() if callable(prompt) else prompt
-        return first_messages_key(prompt) if isinstance(prompt, dict) else None
+    except Exception:  # an odd body the proxy still sent: nothing to compare rather than a failed request
+        log.debug("the upstream prompt could not be rebuilt", exc_info=True)
+        return None
+    return prompt if isinstance(prompt, dict) else None
+
+
+def fallback_conversation(prompt: dict | None) -> str | None:
+    """The key of a request whose client names no conversation: a hash of its first messages (never raises)."""
+    if prompt is None:
+        return None
+    try:
+        return first_messages_key(prompt)
     except Exception:  # an odd body the proxy still sent: no key rather than a failed request
         log.debug("no fallback conversation key", exc_info=True)
         return None
@@ -120,11 +132,11 @@ class PrefixWatch:
         try:
             if callable(prompt):
                 prompt = prompt()
-            found = self.tracker.observe(conversation, prompt)
+            key = conversation or first_messages_key(prompt)
+            found = self.tracker.observe(key, prompt)
             prefix_checked(door=door)
             if found is not None:
-                self._report(found, request_id=request_id, door=door,
-                             conversation=conversation or first_messages_key(prompt))
+                self._report(found, request_id=request_id, door=door, conversation=key)
             return found
         except Exception:  # advice only: a detector fault must never reach the request
             log.debug("prefix-break detection failed for %s", request_id, exc_info=True)

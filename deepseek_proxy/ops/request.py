@@ -30,7 +30,7 @@ from .keys import AuthFailure, ClientIdentity, check_model
 from .limits import Admission, RateLimited
 from .logs import request_log
 from .metrics import RequestMetrics, rate_limited
-from .prefix import fallback_conversation
+from .prefix import built_prompt, fallback_conversation
 
 if TYPE_CHECKING:
     from ..config import ModelConfig
@@ -83,6 +83,7 @@ class RequestScope:
         self._finished = True
         try:
             if self.conversation is None and self.prompt is not None:
+                self.prompt = built_prompt(self.prompt)  # once: for the key now and the detector after the reply
                 self.conversation = fallback_conversation(self.prompt)
             if status == 200:
                 self.ops.prefix.after_reply(self)  # never raises; runs soon after the reply, off its path
