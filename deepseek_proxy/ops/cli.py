@@ -160,9 +160,9 @@ def _usage(config: Config, args: argparse.Namespace) -> int:
         return _fail(f"the usage store cannot be read: {exc}")
     prices = Prices(config.ops.prices, config.ops.peak_hours_utc)
 
-    def priced_model(row: UsageRow) -> str:  # as the recorder priced it: the upstream model when it has a price
+    def priced_model(row: UsageRow) -> str:  # as the recorder priced it
         model = config.models.get(row.model)
-        return model.upstream_model if model is not None and prices.knows(model.upstream_model) else row.model
+        return prices.priced_name(row.model, model.upstream_model if model is not None else None)
 
     def estimate(row: UsageRow) -> float:  # the saving of a row recorded before savings were
         return prices.saving(priced_model(row), input_tokens=row.input_tokens, cached_tokens=row.cached_tokens,

@@ -79,6 +79,11 @@ class Prices:
     def knows(self, model: str) -> bool:
         return model in self.models
 
+    def priced_name(self, model: str, upstream_model: str | None) -> str:
+        """The name a request is priced under: the upstream's model when it has a price (a model served under a
+        name of its own), else the served name."""
+        return upstream_model if upstream_model and self.knows(upstream_model) else model
+
     def rates(self, model: str, at: float) -> tuple[float, float, float] | None:
         """(cache hit, cache miss, output) USD per 1M tokens for `model` at the instant `at` (peak hours or not);
         None for a model with no price."""

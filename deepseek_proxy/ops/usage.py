@@ -69,7 +69,7 @@ class UsageRecorder:
                  conversation: str | None = None) -> UsageRow:
         tokens = tokens_of(usage)
         at = time.time() if at is None else at
-        priced = upstream_model if upstream_model and self.prices.knows(upstream_model) else model
+        priced = self.prices.priced_name(model, upstream_model)
         cached = min(tokens.cached, tokens.input)  # a hit ratio above 1 would be the upstream's slip, not a saving
         cost = self.prices.cost(priced, input_tokens=tokens.input, cached_tokens=cached,
                                 output_tokens=tokens.output, at=at)
