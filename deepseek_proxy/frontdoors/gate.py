@@ -30,7 +30,7 @@ from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..ops import Ops, ops_for
 from ..ops.keypool import KeyPool
-from ..ops.keys import AuthFailure
+from ..ops.keys import INVALID, MISSING, AuthFailure
 from ..ops.request import Refused, RequestScope, begin_request
 from ..upstream import chat as upstream_chat
 from ..upstream.client import UpstreamClient
@@ -44,6 +44,13 @@ def client_refusal(presented_key: str | None) -> ProxyError | None:
     if isinstance(result, AuthFailure) and result.kind != "insufficient_balance":
         return refusal_error(Refused.of(result))
     return None
+
+
+def wrong_key(error: ProxyError) -> bool:
+    """A missing or unknown client key (a door answers it in its client's own words for a wrong key), as opposed
+    to a revoked key or a key store that is down, whose own messages the door passes on. MISSING, INVALID and
+    REVOKED share a status and a code, so their messages tell them apart."""
+    return error.kind is ErrorKind.AUTHENTICATION and error.message in (MISSING.message, INVALID.message)
 
 
 def refusal_error(refusal: Refused) -> ProxyError:

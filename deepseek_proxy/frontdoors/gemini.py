@@ -38,7 +38,6 @@ from ..config import ModelConfig
 from ..core.errors import ErrorKind, ProxyError
 from ..core.prefix import gemini_conversation_key
 from ..jsonfast import dumps
-from ..ops.keys import INVALID, MISSING
 from ..translate.chat_deltas import OVERLOADED_REASON
 from ..translate.errors import RequestError
 from ..translate.gemini_errors import (
@@ -57,8 +56,8 @@ from ..translate.gemini_request import translate_gemini_request
 from ..translate.gemini_stream import GeminiStream, encode_sse
 from ..translate.gemini_tokens import count_gemini_tokens
 from ..translate.messages_tokens import count_chat_tokens
-from .common import Gateway, gateway, json_body
-from .gate import admit, client_refusal, complete_chat, open_chat
+from .common import Gateway, bearer_token, gateway, json_body
+from .gate import admit, client_refusal, complete_chat, open_chat, wrong_key
 from .gemini_validation import validate_gemini_request
 from .relay import SSE_HEADERS, client_gone, client_socket, relay, replay_completion
 
@@ -126,13 +125,7 @@ def upstream_error(error: ProxyError, model: ModelConfig | None = None, input_to
 def client_key() -> str | None:
     """The key the client presented: `x-goog-api-key` (google-genai, Gemini CLI), `?key=` (Google's REST form) or
     `Authorization: Bearer`."""
-    key = request.headers.get("x-goog-api-key") or request.args.get("key")
-    if key:
-        return key
-    auth = request.headers.get("Authorization", "")
-    if auth[:7].lower() == "bearer ":
-        return auth[7:].strip() or None
-    return request.headers.get("x-api-key") or None
+    return request.headers.get("x-goog-api-key") or request.args.get("key") or bearer_token()
 
 
 @bp.before_request
@@ -140,7 +133,7 @@ def _require_key() -> Response | None:
     refusal = client_refusal(client_key())
     if refusal is None:
         return None
-    if refusal.kind is ErrorKind.AUTHENTICATION and refusal.message in (MISSING.message, INVALID.message):
+    if wrong_key(refusal):
         # Google's own answer to a wrong key; Gemini CLI stops and shows the message.
         return google_error("authentication", "API key not valid. Please pass a valid API key (this proxy's client "
                                               "key, as GEMINI_API_KEY).")

@@ -40,7 +40,6 @@ from ..core.chat import ChatRequest
 from ..core.errors import ErrorKind, ProxyError
 from ..core.prefix import anthropic_prompt, messages_conversation_key
 from ..jsonfast import JSONDecodeError, dumps, loads
-from ..ops.keys import INVALID, MISSING
 from ..ops.request import RequestScope
 from ..shutdown import ServerShuttingDown
 from ..translate.errors import RequestError
@@ -66,7 +65,7 @@ from ..upstream.client import (
 )
 from ..upstream.sse import SSEDecoder
 from .common import Gateway, bearer_token, gateway, json_body
-from .gate import admit, client_refusal, complete_chat, open_chat
+from .gate import admit, client_refusal, complete_chat, open_chat, wrong_key
 from .messages_validation import validate_messages_request
 from .relay import SSE_HEADERS, client_gone, relay, replay_completion
 
@@ -101,7 +100,7 @@ def _require_client_key() -> Response | None:
     refusal = client_refusal(bearer_token())
     if refusal is None:
         return None
-    if refusal.kind is ErrorKind.AUTHENTICATION and refusal.message in (MISSING.message, INVALID.message):
+    if wrong_key(refusal):
         return _render(anthropic_error("authentication", "Incorrect API key provided for this proxy "
                                        "(send one of its client keys as x-api-key or Authorization: Bearer).",
                                        request_id=_rid()))
