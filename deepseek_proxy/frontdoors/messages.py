@@ -354,13 +354,10 @@ def _passthrough(gw: Gateway, client: UpstreamClient, model: ModelConfig, body: 
         response = client.session.post(anthropic_url(client), data=dumps(sent), headers=headers, stream=stream,
                                        verify=client.verify,
                                        timeout=(client.config.connect_timeout, client.config.read_timeout))
-    except requests.Timeout:
-        scope.finish(usage=None, status=504, outcome="refused", error_kind=ErrorKind.TIMEOUT.value)
-        return _render(anthropic_error("timeout", "the upstream did not answer in time", request_id=_rid()))
-    except requests.ConnectionError:
-        scope.finish(usage=None, status=502, outcome="refused", error_kind=ErrorKind.UPSTREAM_UNAVAILABLE.value)
-        return _render(anthropic_error("api_error", f"the upstream ({client.config.name}) is unreachable",
-                                       request_id=_rid()))
+    except (requests.Timeout, requests.ConnectionError) as exc:
+        error = client.transport_error(exc)  # the same words, and TLS diagnosis, as the translating mode
+        scope.finish(usage=None, status=error.status, outcome="refused", error_kind=error.kind.value)
+        return _render(_upstream_error(error, None))
     label = f"POST /v1/messages (pass-through) model={body.get('model')}→{model.id} stream={stream}"
     if response.status_code >= 400:
         try:

@@ -121,20 +121,8 @@ class UpstreamClient:
         try:
             response = self._adapter.send(request, stream=stream, proxies=self.session.proxies, verify=self.verify,
                                           timeout=(self.config.connect_timeout, self.config.read_timeout))
-        except requests.Timeout:
-            raise ProxyError(ErrorKind.TIMEOUT, "the upstream did not answer in time", 504) from None
-        except requests.ConnectionError as exc:
-            if _certificate_rejected(exc):
-                # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
-                log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)",
-                            self.config.name)
-                raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
-                                 f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
-                                 "a private CA can be named with REQUESTS_CA_BUNDLE", 502,
-                                 upstream_code="upstream_tls_error") from None
-            log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
-            raise ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, f"the upstream ({self.config.name}) is unreachable",
-                             502) from None
+        except (requests.Timeout, requests.ConnectionError) as exc:
+            raise self.transport_error(exc) from None
         if response.status_code >= 400:
             try:
                 raise self._error_from(response)
@@ -143,6 +131,22 @@ class UpstreamClient:
         # The sent body (a whole Codex history, up to tens of MB) would otherwise live as long as the stream.
         response.request.body = None
         return response
+
+    def transport_error(self, exc: requests.Timeout | requests.ConnectionError) -> ProxyError:
+        """A request that got no answer, as a neutral error (logged without the request): a timeout, an
+        untrusted certificate or an unreachable upstream. Every way to this upstream says it the same."""
+        if isinstance(exc, requests.Timeout):
+            return ProxyError(ErrorKind.TIMEOUT, "the upstream did not answer in time", 504)
+        if _certificate_rejected(exc):
+            # Reachable, but not trusted: most often a private CA (TLS inspection) the proxy was not told about.
+            log.warning("upstream %s: TLS certificate not verified (REQUESTS_CA_BUNDLE names extra CAs)",
+                        self.config.name)
+            return ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE,
+                              f"the upstream's ({self.config.name}) TLS certificate could not be verified; "
+                              "a private CA can be named with REQUESTS_CA_BUNDLE", 502,
+                              upstream_code="upstream_tls_error")
+        log.warning("upstream %s unreachable: %s", self.config.name, exc.__class__.__name__)
+        return ProxyError(ErrorKind.UPSTREAM_UNAVAILABLE, f"the upstream ({self.config.name}) is unreachable", 502)
 
     def list_models(self, *, client_key: str | None = None, api_key: str | None = None) -> dict:
         response = self.session.get(self.models_url, headers=self._headers(client_key, api_key), verify=self.verify,

@@ -6,6 +6,7 @@ checked on every stream."""
 from __future__ import annotations
 
 import json
+import socket
 from typing import Any
 
 import anthropic
@@ -448,3 +449,18 @@ def test_too_large_body_is_anthropic_request_too_large(start_proxy, upstream):
     assert body["type"] == "error" and body["request_id"].startswith("req_")
     assert body["error"]["type"] == "request_too_large" and "max_body_mb" in body["error"]["message"]
     assert upstream.chat_requests == []
+
+
+def test_passthrough_to_an_unreachable_upstream_is_an_anthropic_api_error(start_proxy):
+    """The pass-through mode words a request that got no answer as every upstream call does
+    (UpstreamClient.transport_error), in Anthropic's format: `api_error`, whose status is 500 (Claude Code retries
+    it), as the translating mode answers it."""
+    with socket.socket() as unused:
+        unused.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{unused.getsockname()[1]}"
+    proxy = start_proxy(closed, PASSTHROUGH_CONFIG)
+    response = post(proxy, {"model": "claude-sonnet-4-5", "max_tokens": 10, "messages": [user("hi")]})
+    assert response.status_code == 500, proxy.log()
+    error = response.json()
+    assert error["type"] == "error" and error["error"]["type"] == "api_error"
+    assert "the upstream (deepseek) is unreachable" in error["error"]["message"]
