@@ -286,6 +286,11 @@ def shared_parts(old: PromptFingerprint, new: PromptFingerprint) -> int:
     return _common_prefix(old.part_digests, new.part_digests, limit * DIGEST_BYTES) // DIGEST_BYTES
 
 
+def kind_of(label: str) -> str:
+    """The kind of a part's label: "system", "tools" or "message" ("message 12" → "message")."""
+    return label.split(" ", 1)[0]
+
+
 def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | None:
     """Where `new` first differs from `old`, or None when `new` extends `old` (or is a prefix of it: a retry or a
     shorter side call loses nothing that was cached)."""
@@ -305,7 +310,7 @@ def find_break(old: PromptFingerprint, new: PromptFingerprint) -> PrefixBreak | 
     # What changed, by the earlier kind in reading order of the two prompts' parts there: a system message moved to
     # the front is "system" (the old prompt had a tool there), tools dropped (Codex's compaction request) or added
     # are "tools" (a message on the other side); otherwise both say the same.
-    what = min(old.label(shared), new.label(shared), key=lambda label: _KIND_ORDER[label.split(" ", 1)[0]])
+    what = min(old.label(shared), new.label(shared), key=lambda label: _KIND_ORDER[kind_of(label)])
     return PrefixBreak(position, what, old.length)
 
 

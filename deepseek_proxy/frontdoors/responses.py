@@ -98,8 +98,9 @@ def create_response() -> Response:
             raise RequestError("A background response must be stored: `background: true` needs `store` not "
                                "false.", param="store", code="invalid_value")
         context = None
-        if keep or needs_store(body):
-            context = resolve_context(body, gw.store if needs_store(body) else None)
+        refers = needs_store(body)  # the body refers to stored state: the store must be read
+        if keep or refers:
+            context = resolve_context(body, gw.store if refers else None)
             body_in = context.body_for(body)
         else:
             body_in = body  # Codex's store:false turn: nothing to resolve, nothing to keep

@@ -36,7 +36,14 @@ import re
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from ..core.prefix import LruFingerprints, PrefixBreak, PrefixTracker, StoreFingerprints, first_messages_key
+from ..core.prefix import (
+    LruFingerprints,
+    PrefixBreak,
+    PrefixTracker,
+    StoreFingerprints,
+    first_messages_key,
+    kind_of,  # the bounded label of a break's place in /metrics
+)
 from .logs import redact_text
 from .metrics import prefix_break, prefix_checked
 
@@ -75,11 +82,6 @@ def fallback_conversation(prompt: dict | None) -> str | None:
 def loggable_key(key: str) -> str:
     """A conversation key as it may appear in a log line: one short token, nothing secret-looking."""
     return _UNPRINTABLE.sub("?", redact_text(key))[:120]
-
-
-def kind_of(what: str) -> str:
-    """The bounded label of a break's place: "system", "tools" or "message" ("message 12" → "message")."""
-    return what.split(" ", 1)[0]
 
 
 def _run_soon(task: Callable[[], None]) -> None:
